@@ -1,0 +1,195 @@
+"""Convolutional building blocks of the 12 Hz speech tokenizer, each usable offline and as an
+exact streaming layer.
+
+Mirrors `Qwen3TTSTokenizerV2CausalConvNet`, `Qwen3TTSTokenizerV2CausalTransConvNet`,
+`SnakeBeta`, `Qwen3TTSTokenizerV2ConvNeXtBlock`, `Qwen3TTSTokenizerV2DecoderResidualUnit`,
+`Qwen3TTSTokenizerV2DecoderBlock` (qwen_tts/core/tokenizer_12hz) and transformers' `MimiConv1d`.
+Parameter names match the official state_dict (`conv.weight`, `alpha`, `gamma`, ...).
+
+Streaming contract (codec.md §7.3): a stateful layer has a `state_key` (its qualified name,
+set by the owner) and `new_state(batch, device, dtype) -> list[Tensor]`; its `forward(x, st)`
+reads and updates `st.bufs[state_key]` in place. Per layer:
+
+* causal conv (stride 1, effective kernel k): the last `k - 1` input columns (zeros at start =
+  the offline zero left-padding);
+* causal transposed conv (kernel k, stride s, k <= 2s): the `k - s` raw output columns that
+  spill into the next chunk (overlap-add tail, bias added after).
+
+Offline decode is the same code with a fresh (zero) state, so "one push == offline" holds by
+construction and parity with the official offline decode is tested against the fixtures.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class StreamState:
+    """Per-stream tensors keyed by layer name, plus the frame position (RoPE, attention window).
+
+    Every tensor is allocated once (`new_state`) and updated in place; `reset()` zeroes them.
+    """
+
+    def __init__(self, bufs: dict[str, list[torch.Tensor]]):
+        self.bufs = bufs
+        self.pos = 0  # frames consumed so far
+
+    def reset(self) -> None:
+        for ts in self.bufs.values():
+            for t in ts:
+                t.zero_()
+        self.pos = 0
+
+
+class CausalConv1d(nn.Module):
+    """Causal Conv1d: zero (or replicate) left padding `k_eff - stride`, and right padding just
+    large enough to complete the last frame (MimiConv1d / CausalConvNet, codec.md §4.1)."""
+
+    def __init__(self, cin, cout, kernel_size, stride=1, dilation=1, groups=1, bias=True, pad_mode="constant"):
+        super().__init__()
+        self.conv = nn.Conv1d(cin, cout, kernel_size, stride=stride, dilation=dilation, groups=groups, bias=bias)
+        self.k_eff = (kernel_size - 1) * dilation + 1
+        self.stride = stride
+        self.pad_left = self.k_eff - stride
+        self.pad_mode = pad_mode
+        self.state_key = None
+
+    def forward_offline(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, C, L) -> (B, C', ceil(L / stride))."""
+        L = x.shape[-1]
+        n_frames = (L - self.k_eff + self.pad_left) / self.stride + 1
+        extra = (math.ceil(n_frames) - 1) * self.stride + (self.k_eff - self.pad_left) - L
+        x = F.pad(x, (self.pad_left, extra), mode=self.pad_mode)
+        return self.conv(x)
+
+    # ---- streaming (stride 1, zero padding)
+    def new_state(self, batch, device, dtype):
+        assert self.stride == 1 and self.pad_mode == "constant"
+        return [torch.zeros(batch, self.conv.in_channels, self.pad_left, device=device, dtype=dtype)]
+
+    def forward(self, x: torch.Tensor, st: StreamState | None = None) -> torch.Tensor:
+        if st is None:
+            return self.forward_offline(x)
+        if self.pad_left == 0:
+            return self.conv(x)
+        (hist,) = st.bufs[self.state_key]
+        xx = torch.cat([hist, x], dim=-1)  # (B, C, pad_left + N)
+        hist.copy_(xx[..., xx.shape[-1] - self.pad_left :])
+        return self.conv(xx)
+
+
+class CausalConvTranspose1d(nn.Module):
+    """ConvTranspose1d whose last `k - s` output samples are trimmed (official fix 5f8581d);
+    streaming carries them as an overlap-add tail instead."""
+
+    def __init__(self, cin, cout, kernel_size, stride):
+        super().__init__()
+        if kernel_size > 2 * stride:
+            raise ValueError("causal transposed conv expects kernel <= 2 * stride")
+        self.conv = nn.ConvTranspose1d(cin, cout, kernel_size, stride)
+        self.stride = stride
+        self.tail = kernel_size - stride
+        self.state_key = None
+
+    def new_state(self, batch, device, dtype):
+        return [torch.zeros(batch, self.conv.out_channels, self.tail, device=device, dtype=dtype)]
+
+    def forward(self, x: torch.Tensor, st: StreamState) -> torch.Tensor:
+        """x: (B, Cin, N) -> (B, Cout, N * stride)."""
+        n = x.shape[-1] * self.stride
+        y = F.conv_transpose1d(x, self.conv.weight, None, stride=self.stride)  # (B, Cout, n + tail)
+        if self.tail:
+            (tail,) = st.bufs[self.state_key]
+            y[..., : self.tail] += tail
+            tail.copy_(y[..., n:])
+            y = y[..., :n]
+        return y + self.conv.bias[:, None]
+
+
+class SnakeBeta(nn.Module):
+    """x + 1/(exp(beta) + 1e-9) * sin(x * exp(alpha))^2, alpha/beta stored in log space."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.alpha = nn.Parameter(torch.zeros(channels))
+        self.beta = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, T)
+        alpha = torch.exp(self.alpha)[None, :, None]
+        beta = torch.exp(self.beta)[None, :, None]
+        return x + (1.0 / (beta + 1e-9)) * torch.pow(torch.sin(x * alpha), 2)
+
+
+class ConvNeXtBlock(nn.Module):
+    """Depthwise causal conv k7 -> LayerNorm(eps 1e-6) -> Linear x4 -> GELU(erf) -> Linear -> gamma, residual."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dwconv = CausalConv1d(dim, dim, 7, groups=dim)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.pwconv1 = nn.Linear(dim, 4 * dim)
+        self.pwconv2 = nn.Linear(4 * dim, dim)
+        self.gamma = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor, st: StreamState) -> torch.Tensor:  # (B, C, T)
+        h = self.dwconv(x, st).transpose(1, 2)  # (B, T, C)
+        h = self.pwconv2(F.gelu(self.pwconv1(self.norm(h))))
+        return x + (self.gamma * h).transpose(1, 2)
+
+
+class UpsampleStage(nn.Sequential):
+    """`decoder.upsample.i` = [CausalTransConv(k=s=factor), ConvNeXtBlock]."""
+
+    def __init__(self, dim: int, factor: int):
+        super().__init__(CausalConvTranspose1d(dim, dim, factor, factor), ConvNeXtBlock(dim))
+
+    def forward(self, x, st):
+        return self[1](self[0](x, st), st)
+
+
+class ResidualUnit(nn.Module):
+    """x + conv2_k1(Snake2(conv1_k7_dil(Snake1(x))))."""
+
+    def __init__(self, dim: int, dilation: int):
+        super().__init__()
+        self.act1 = SnakeBeta(dim)
+        self.conv1 = CausalConv1d(dim, dim, 7, dilation=dilation)
+        self.act2 = SnakeBeta(dim)
+        self.conv2 = CausalConv1d(dim, dim, 1)
+
+    def forward(self, x, st):
+        return x + self.conv2(self.act2(self.conv1(self.act1(x), st)), st)
+
+
+class DecoderBlock(nn.Module):
+    """`decoder.decoder.i` (i = 1..4): Snake -> CausalTransConv(k=2r, s=r) -> ResUnits(d = 1, 3, 9)."""
+
+    def __init__(self, cin: int, cout: int, rate: int):
+        super().__init__()
+        self.block = nn.ModuleList(
+            [SnakeBeta(cin), CausalConvTranspose1d(cin, cout, 2 * rate, rate)] + [ResidualUnit(cout, d) for d in (1, 3, 9)]
+        )
+
+    def forward(self, x, st):
+        x = self.block[1](self.block[0](x), st)
+        for unit in self.block[2:]:
+            x = unit(x, st)
+        return x
+
+
+def assign_state_keys(root: nn.Module) -> list[nn.Module]:
+    """Name every stateful layer under `root` by its qualified name; return them."""
+    stateful = []
+    for name, m in root.named_modules():
+        if isinstance(m, (CausalConv1d, CausalConvTranspose1d)) or hasattr(m, "new_state"):
+            if isinstance(m, CausalConv1d) and m.pad_left == 0:
+                continue
+            if isinstance(m, CausalConvTranspose1d) and m.tail == 0:
+                continue
+            m.state_key = name
+            stateful.append(m)
+    return stateful

@@ -1,0 +1,133 @@
+"""`SpeechTokenizer`: the public face of the 12 Hz codec (`Qwen3TTSTokenizer` +
+`Qwen3TTSTokenizerV2Model` in the official package).
+
+    tok = SpeechTokenizer.from_pretrained(model_dir / "speech_tokenizer")
+    codes = tok.encode(wav, sample_rate)          # (T, 16) int64, T = ceil(L_24k / 1920)
+    wav = tok.decode(codes)                       # (T * 1920,) float32, exact single pass
+    wav = tok.decode(codes, chunk_size=300, left_context=25)   # the official chunked decode
+    dec = tok.streaming_decoder(); dec.push(codes[:3]); dec.push(codes[3:])  # == decode(codes)
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..audio import load_audio
+from ..config import SpeechTokenizerConfig
+from ..weights import load_into, read_safetensors
+from .decoder import CodecDecoder
+from .encoder import CodecEncoder
+from .layers import StreamState
+
+# Checkpoint tensors that inference never reads.
+_UNUSED = [
+    r"encoder\.quantizer\.\w+\.output_proj\.weight",
+    r"encoder\.quantizer\.\w+\.layers\.\d+\.codebook\.initialized",
+]
+
+
+def _as_codes(codes, num_quantizers: int) -> torch.Tensor:
+    c = torch.as_tensor(codes)
+    if c.dim() != 2 or c.shape[1] != num_quantizers:
+        raise ValueError(f"codes must have shape (T, {num_quantizers}), got {tuple(c.shape)}")
+    if c.is_floating_point():
+        raise ValueError("codes must be integers")
+    return c.long()
+
+
+class StreamingDecoder:
+    """Exact incremental decoder: `push(codes (n, 16)) -> (n * 1920,)`; any split of a sequence
+    gives the samples of one offline `decode` (fp32: within 1e-5). Holds its own state."""
+
+    def __init__(self, tok: "SpeechTokenizer"):
+        self.tok = tok
+        self.state: StreamState = tok.decoder.init_state(1)
+
+    @property
+    def frames(self) -> int:
+        return self.state.pos
+
+    def reset(self) -> None:
+        self.state.reset()
+
+    @torch.inference_mode()
+    def push(self, codes) -> torch.Tensor:
+        c = _as_codes(codes, self.tok.num_quantizers).to(self.tok.device)
+        if c.shape[0] == 0:
+            return torch.zeros(0)
+        self.tok._check_range(c)
+        return self.tok.decoder.step(c.T[None], self.state)[0].float().cpu()
+
+
+class SpeechTokenizer:
+    def __init__(self, config: SpeechTokenizerConfig, device="cpu", dtype=torch.float32):
+        self.config = config
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.decoder = CodecDecoder(config.decoder).to(self.device, dtype).eval()
+        self.encoder = CodecEncoder(config.encoder).to(self.device, dtype).eval()
+        self.num_quantizers = config.decoder.num_quantizers
+        self.samples_per_frame = config.decode_upsample_rate
+        self.sample_rate = config.output_sample_rate
+        if self.decoder.samples_per_frame != self.samples_per_frame:
+            raise ValueError("decoder upsampling does not match decode_upsample_rate")
+
+    @classmethod
+    def from_pretrained(cls, path, device="cpu", dtype=torch.float32) -> "SpeechTokenizer":
+        """`path`: the `speech_tokenizer/` folder (config.json + model.safetensors)."""
+        path = Path(path)
+        if (path / "speech_tokenizer" / "config.json").exists() and not (path / "model.safetensors").exists():
+            path = path / "speech_tokenizer"
+        tok = cls(SpeechTokenizerConfig.from_file(path), device=device, dtype=dtype)
+        tok.load_state(read_safetensors(path / "model.safetensors"))
+        return tok
+
+    def load_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        enc = {k[len("encoder."):]: v for k, v in tensors.items() if k.startswith("encoder.")}
+        dec = {k[len("decoder."):]: v for k, v in tensors.items() if k.startswith("decoder.")}
+        other = sorted(k for k in tensors if not k.startswith(("encoder.", "decoder.")))
+        if other:
+            raise ValueError(f"speech tokenizer checkpoint has unexpected tensors: {', '.join(other[:20])}")
+        load_into(self.decoder, dec, what="speech tokenizer decoder")
+        load_into(self.encoder, enc, what="speech tokenizer encoder", ignore=[p.replace(r"encoder\.", "", 1) for p in _UNUSED])
+        self.decoder.quantizer.refresh()
+        self.encoder.quantizer.refresh()
+
+    # ---- helpers
+    def _check_range(self, c: torch.Tensor) -> None:
+        size = self.config.decoder.codebook_size
+        if c.numel() and (int(c.max()) >= size or int(c.min()) < 0):
+            raise ValueError(f"codes must be in [0, {size}), got range [{int(c.min())}, {int(c.max())}]")
+
+    # ---- encode
+    @torch.inference_mode()
+    def encode(self, wav, sample_rate: int | None = None, taps: dict | None = None, num_quantizers: int | None = None) -> torch.Tensor:
+        """Waveform (1-D tensor/array, a path, or (samples, rate)) -> LongTensor (T, 16)."""
+        x = load_audio(wav, sample_rate, target_rate=self.config.encoder.sampling_rate)
+        n = self.config.encoder_valid_num_quantizers if num_quantizers is None else num_quantizers
+        t = torch.from_numpy(np.ascontiguousarray(x)).to(self.device, self.dtype)[None, None]  # (1, 1, L)
+        codes = self.encoder.encode(t, num_quantizers=n, taps=taps)  # (n, 1, T)
+        frames = math.ceil(x.shape[0] / self.config.encode_downsample_rate)
+        return codes[:, 0, :frames].T.contiguous().cpu()  # (T, n)
+
+    # ---- decode
+    @torch.inference_mode()
+    def decode(self, codes, chunk_size: int | None = None, left_context: int = 25, taps: dict | None = None) -> torch.Tensor:
+        """LongTensor (T, 16) -> FloatTensor (T * 1920,). Exact single pass by default; with
+        `chunk_size` the official `chunked_decode(chunk_size, left_context)` (official `decode`
+        uses 300 / 25, which differs from the exact pass after each 300-frame boundary)."""
+        c = _as_codes(codes, self.num_quantizers).to(self.device)
+        self._check_range(c)
+        c = c.T[None]  # (1, 16, T)
+        if chunk_size is None:
+            wav = self.decoder.decode(c, taps=taps)
+        else:
+            wav = self.decoder.chunked_decode(c, chunk_size, left_context)
+        return wav[0].float().cpu()
+
+    def streaming_decoder(self) -> StreamingDecoder:
+        return StreamingDecoder(self)

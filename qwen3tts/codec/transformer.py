@@ -1,0 +1,191 @@
+"""The two transformers of the speech tokenizer.
+
+* `DecoderTransformer` mirrors `Qwen3TTSTokenizerV2DecoderTransformerModel` (12.5 Hz): input
+  projection, pre-norm layers (RMSNorm eps 1e-5, no q/k norm, RoPE theta 1e4, layer scales,
+  SiLU-gated MLP), **sliding window** (key j visible from query i iff i - W < j <= i), final
+  RMSNorm, output projection. Streaming keeps a ring of the last W - 1 post-RoPE keys/values
+  per layer (`[B, H, W-1, D]`, fixed shape) and the absolute frame position.
+* `EncoderTransformer` mirrors transformers' `MimiTransformerModel` (25 Hz): LayerNorm (with
+  bias) pre-norm, exact-GELU MLP without biases, layer scales, RoPE theta 1e4 and a **plain
+  causal mask** (`sliding_window` is not applied by transformers 4.57.3 eager/SDPA; codec.md §5.3).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..kernels import apply_rope, rms_norm
+from ..kernels.reference import rope_tables
+from .layers import StreamState
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x):
+        return rms_norm(x, self.weight, self.eps)
+
+
+class LayerScale(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        return self.scale * x
+
+
+class _Attention(nn.Module):
+    def __init__(self, hidden: int, heads: int, kv_heads: int, head_dim: int, bias: bool = False):
+        super().__init__()
+        self.heads, self.kv_heads, self.head_dim = heads, kv_heads, head_dim
+        self.q_proj = nn.Linear(hidden, heads * head_dim, bias=bias)
+        self.k_proj = nn.Linear(hidden, kv_heads * head_dim, bias=bias)
+        self.v_proj = nn.Linear(hidden, kv_heads * head_dim, bias=bias)
+        self.o_proj = nn.Linear(heads * head_dim, hidden, bias=bias)
+
+    def qkv(self, x, cos, sin):
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
+        k = self.k_proj(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
+        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+
+    def out(self, a):  # (B, H, T, D) -> (B, T, hidden)
+        B, H, T, D = a.shape
+        return self.o_proj(a.transpose(1, 2).reshape(B, T, H * D))
+
+
+class DecoderAttention(_Attention):
+    state_key = None
+
+    def __init__(self, cfg, window: int):
+        super().__init__(cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, cfg.attention_bias)
+        self.window = window
+
+    def new_state(self, batch, device, dtype):
+        shape = (batch, self.kv_heads, self.window - 1, self.head_dim)
+        return [torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype)]
+
+    def forward(self, x, cos, sin, mask, st: StreamState):
+        q, k, v = self.qkv(x, cos, sin)
+        ck, cv = st.bufs[self.state_key]
+        K = torch.cat([ck, k], dim=2)  # (B, Hkv, W-1+N, D): keys at positions pos-(W-1) .. pos+N-1
+        V = torch.cat([cv, v], dim=2)
+        ck.copy_(K[:, :, K.shape[2] - ck.shape[2] :])
+        cv.copy_(V[:, :, V.shape[2] - cv.shape[2] :])
+        if self.kv_heads != self.heads:
+            K = K.repeat_interleave(self.heads // self.kv_heads, dim=1)
+            V = V.repeat_interleave(self.heads // self.kv_heads, dim=1)
+        a = F.scaled_dot_product_attention(q, K, V, attn_mask=mask)
+        return self.out(a)
+
+
+class DecoderMLP(nn.Module):
+    def __init__(self, hidden: int, inter: int):
+        super().__init__()
+        self.gate_proj = nn.Linear(hidden, inter, bias=False)
+        self.up_proj = nn.Linear(hidden, inter, bias=False)
+        self.down_proj = nn.Linear(inter, hidden, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.self_attn = DecoderAttention(cfg, cfg.sliding_window)
+        self.self_attn_layer_scale = LayerScale(cfg.hidden_size)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.mlp = DecoderMLP(cfg.hidden_size, cfg.intermediate_size)
+        self.mlp_layer_scale = LayerScale(cfg.hidden_size)
+
+    def forward(self, x, cos, sin, mask, st):
+        x = x + self.self_attn_layer_scale(self.self_attn(self.input_layernorm(x), cos, sin, mask, st))
+        return x + self.mlp_layer_scale(self.mlp(self.post_attention_layernorm(x)))
+
+
+class DecoderTransformer(nn.Module):
+    """(B, T, latent) -> (B, T, latent), streaming over frames with `st.pos` as the first position."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        self.input_proj = nn.Linear(cfg.latent_dim, cfg.hidden_size)
+        self.layers = nn.ModuleList([DecoderLayer(cfg) for _ in range(cfg.num_hidden_layers)])
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.output_proj = nn.Linear(cfg.hidden_size, cfg.latent_dim)
+
+    def forward(self, x: torch.Tensor, st: StreamState) -> torch.Tensor:
+        B, N, _ = x.shape
+        W = self.cfg.sliding_window
+        dev = x.device
+        qpos = torch.arange(st.pos, st.pos + N, device=dev)  # absolute positions of the new frames
+        kpos = torch.arange(st.pos - (W - 1), st.pos + N, device=dev)  # cache + new
+        mask = (kpos[None, :] >= 0) & (kpos[None, :] <= qpos[:, None]) & (kpos[None, :] > qpos[:, None] - W)  # (N, W-1+N)
+        cos, sin = rope_tables(qpos, self.cfg.head_dim, self.cfg.rope_theta, x.dtype)  # (N, D)
+        h = self.input_proj(x)
+        for layer in self.layers:
+            h = layer(h, cos, sin, mask, st)
+        return self.output_proj(self.norm(h))
+
+
+# --------------------------------------------------------------------------- encoder (Mimi)
+
+
+class EncoderMLP(nn.Module):
+    def __init__(self, hidden: int, inter: int):
+        super().__init__()
+        self.fc1 = nn.Linear(hidden, inter, bias=False)
+        self.fc2 = nn.Linear(inter, hidden, bias=False)
+
+    def forward(self, x):
+        return self.fc2(F.gelu(self.fc1(x)))
+
+
+class EncoderAttention(_Attention):
+    def forward(self, x, cos, sin):
+        q, k, v = self.qkv(x, cos, sin)
+        if self.kv_heads != self.heads:
+            k = k.repeat_interleave(self.heads // self.kv_heads, dim=1)
+            v = v.repeat_interleave(self.heads // self.kv_heads, dim=1)
+        return self.out(F.scaled_dot_product_attention(q, k, v, is_causal=True))
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        d = cfg.hidden_size
+        self.input_layernorm = nn.LayerNorm(d, eps=cfg.norm_eps)
+        self.self_attn = EncoderAttention(d, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.attn_head_dim)
+        self.self_attn_layer_scale = LayerScale(d)
+        self.post_attention_layernorm = nn.LayerNorm(d, eps=cfg.norm_eps)
+        self.mlp = EncoderMLP(d, cfg.intermediate_size)
+        self.mlp_layer_scale = LayerScale(d)
+
+    def forward(self, x, cos, sin):
+        x = x + self.self_attn_layer_scale(self.self_attn(self.input_layernorm(x), cos, sin))
+        return x + self.mlp_layer_scale(self.mlp(self.post_attention_layernorm(x)))
+
+
+class EncoderTransformer(nn.Module):
+    """(B, T25, hidden) -> (B, T25, hidden); positions 0..T25-1, full causal attention."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        self.layers = nn.ModuleList([EncoderLayer(cfg) for _ in range(cfg.num_hidden_layers)])
+
+    def forward(self, x):
+        pos = torch.arange(x.shape[1], device=x.device)
+        cos, sin = rope_tables(pos, self.cfg.attn_head_dim, self.cfg.rope_theta, x.dtype)
+        for layer in self.layers:
+            x = layer(x, cos, sin)
+        return x

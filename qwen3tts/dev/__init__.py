@@ -1,0 +1,1 @@
+"""Developer tools: random-weight models in the official layout (tests, benchmarks)."""

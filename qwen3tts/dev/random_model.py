@@ -1,0 +1,98 @@
+"""Write a random-weight model directory in the official Qwen3-TTS layout.
+
+    python -m qwen3tts dev random-model --preset 0.6b-base OUT
+
+The directory has the official file set (config.json, generation_config.json,
+preprocessor_config.json, tokenizer_config.json, vocab.json, merges.txt, model.safetensors,
+speech_tokenizer/{config.json, preprocessor_config.json, model.safetensors}) with the official
+tensor names and shapes, so it loads here and in the official package alike. Tensor names come
+from our module trees, which load the official fixtures strictly, plus the few official tensors
+that inference never reads.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from ..config import Qwen3TTSConfig, SpeechTokenizerConfig
+from .random_init import random_tensor
+
+PRESETS = Path(__file__).resolve().parent.parent / "presets"
+
+
+def _shapes(module: torch.nn.Module) -> dict[str, tuple]:
+    return {k: tuple(v.shape) for k, v in module.state_dict().items()}
+
+
+def speech_tokenizer_shapes(cfg: SpeechTokenizerConfig) -> dict[str, tuple]:
+    from ..codec.decoder import CodecDecoder
+    from ..codec.encoder import CodecEncoder
+
+    with torch.device("meta"):
+        dec, enc = CodecDecoder(cfg.decoder), CodecEncoder(cfg.encoder)
+    shapes = {f"decoder.{k}": s for k, s in _shapes(dec).items()}
+    shapes.update({f"encoder.{k}": s for k, s in _shapes(enc).items()})
+    e = cfg.encoder
+    n_sem = e.num_semantic_quantizers
+    for branch, n in (("semantic", n_sem), ("acoustic", e.num_quantizers - n_sem)):
+        p = f"encoder.quantizer.{branch}_residual_vector_quantizer"
+        shapes[f"{p}.output_proj.weight"] = (e.hidden_size, e.vq_hidden, 1)
+        for i in range(n):
+            shapes[f"{p}.layers.{i}.codebook.initialized"] = (1,)
+    return shapes
+
+
+def model_shapes(cfg: Qwen3TTSConfig) -> dict[str, tuple]:
+    from ..model.speaker_encoder import SpeakerEncoder
+    from ..model.talker import Talker
+
+    with torch.device("meta"):
+        talker = Talker(cfg.talker)
+        shapes = {f"talker.{k}": s for k, s in _shapes(talker).items()}
+        if cfg.tts_model_type == "base":
+            shapes.update({f"speaker_encoder.{k}": s for k, s in _shapes(SpeakerEncoder(cfg.speaker_encoder)).items()})
+    return shapes
+
+
+def random_state(shapes: dict[str, tuple], seed: int, dtype=torch.float32) -> dict[str, torch.Tensor]:
+    return {k: random_tensor(k, s, seed).to(dtype).contiguous() for k, s in sorted(shapes.items())}
+
+
+def write_random_model(out: str | Path, preset: str = "0.6b-base", seed: int = 0, dtype: str = "bfloat16", config_overrides: dict | None = None) -> Path:
+    """Write a full model directory from a preset's JSON files (optionally deep-merged overrides)."""
+    out = Path(out)
+    src = PRESETS / preset
+    if not src.is_dir():
+        raise ValueError(f"unknown preset {preset!r}; available: {', '.join(sorted(p.name for p in PRESETS.iterdir() if p.is_dir() and p.name != 'qwen_tokenizer'))}")
+    (out / "speech_tokenizer").mkdir(parents=True, exist_ok=True)
+    for f in src.rglob("*.json"):
+        dst = out / f.relative_to(src)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(f, dst)
+    for f in ("vocab.json", "merges.txt"):
+        shutil.copy(PRESETS / "qwen_tokenizer" / f, out / f)
+    if config_overrides:
+        for rel, over in config_overrides.items():
+            p = out / rel
+            d = json.loads(p.read_text())
+            _deep_merge(d, over)
+            p.write_text(json.dumps(d, indent=2, ensure_ascii=False) + "\n")
+    cfg = Qwen3TTSConfig.from_file(out)
+    st_cfg = SpeechTokenizerConfig.from_file(out / "speech_tokenizer")
+    tdtype = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}[dtype]
+    save_file(random_state(model_shapes(cfg), seed, tdtype), str(out / "model.safetensors"), metadata={"format": "pt"})
+    save_file(random_state(speech_tokenizer_shapes(st_cfg), seed + 1), str(out / "speech_tokenizer" / "model.safetensors"), metadata={"format": "pt"})
+    return out
+
+
+def _deep_merge(d: dict, over: dict) -> None:
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(d.get(k), dict):
+            _deep_merge(d[k], v)
+        else:
+            d[k] = v

@@ -1,0 +1,45 @@
+"""Shared fixtures: the tiny official-layout model and its reference outputs (copied from
+shared/reference/tiny so a fresh clone tests itself)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(1)
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+TINY = FIXTURES / "tiny"
+TINY_MODEL = TINY / "model"
+
+
+@pytest.fixture(scope="session")
+def expected():
+    from safetensors.torch import load_file
+
+    return load_file(str(TINY / "expected.safetensors"))
+
+
+@pytest.fixture(scope="session")
+def expected_info():
+    return json.loads((TINY / "expected.json").read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="session")
+def tiny_codec():
+    from qwen3tts import SpeechTokenizer
+
+    return SpeechTokenizer.from_pretrained(TINY_MODEL / "speech_tokenizer")
+
+
+def max_abs(a, b) -> float:
+    assert tuple(a.shape) == tuple(b.shape), (tuple(a.shape), tuple(b.shape))
+    return (a.double() - b.double()).abs().max().item() if a.numel() else 0.0
+
+
+def rel_err(a, b) -> float:
+    """max |a - b| / max(1, max |b|): absolute for unit-scale signals, relative for large ones."""
+    return max_abs(a, b) / max(1.0, b.abs().max().item())
