@@ -63,8 +63,11 @@ def random_state(shapes: dict[str, tuple], seed: int, dtype=torch.float32) -> di
     return {k: random_tensor(k, s, seed).to(dtype).contiguous() for k, s in sorted(shapes.items())}
 
 
-def write_random_model(out: str | Path, preset: str = "0.6b-base", seed: int = 0, dtype: str = "bfloat16", config_overrides: dict | None = None) -> Path:
-    """Write a full model directory from a preset's JSON files (optionally deep-merged overrides)."""
+def write_random_model(out: str | Path, preset: str = "0.6b-base", seed: int = 0, dtype: str = "bfloat16",
+                       config_overrides: dict | None = None, weights: bool = True) -> Path:
+    """Write a full model directory from a preset's JSON files (optionally deep-merged overrides,
+    keyed by file: {"config.json": {...}, "speech_tokenizer/config.json": {...}}). With
+    `weights=False` only the JSON and tokenizer files are written (see `random_tts`)."""
     out = Path(out)
     src = PRESETS / preset
     if not src.is_dir():
@@ -82,6 +85,8 @@ def write_random_model(out: str | Path, preset: str = "0.6b-base", seed: int = 0
             d = json.loads(p.read_text())
             _deep_merge(d, over)
             p.write_text(json.dumps(d, indent=2, ensure_ascii=False) + "\n")
+    if not weights:
+        return out
     cfg = Qwen3TTSConfig.from_file(out)
     st_cfg = SpeechTokenizerConfig.from_file(out / "speech_tokenizer")
     tdtype = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}[dtype]
@@ -96,3 +101,24 @@ def _deep_merge(d: dict, over: dict) -> None:
             _deep_merge(d[k], v)
         else:
             d[k] = v
+
+
+def random_tts(path: str | Path, seed: int = 0, device="cpu", dtype=torch.float32):
+    """A `Qwen3TTS` over the JSON files in `path` with random weights made in memory (no
+    multi-GB safetensors on disk): what `write_random_model` would write, loaded."""
+    from ..codec.tokenizer import SpeechTokenizer
+    from ..pipeline import Qwen3TTS
+    from ..weights import load_into
+
+    path = Path(path)
+    cfg = Qwen3TTSConfig.from_file(path)
+    tts = Qwen3TTS(path, cfg, device=device, dtype=dtype)
+    shapes = model_shapes(cfg)
+    load_into(tts.talker, {k[7:]: random_tensor(k, s, seed) for k, s in shapes.items() if k.startswith("talker.")})
+    if tts.speaker_encoder is not None:
+        load_into(tts.speaker_encoder, {k[16:]: random_tensor(k, s, seed) for k, s in shapes.items() if k.startswith("speaker_encoder.")})
+    st_cfg = SpeechTokenizerConfig.from_file(path / "speech_tokenizer")
+    tok = SpeechTokenizer(st_cfg, device=device, dtype=dtype)
+    tok.load_state({k: random_tensor(k, s, seed + 1) for k, s in speech_tokenizer_shapes(st_cfg).items()})
+    tts.speech_tokenizer = tok
+    return tts

@@ -1,0 +1,138 @@
+"""The Qwen3 decoder block shared by the talker and the code predictor, with a static KV cache.
+
+Mirrors `Qwen3TTSTalkerDecoderLayer` / `Qwen3TTSDecoderLayer` (qwen_tts modeling_qwen3_tts.py,
+talker.md §3.2): pre-norm RMSNorm (eps from config, f32 statistics), q/k RMSNorm per head over
+head_dim *before* RoPE, rotate-half RoPE (the talker's interleaved M-RoPE with three identical
+position rows is exactly 1-D RoPE, talker.md §3.3), GQA attention (SDPA, scale 1/sqrt(head_dim)),
+SiLU-gated MLP, no biases.
+
+KV cache: `KVCache` holds `[layers] x (B, H_kv, S_max, D)` buffers allocated once; a forward
+writes its keys/values at `positions` in place (index_copy_). Attention then reads either the
+first `kv_len` slots (host-known length: the CPU path, no wasted work) or all `S_max` slots
+under a position mask (fixed shapes: the CUDA-graph path).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..kernels import apply_rope, rms_norm
+from ..kernels.reference import rope_tables
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x):
+        return rms_norm(x, self.weight, self.eps)
+
+
+class KVCache:
+    """Static per-session K/V buffers: k[i], v[i] of shape (B, H_kv, S_max, D)."""
+
+    def __init__(self, n_layers: int, batch: int, kv_heads: int, max_len: int, head_dim: int, device, dtype):
+        shape = (batch, kv_heads, max_len, head_dim)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layers)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layers)]
+        self.max_len = max_len
+
+    def reset(self) -> None:
+        for t in self.k + self.v:
+            t.zero_()
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.k + self.v)
+
+
+class Attention(nn.Module):
+    def __init__(self, hidden: int, heads: int, kv_heads: int, head_dim: int, eps: float, bias: bool = False):
+        super().__init__()
+        self.heads, self.kv_heads, self.head_dim = heads, kv_heads, head_dim
+        self.q_proj = nn.Linear(hidden, heads * head_dim, bias=bias)
+        self.k_proj = nn.Linear(hidden, kv_heads * head_dim, bias=bias)
+        self.v_proj = nn.Linear(hidden, kv_heads * head_dim, bias=bias)
+        self.o_proj = nn.Linear(heads * head_dim, hidden, bias=bias)
+        self.q_norm = RMSNorm(head_dim, eps)
+        self.k_norm = RMSNorm(head_dim, eps)
+
+    def forward(self, x, cos, sin, k_cache, v_cache, positions, kv_len: int | None, mask):
+        B, T, _ = x.shape
+        q = self.q_norm(self.q_proj(x).view(B, T, self.heads, self.head_dim)).transpose(1, 2)  # (B, H, T, D)
+        k = self.k_norm(self.k_proj(x).view(B, T, self.kv_heads, self.head_dim)).transpose(1, 2)  # (B, Hkv, T, D)
+        v = self.v_proj(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        k_cache.index_copy_(2, positions, k)
+        v_cache.index_copy_(2, positions, v)
+        if kv_len is not None:
+            K, V = k_cache[:, :, :kv_len], v_cache[:, :, :kv_len]
+        else:
+            K, V = k_cache, v_cache
+        gqa = self.kv_heads != self.heads
+        if mask is None:  # host-known: queries are the last T of kv_len keys
+            if T == 1:
+                a = F.scaled_dot_product_attention(q, K, V, enable_gqa=gqa)
+            elif T == kv_len:
+                a = F.scaled_dot_product_attention(q, K, V, is_causal=True, enable_gqa=gqa)
+            else:
+                kpos = torch.arange(kv_len, device=x.device)
+                m = kpos[None, :] <= (kv_len - T + torch.arange(T, device=x.device))[:, None]
+                a = F.scaled_dot_product_attention(q, K, V, attn_mask=m, enable_gqa=gqa)
+        else:
+            a = F.scaled_dot_product_attention(q, K, V, attn_mask=mask, enable_gqa=gqa)
+        return self.o_proj(a.transpose(1, 2).reshape(B, T, self.heads * self.head_dim))
+
+
+class MLP(nn.Module):
+    def __init__(self, hidden: int, inter: int):
+        super().__init__()
+        self.gate_proj = nn.Linear(hidden, inter, bias=False)
+        self.up_proj = nn.Linear(hidden, inter, bias=False)
+        self.down_proj = nn.Linear(inter, hidden, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.self_attn = Attention(
+            cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.attn_head_dim, cfg.rms_norm_eps, cfg.attention_bias
+        )
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.mlp = MLP(cfg.hidden_size, cfg.intermediate_size)
+
+    def forward(self, x, cos, sin, k_cache, v_cache, positions, kv_len, mask):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, k_cache, v_cache, positions, kv_len, mask)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Transformer(nn.Module):
+    """Layers + final norm. Module names `layers.N.*`, `norm.weight` as in the checkpoint."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        self.layers = nn.ModuleList([DecoderLayer(cfg) for _ in range(cfg.num_hidden_layers)])
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.head_dim = cfg.attn_head_dim
+
+    def new_cache(self, batch: int, max_len: int, device=None, dtype=None) -> KVCache:
+        w = self.norm.weight
+        return KVCache(len(self.layers), batch, self.cfg.num_key_value_heads, max_len, self.head_dim, device or w.device, dtype or w.dtype)
+
+    def forward(self, x: torch.Tensor, cache: KVCache, positions: torch.Tensor, kv_len: int | None = None, mask=None) -> torch.Tensor:
+        """x (B, T, hidden) at absolute `positions` (T,) -> final-normed hidden (B, T, hidden).
+
+        Either `kv_len` (attend to cache slots [0, kv_len); positions are its last T) or `mask`
+        ((T, S_max) bool, attend to all slots under the mask)."""
+        cos, sin = rope_tables(positions, self.head_dim, self.cfg.rope_theta, x.dtype)  # (T, D)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, cos, sin, cache.k[i], cache.v[i], positions, kv_len, mask)
+        return self.norm(x)

@@ -1,0 +1,83 @@
+"""Talker (28-layer Qwen3 with text projection and codec head) and code predictor (5 layers,
+15 embeddings/heads), sharing one transformer block.
+
+Mirrors `Qwen3TTSTalkerForConditionalGeneration` and
+`Qwen3TTSTalkerCodePredictorModelForConditionalGeneration` (qwen_tts modeling_qwen3_tts.py,
+talker.md §3-4). Module names are the checkpoint names under the `talker.` prefix:
+
+    model.{text_embedding, codec_embedding, layers.N.*, norm}
+    text_projection.{linear_fc1, linear_fc2}        fc2(silu(fc1(x))), both with bias
+    codec_head                                      hidden -> codec vocab, no bias
+    code_predictor.model.{codec_embedding.J, layers.N.*, norm}   (embeddings in TALKER width)
+    code_predictor.lm_head.J                        head J predicts codebook J+1
+    code_predictor.small_to_mtp_projection          only when the hidden sizes differ (1.7B)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .layers import Transformer
+
+
+class TalkerBackbone(Transformer):
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.text_embedding = nn.Embedding(cfg.text_vocab_size, cfg.text_hidden_size)
+        self.codec_embedding = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+
+
+class TextProjection(nn.Module):
+    def __init__(self, cin: int, hidden: int, cout: int):
+        super().__init__()
+        self.linear_fc1 = nn.Linear(cin, hidden, bias=True)
+        self.linear_fc2 = nn.Linear(hidden, cout, bias=True)
+
+    def forward(self, x):
+        return self.linear_fc2(F.silu(self.linear_fc1(x)))
+
+
+class CodePredictorBackbone(Transformer):
+    def __init__(self, cfg, talker_hidden: int):
+        super().__init__(cfg)
+        self.codec_embedding = nn.ModuleList([nn.Embedding(cfg.vocab_size, talker_hidden) for _ in range(cfg.num_code_groups - 1)])
+
+
+class CodePredictor(nn.Module):
+    def __init__(self, cfg, talker_hidden: int):
+        super().__init__()
+        self.cfg = cfg
+        self.model = CodePredictorBackbone(cfg, talker_hidden)
+        self.lm_head = nn.ModuleList([nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False) for _ in range(cfg.num_code_groups - 1)])
+        if cfg.hidden_size != talker_hidden:
+            self.small_to_mtp_projection = nn.Linear(talker_hidden, cfg.hidden_size, bias=True)
+        else:
+            self.small_to_mtp_projection = nn.Identity()
+
+
+class Talker(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        self.model = TalkerBackbone(cfg)
+        self.text_projection = TextProjection(cfg.text_hidden_size, cfg.text_hidden_size, cfg.hidden_size)
+        self.codec_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.code_predictor = CodePredictor(cfg.code_predictor, cfg.hidden_size)
+
+    # ---- embeddings (talker.md §2.3)
+    def text_embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """T(ids): (..., ) int -> (..., hidden)."""
+        return self.text_projection(self.model.text_embedding(ids))
+
+    def codec_embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.model.codec_embedding(ids)
+
+    def frame_embed(self, codes: torch.Tensor) -> torch.Tensor:
+        """Sum of a frame's 16 codebook embeddings: codes (..., G) -> (..., hidden).
+        Group 0 from the talker codec table, group g > 0 from code-predictor table g - 1."""
+        out = self.model.codec_embedding(codes[..., 0])
+        for g, emb in enumerate(self.code_predictor.model.codec_embedding):
+            out = out + emb(codes[..., g + 1])
+        return out

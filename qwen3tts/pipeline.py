@@ -1,0 +1,207 @@
+"""`Qwen3TTS`: the library facade (the official `Qwen3TTSModel` wrapper: `generate_voice_clone`,
+`create_voice_clone_prompt`, `extract_speaker_embedding`), plus frame-by-frame `stream`.
+
+    tts = Qwen3TTS.from_pretrained("Qwen/Qwen3-TTS-12Hz-0.6B-Base")   # or a local directory
+    voice = tts.create_voice_prompt(ref_audio="me.wav", ref_text="what I say in the clip")
+    out = tts.generate("Hello!", language="English", voice=voice)    # out.codes, out.audio
+    for chunk in tts.stream("Hello!", voice=voice):                  # 80 ms per frame
+        play(chunk.audio)
+
+Audio: ICL mode decodes `ref_codes ++ frames` (the reference gives the causal codec its acoustic
+context) and drops the reference part: `generate` cuts at `int(ref_len / total_len * wav_len)`
+as the official wrapper does (float64; up to one sample before `ref_len * 1920`), `stream`
+primes the streaming decoder with the reference codes. The decode is the exact single pass
+(identical to the official 300/25 chunked decode up to 300 frames, and better after).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .audio import load_audio
+from .codec.tokenizer import SpeechTokenizer
+from .config import GenerationDefaults, Qwen3TTSConfig
+from .generator import FrameGenerator, GenerationSettings
+from .model.speaker_encoder import SpeakerEncoder, log_mel
+from .model.talker import Talker
+from .prompt import build_prompt, supported_languages
+from .sampling import SamplingParams
+from .text import TextTokenizer
+from .voice import VoicePrompt
+from .weights import load_into, read_safetensors
+
+
+@dataclass
+class GenerationResult:
+    codes: torch.Tensor  # (N, 16) int64, EOS frame excluded
+    audio: torch.Tensor  # (samples,) float32 at `sample_rate`
+    sample_rate: int = 24000
+    stopped_by_eos: bool = False
+    warnings: list[str] = field(default_factory=list)
+    trace: dict | None = None
+
+
+@dataclass
+class AudioChunk:
+    audio: torch.Tensor  # (n * 1920,) float32
+    codes: torch.Tensor  # (n, 16) int64
+    first_frame: int
+    sample_rate: int = 24000
+
+
+class Qwen3TTS:
+    def __init__(self, path: Path, config: Qwen3TTSConfig, device="cpu", dtype=torch.float32, regex: str = "qwen2"):
+        self.path = Path(path)
+        self.config = config
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.text_tokenizer = TextTokenizer.from_pretrained(self.path, regex=regex)
+        self.talker = Talker(config.talker).to(self.device, dtype).eval()
+        self.speaker_encoder = SpeakerEncoder(config.speaker_encoder).to(self.device, dtype).eval() if config.tts_model_type == "base" else None
+        self.defaults = GenerationDefaults.from_file(self.path)
+        self.speech_tokenizer: SpeechTokenizer | None = None
+        self.generator = FrameGenerator(self.talker, config.talker.codec_eos_token_id)
+        self.sample_rate = 24000
+        self.samples_per_frame = 1920
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(cls, name_or_path=None, device="cpu", dtype=torch.float32, regex: str = "qwen2", progress=None) -> "Qwen3TTS":
+        """A local model directory or a hub id (default: Qwen/Qwen3-TTS-12Hz-0.6B-Base)."""
+        from .hub import resolve_model
+
+        path = resolve_model(name_or_path)
+        tts = cls(path, Qwen3TTSConfig.from_file(path), device=device, dtype=dtype, regex=regex)
+        if progress:
+            progress("weights", 0.0)
+        tensors = read_safetensors(path / "model.safetensors")
+        talker = {k[len("talker."):]: v for k, v in tensors.items() if k.startswith("talker.")}
+        spk = {k[len("speaker_encoder."):]: v for k, v in tensors.items() if k.startswith("speaker_encoder.")}
+        other = sorted(k for k in tensors if not k.startswith(("talker.", "speaker_encoder.")))
+        if other:
+            raise ValueError(f"model.safetensors has unexpected tensors: {', '.join(other[:20])}")
+        load_into(tts.talker, talker, what="talker weights")
+        if tts.speaker_encoder is not None:
+            load_into(tts.speaker_encoder, spk, what="speaker encoder weights")
+        del tensors, talker, spk
+        if progress:
+            progress("weights", 0.7)
+        tts.speech_tokenizer = SpeechTokenizer.from_pretrained(path / "speech_tokenizer", device=device, dtype=dtype)
+        if progress:
+            progress("weights", 1.0)
+        return tts
+
+    @property
+    def languages(self) -> list[str]:
+        return supported_languages(self.config)
+
+    # ------------------------------------------------------------------ voices
+    @torch.inference_mode()
+    def speaker_embedding(self, wav, sample_rate: int | None = None) -> torch.Tensor:
+        """x-vector of a clip (any rate; resampled to 24 kHz): FloatTensor (enc_dim,)."""
+        if self.speaker_encoder is None:
+            raise ValueError("this checkpoint has no speaker encoder (only Base models clone voices)")
+        x = torch.from_numpy(load_audio(wav, sample_rate, self.config.speaker_encoder.sample_rate))
+        mel = log_mel(x.to(self.device), sr=self.config.speaker_encoder.sample_rate, n_mels=self.config.speaker_encoder.mel_dim)
+        return self.speaker_encoder(mel.to(self.dtype))[0].float().cpu()
+
+    @torch.inference_mode()
+    def create_voice_prompt(self, ref_audio, ref_text: str | None = None, x_vector_only: bool = False, sample_rate: int | None = None) -> VoicePrompt:
+        """`ref_audio`: a path, bytes, (samples, rate), or samples with `sample_rate`."""
+        wav = load_audio(ref_audio, sample_rate, 24000)
+        emb = self.speaker_embedding(wav, 24000)
+        if x_vector_only:
+            return VoicePrompt(emb, None, ref_text, "xvector", len(wav) / 24000)
+        if not (ref_text or "").strip():
+            raise ValueError("ICL voice cloning needs ref_text (the transcript of the clip); or pass x_vector_only=True")
+        codes = self.speech_tokenizer.encode(wav, 24000)
+        return VoicePrompt(emb, codes, ref_text, "icl", len(wav) / 24000)
+
+    # ------------------------------------------------------------------ generation
+    def settings(self, do_sample=None, top_k=None, top_p=None, temperature=None, repetition_penalty=None, subtalker_dosample=None,
+                 subtalker_top_k=None, subtalker_top_p=None, subtalker_temperature=None, max_new_tokens=None, seed=None) -> GenerationSettings:
+        d = self.defaults
+
+        def v(x, dflt):
+            return dflt if x is None else x
+
+        return GenerationSettings(
+            talker=SamplingParams(v(do_sample, d.do_sample), v(temperature, d.temperature), v(top_k, d.top_k), v(top_p, d.top_p)),
+            subtalker=SamplingParams(v(subtalker_dosample, d.subtalker_dosample), v(subtalker_temperature, d.subtalker_temperature),
+                                     v(subtalker_top_k, d.subtalker_top_k), v(subtalker_top_p, d.subtalker_top_p)),
+            repetition_penalty=v(repetition_penalty, d.repetition_penalty),
+            max_new_tokens=v(max_new_tokens, d.max_new_tokens),
+            seed=seed,
+        )
+
+    def _prompt(self, text: str, language, voice: VoicePrompt | None, non_streaming_mode: bool):
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError("text is empty")
+        tt = self.text_tokenizer
+        ids = tt.encode(tt.assistant_text(text))
+        ref_ids = tt.encode(tt.ref_text(voice.ref_text)) if voice is not None and voice.icl else None
+        return build_prompt(
+            self.talker, self.config, ids, language,
+            speaker=voice.speaker_embedding if voice is not None else None,
+            ref_ids=ref_ids, ref_codes=voice.ref_codes if voice is not None and voice.icl else None,
+            non_streaming=non_streaming_mode,
+        )
+
+    def _start(self, text, language, voice, non_streaming_mode, trace, kw):
+        if voice is not None and not isinstance(voice, VoicePrompt):
+            raise TypeError("voice must be a VoicePrompt (see create_voice_prompt) or None")
+        settings = self.settings(**kw)
+        prompt = self._prompt(text, language, voice, non_streaming_mode)
+        return self.generator.start(prompt, settings, trace=trace)
+
+    @torch.inference_mode()
+    def generate(self, text: str, language: str | None = "auto", voice: VoicePrompt | None = None, non_streaming_mode: bool = False,
+                 trace: bool = False, **kw) -> GenerationResult:
+        st = self._start(text, language, voice, non_streaming_mode, trace, kw)
+        frames = list(self.generator.frames(st))
+        G = self.config.talker.num_code_groups
+        codes = torch.stack(frames) if frames else torch.zeros(0, G, dtype=torch.long)
+        warnings = [] if st.stopped_by_eos else [f"no end-of-speech after {st.settings.max_new_tokens} tokens: output cut at max_new_tokens"]
+        if voice is not None and voice.icl:
+            ref = voice.ref_codes
+            full = torch.cat([ref, codes])
+            wav = self.speech_tokenizer.decode(full) if full.shape[0] else torch.zeros(0)
+            cut = int(ref.shape[0] / full.shape[0] * wav.shape[0])  # official: float ratio, may be 1 short
+            audio = wav[cut:]
+        else:
+            audio = self.speech_tokenizer.decode(codes) if codes.shape[0] else torch.zeros(0)
+        tr = None
+        if trace:
+            t = st.trace
+            tr = {k: torch.stack(v) if v else None for k, v in t.items()}
+            tr["prefill_embeds"] = st.prompt.prefill
+            tr["trailing_text_hidden"] = st.prompt.trailing
+        return GenerationResult(codes, audio, self.sample_rate, st.stopped_by_eos, warnings, tr)
+
+    @torch.inference_mode()
+    def stream(self, text: str, language: str | None = "auto", voice: VoicePrompt | None = None, non_streaming_mode: bool = False,
+               frames_per_chunk: int = 1, **kw):
+        """Yield `AudioChunk`s of `frames_per_chunk` frames (the last may be shorter) as they are
+        generated; the exact streaming codec decoder turns each into PCM at once."""
+        if frames_per_chunk < 1:
+            raise ValueError("frames_per_chunk must be >= 1")
+        st = self._start(text, language, voice, non_streaming_mode, False, kw)
+        dec = self.speech_tokenizer.streaming_decoder()
+        if voice is not None and voice.icl:
+            dec.push(voice.ref_codes)  # acoustic context, audio discarded
+        buf, first = [], 0
+        for frame in self.generator.frames(st):
+            buf.append(frame)
+            if len(buf) == frames_per_chunk:
+                codes = torch.stack(buf)
+                yield AudioChunk(dec.push(codes), codes, first, self.sample_rate)
+                first += len(buf)
+                buf = []
+        if buf:
+            codes = torch.stack(buf)
+            yield AudioChunk(dec.push(codes), codes, first, self.sample_rate)

@@ -1,0 +1,87 @@
+"""Token picking for the talker (codebook 0) and the code predictor (codebooks 1..15), as pure
+tensor functions: fixed shapes, no `.item()`, no `torch.multinomial`, no host branches on
+values — usable inside a captured CUDA graph.
+
+Mirrors Hugging Face 4.57.3 `generate` with the official settings (talker.md §6.2-6.3):
+logits in float32, then for the talker
+  1. repetition penalty over the *set* of earlier codebook-0 ids (`l/p` if l > 0 else `l*p`),
+  2. EOS banned while fewer than `min_new_tokens` (2) tokens were generated,
+  3. ids `[V-1024, V)` except EOS suppressed;
+then, when sampling: temperature, top-k (ties with the k-th value kept), top-p (HF TopP: drop
+the low tail whose cumulative probability is <= 1 - top_p, keep at least one), softmax, draw.
+Greedy: argmax (first index on ties) of the processed logits. The draw is an exponential race
+(`argmax(p / E)`, E ~ Exp(1)), which samples exactly the softmax distribution and is reproducible
+from a `torch.Generator`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    do_sample: bool = True
+    temperature: float = 0.9
+    top_k: int = 50
+    top_p: float = 1.0
+
+    def validate(self, name: str = "sampling") -> None:
+        if not self.temperature > 0:
+            raise ValueError(f"{name}: temperature must be > 0")
+        if self.top_k < 0:
+            raise ValueError(f"{name}: top_k must be >= 0")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"{name}: top_p must be in (0, 1]")
+
+
+def suppress_mask(vocab_size: int, eos_id: int, n_control: int = 1024, device=None) -> torch.Tensor:
+    """True for the talker ids `generate` suppresses: the last `n_control` ids except EOS."""
+    m = torch.zeros(vocab_size, dtype=torch.bool, device=device)
+    m[max(0, vocab_size - n_control) :] = True
+    m[eos_id] = False
+    return m
+
+
+def repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
+    """logits (B, V) f32, seen (B, V) bool: ids generated so far in this request."""
+    if penalty == 1.0:
+        return logits
+    pen = torch.where(logits < 0, logits * penalty, logits / penalty)
+    return torch.where(seen, pen, logits)
+
+
+def process_talker_logits(logits, seen, n_generated, suppress, eos_id: int, penalty: float, min_new_tokens: int = 2):
+    """Steps 1-3 above. `n_generated`: (B,) or scalar int64 tensor of tokens picked so far."""
+    x = repetition_penalty(logits.float(), seen, penalty)
+    ban_eos = torch.as_tensor(n_generated, device=x.device) < min_new_tokens  # (B,) or ()
+    eos_col = x[..., eos_id]
+    x = x.clone()
+    x[..., eos_id] = torch.where(ban_eos, torch.full_like(eos_col, float("-inf")), eos_col)
+    return x.masked_fill(suppress, float("-inf"))
+
+
+def warp(logits: torch.Tensor, p: SamplingParams) -> torch.Tensor:
+    """Temperature, top-k, top-p (HF warper order); -inf marks removed ids."""
+    x = logits / p.temperature if p.temperature != 1.0 else logits
+    if 0 < p.top_k < x.shape[-1]:
+        kth = torch.topk(x, p.top_k, dim=-1).values[..., -1:]
+        x = x.masked_fill(x < kth, float("-inf"))
+    if p.top_p < 1.0:
+        sorted_x, idx = torch.sort(x, dim=-1, descending=False)
+        cum = sorted_x.softmax(dim=-1).cumsum(dim=-1)
+        remove = cum <= (1 - p.top_p)
+        remove[..., -1:] = False
+        x = x.masked_fill(remove.scatter(-1, idx, remove), float("-inf"))
+    return x
+
+
+def pick(logits: torch.Tensor, p: SamplingParams, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(B, V) processed logits -> (B,) int64 ids."""
+    if not p.do_sample:
+        return logits.argmax(dim=-1)
+    probs = warp(logits, p).softmax(dim=-1)
+    e = torch.empty_like(probs).exponential_(1.0, generator=generator)
+    return (probs / e).argmax(dim=-1)
