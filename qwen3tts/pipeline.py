@@ -61,8 +61,10 @@ class Qwen3TTS:
         self.device = torch.device(device)
         self.dtype = dtype
         self.text_tokenizer = TextTokenizer.from_pretrained(self.path, regex=regex)
-        self.talker = Talker(config.talker).to(self.device, dtype).eval()
-        self.speaker_encoder = SpeakerEncoder(config.speaker_encoder).to(self.device, dtype).eval() if config.tts_model_type == "base" else None
+        self.talker = Talker(config.talker).to(self.device, dtype).eval().requires_grad_(False)
+        self.speaker_encoder = None
+        if config.tts_model_type == "base":
+            self.speaker_encoder = SpeakerEncoder(config.speaker_encoder).to(self.device, dtype).eval().requires_grad_(False)
         self.defaults = GenerationDefaults.from_file(self.path)
         self.speech_tokenizer: SpeechTokenizer | None = None
         self.generator = FrameGenerator(self.talker, config.talker.codec_eos_token_id)

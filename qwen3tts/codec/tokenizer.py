@@ -68,8 +68,8 @@ class SpeechTokenizer:
         self.config = config
         self.device = torch.device(device)
         self.dtype = dtype
-        self.decoder = CodecDecoder(config.decoder).to(self.device, dtype).eval()
-        self.encoder = CodecEncoder(config.encoder).to(self.device, dtype).eval()
+        self.decoder = CodecDecoder(config.decoder).to(self.device, dtype).eval().requires_grad_(False)
+        self.encoder = CodecEncoder(config.encoder).to(self.device, dtype).eval().requires_grad_(False)
         self.num_quantizers = config.decoder.num_quantizers
         self.samples_per_frame = config.decode_upsample_rate
         self.sample_rate = config.output_sample_rate

@@ -1,0 +1,194 @@
+#!/usr/bin/env python
+"""Benchmark qwen3tts on a full-size random-weight model (0.6B-Base shapes) or a real one.
+
+    python scripts/bench.py                       # random 0.6B-Base weights made in memory, fp32
+    python scripts/bench.py --dtype bfloat16 --frames 25 --json
+    python scripts/bench.py --model DIR           # a model directory (official layout)
+
+Reports, per 80 ms frame: talker step (incl. codebook-0 pick), code predictor (15 steps incl.
+sampling), codec (exact streaming decode of one frame), and all three together; prefill; time to
+first audio (x-vector and ICL, short sentence, 1-frame chunks: call -> first PCM chunk); real-time
+factor (compute time / audio time, lower is faster); offline codec decode RTF for 10 s of codes;
+peak RSS; threads. Timings are medians over the frames of `--repeats` runs after a warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from qwen3tts.dev.random_model import random_tts, write_random_model  # noqa: E402
+
+TEXT = "Hello! This is a short benchmark sentence."
+REF_TEXT = "This is the reference clip that gives the voice."
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def sync(dev):
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_frames(tts, voice, frames: int, settings_kw: dict):
+    """Per-frame talker / predictor / codec times for one generation of `frames` frames."""
+    gen, dev = tts.generator, tts.device
+    prompt = tts._prompt(TEXT, "English", voice, False)
+    settings = tts.settings(max_new_tokens=frames + 1, **settings_kw)
+    sync(dev)
+    t0 = time.perf_counter()
+    st = gen.start(prompt, settings)
+    sync(dev)
+    prefill = time.perf_counter() - t0
+    dec = tts.speech_tokenizer.streaming_decoder()
+    if voice is not None and voice.icl:
+        dec.push(voice.ref_codes)
+    talker, pred, codec = [], [], []
+    for _ in range(frames):
+        t0 = time.perf_counter()
+        frame = gen.predict_codes(st)
+        sync(dev)
+        t1 = time.perf_counter()
+        dec.push(frame.cpu())
+        t2 = time.perf_counter()
+        st.frames += 1
+        gen.step_frame(st, frame)
+        sync(dev)
+        t3 = time.perf_counter()
+        pred.append(t1 - t0)
+        codec.append(t2 - t1)
+        talker.append(t3 - t2)
+    return prefill, talker, pred, codec
+
+
+def first_audio(tts, voice, settings_kw) -> float:
+    t0 = time.perf_counter()
+    it = tts.stream(TEXT, language="English", voice=voice, frames_per_chunk=1, max_new_tokens=50, **settings_kw)
+    next(it)
+    dt = time.perf_counter() - t0
+    it.close()
+    return dt
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", help="model directory (default: random 0.6B-Base weights in memory)")
+    ap.add_argument("--preset", default="0.6b-base")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--frames", type=int, default=20)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--ref-seconds", type=float, default=5.0)
+    ap.add_argument("--codec-seconds", type=float, default=10.0)
+    ap.add_argument("--sample", action="store_true", help="sample (official defaults) instead of greedy")
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    args = ap.parse_args()
+
+    torch.set_num_threads(args.threads)
+    torch.set_num_interop_threads(1) if hasattr(torch, "set_num_interop_threads") else None
+    dtype = getattr(torch, args.dtype)
+    dev = torch.device(args.device)
+    t0 = time.perf_counter()
+    if args.model:
+        from qwen3tts import Qwen3TTS
+
+        tts = Qwen3TTS.from_pretrained(args.model, device=dev, dtype=dtype)
+        model_desc = args.model
+    else:
+        tmp = tempfile.mkdtemp(prefix="qwen3tts-bench-")
+        tts = random_tts(write_random_model(tmp, preset=args.preset, weights=False), seed=0, device=dev, dtype=dtype)
+        model_desc = f"random {args.preset} (full-size, random weights in memory)"
+    load_s = time.perf_counter() - t0
+    rss_loaded = peak_rss_mb()
+
+    g = torch.Generator().manual_seed(0)
+    ref = (torch.randn(int(args.ref_seconds * 24000), generator=g) * 0.1).numpy()
+    t0 = time.perf_counter()
+    xvec = tts.create_voice_prompt((ref, 24000), x_vector_only=True)
+    spk_ms = (time.perf_counter() - t0) * 1000
+    t0 = time.perf_counter()
+    icl = tts.create_voice_prompt((ref, 24000), ref_text=REF_TEXT)
+    voice_ms = (time.perf_counter() - t0) * 1000
+    kw = {} if args.sample else dict(do_sample=False, subtalker_dosample=False)
+
+    time_frames(tts, xvec, 2, kw)  # warm-up
+    first_audio(tts, xvec, kw)
+    talker, pred, codec, prefills = [], [], [], []
+    for r in range(args.repeats):
+        p, t, q, c = time_frames(tts, icl if r % 2 else xvec, args.frames, kw)
+        prefills.append(p)
+        talker += t
+        pred += q
+        codec += c
+    fa_x = statistics.median(first_audio(tts, xvec, kw) for _ in range(3))
+    fa_i = statistics.median(first_audio(tts, icl, kw) for _ in range(3))
+
+    n_codec = int(args.codec_seconds * 12.5)
+    codes = torch.randint(0, 2048, (n_codec, 16), generator=g)
+    tts.speech_tokenizer.decode(codes[:5])
+    t0 = time.perf_counter()
+    tts.speech_tokenizer.decode(codes)
+    codec_offline_s = time.perf_counter() - t0
+
+    med = lambda xs: statistics.median(xs) * 1000  # noqa: E731
+    frame_ms = med([a + b + c for a, b, c in zip(talker, pred, codec)])
+    res = {
+        "model": model_desc,
+        "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
+        "cpu": cpu_name(),
+        "dtype": args.dtype,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "frames_timed": len(talker),
+        "talker_ms_per_frame": round(med(talker), 1),
+        "predictor_ms_per_frame": round(med(pred), 1),
+        "codec_ms_per_frame": round(med(codec), 1),
+        "frame_ms": round(frame_ms, 1),
+        "rtf": round(frame_ms / 80.0, 3),
+        "prefill_ms": round(med(prefills), 1),
+        "first_audio_ms": round(fa_x * 1000, 1),
+        "first_audio_icl_ms": round(fa_i * 1000, 1),
+        "speaker_embedding_ms": round(spk_ms, 1),
+        "voice_prompt_icl_ms": round(voice_ms, 1),
+        "codec_offline_10s_rtf": round(codec_offline_s / args.codec_seconds, 4),
+        "load_s": round(load_s, 1),
+        "rss_after_load_mb": round(rss_loaded, 0),
+        "peak_rss_mb": round(peak_rss_mb(), 0),
+    }
+    if dev.type == "cuda":
+        res["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 0)
+    if args.json:
+        print(json.dumps(res))
+    else:
+        for k, v in res.items():
+            print(f"{k:24s} {v}")
+
+
+if __name__ == "__main__":
+    with torch.inference_mode():
+        main()
