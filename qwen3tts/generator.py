@@ -36,6 +36,8 @@ class GenerationSettings:
     max_new_tokens: int = 2048
     min_new_tokens: int = 2
     seed: int | None = None
+    frame_ceiling: int | None = None  # stop a runaway generation after this many frames
+
 
     def validate(self) -> None:
         self.talker.validate("talker")
@@ -62,6 +64,7 @@ class GenState:
     pending: torch.Tensor | None = None  # last frame, fed to the talker on the next call
     done: bool = False
     stopped_by_eos: bool = False
+    hit_ceiling: bool = False
     trace: dict | None = field(default=None)
 
 
@@ -169,6 +172,9 @@ class FrameGenerator:
             return None
         if st.n_generated >= st.settings.max_new_tokens:  # that last c0 gets no sub-codes
             st.done = True
+            return None
+        if st.settings.frame_ceiling is not None and st.frames >= st.settings.frame_ceiling:
+            st.done = st.hit_ceiling = True
             return None
         frame = self.predict_codes(st)
         st.frames += 1

@@ -17,7 +17,7 @@ primes the streaming decoder with the reference codes. The decode is the exact s
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +32,16 @@ from .model.talker import Talker
 from .prompt import build_prompt, supported_languages
 from .sampling import SamplingParams
 from .text import TextTokenizer
+from .textsplit import DEFAULT_BUDGET, split_text
 from .voice import VoicePrompt
 from .weights import load_into, read_safetensors
+
+
+# Runaway guard: a piece may produce at most BASE + PER_TOKEN * (text tokens) frames. Speech runs
+# at ~3 text tokens/s (English; CJK ~4 chars/s) = ~4 frames per token, so 8 frames (0.64 s) per
+# token plus 2 s is a generous ceiling that only a generation that does not stop reaches.
+FRAME_CEILING_PER_TOKEN = 8
+FRAME_CEILING_BASE = 25
 
 
 @dataclass
@@ -70,6 +78,8 @@ class Qwen3TTS:
         self.generator = FrameGenerator(self.talker, config.talker.codec_eos_token_id)
         self.sample_rate = 24000
         self.samples_per_frame = 1920
+        self.piece_budget = DEFAULT_BUDGET
+        self.last_warnings: list[str] = []
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -142,8 +152,6 @@ class Qwen3TTS:
         )
 
     def _prompt(self, text: str, language, voice: VoicePrompt | None, non_streaming_mode: bool):
-        if not isinstance(text, str) or not text.strip():
-            raise ValueError("text is empty")
         tt = self.text_tokenizer
         ids = tt.encode(tt.assistant_text(text))
         ref_ids = tt.encode(tt.ref_text(voice.ref_text)) if voice is not None and voice.icl else None
@@ -154,50 +162,77 @@ class Qwen3TTS:
             non_streaming=non_streaming_mode,
         )
 
-    def _start(self, text, language, voice, non_streaming_mode, trace, kw):
+    def _pieces(self, text: str, split: bool) -> list[str]:
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError("text is empty")
+        return split_text(text, self.piece_budget) if split else [text]
+
+    def _run(self, text, language, voice, non_streaming_mode, split, trace, kw, info: "_RunInfo"):
+        """Frames of all pieces, one after the other (same voice, same settings)."""
         if voice is not None and not isinstance(voice, VoicePrompt):
             raise TypeError("voice must be a VoicePrompt (see create_voice_prompt) or None")
+        pieces = self._pieces(text, split)
         settings = self.settings(**kw)
-        prompt = self._prompt(text, language, voice, non_streaming_mode)
-        return self.generator.start(prompt, settings, trace=trace)
+        settings.validate()
+        prompts = []
+        for piece in pieces:  # validate everything (language, text) before the first frame
+            prompts.append(self._prompt(piece, language, voice, non_streaming_mode))
+        for i, (piece, prompt) in enumerate(zip(pieces, prompts)):
+            n_tok = len(self.text_tokenizer.encode(piece))
+            ceiling = FRAME_CEILING_BASE + FRAME_CEILING_PER_TOKEN * n_tok
+            s = replace(settings, frame_ceiling=ceiling, seed=None if settings.seed is None else settings.seed + i)
+            st = self.generator.start(prompt, s, trace=trace and len(pieces) == 1)
+            yield from self.generator.frames(st)
+            info.pieces += 1
+            info.stopped_by_eos &= st.stopped_by_eos
+            if st.hit_ceiling:
+                info.warnings.append(f"piece {i + 1}: no end of speech after {ceiling} frames "
+                                     f"({FRAME_CEILING_PER_TOKEN} per text token + {FRAME_CEILING_BASE}); cut there")
+            elif not st.stopped_by_eos:
+                info.warnings.append(f"piece {i + 1}: no end of speech within max_new_tokens={s.max_new_tokens}; cut there")
+            info.state = st
 
     @torch.inference_mode()
     def generate(self, text: str, language: str | None = "auto", voice: VoicePrompt | None = None, non_streaming_mode: bool = False,
-                 trace: bool = False, **kw) -> GenerationResult:
-        st = self._start(text, language, voice, non_streaming_mode, trace, kw)
-        frames = list(self.generator.frames(st))
+                 split: bool = True, trace: bool = False, **kw) -> GenerationResult:
+        """Whole utterance: codes (N, 16) and audio. Text longer than `piece_budget` characters is
+        split at sentence / clause boundaries and generated piece by piece (`split=False` to
+        disable); `max_new_tokens` applies per piece."""
+        info = _RunInfo()
+        frames = list(self._run(text, language, voice, non_streaming_mode, split, trace, kw, info))
         G = self.config.talker.num_code_groups
         codes = torch.stack(frames) if frames else torch.zeros(0, G, dtype=torch.long)
-        warnings = [] if st.stopped_by_eos else [f"no end-of-speech after {st.settings.max_new_tokens} tokens: output cut at max_new_tokens"]
         if voice is not None and voice.icl:
             ref = voice.ref_codes
             full = torch.cat([ref, codes])
-            wav = self.speech_tokenizer.decode(full) if full.shape[0] else torch.zeros(0)
+            wav = self.speech_tokenizer.decode(full)
             cut = int(ref.shape[0] / full.shape[0] * wav.shape[0])  # official: float ratio, may be 1 short
             audio = wav[cut:]
         else:
             audio = self.speech_tokenizer.decode(codes) if codes.shape[0] else torch.zeros(0)
         tr = None
-        if trace:
-            t = st.trace
-            tr = {k: torch.stack(v) if v else None for k, v in t.items()}
+        if trace and info.pieces == 1:
+            st = info.state
+            tr = {k: torch.stack(v) if v else None for k, v in st.trace.items()}
             tr["prefill_embeds"] = st.prompt.prefill
             tr["trailing_text_hidden"] = st.prompt.trailing
-        return GenerationResult(codes, audio, self.sample_rate, st.stopped_by_eos, warnings, tr)
+        return GenerationResult(codes, audio, self.sample_rate, info.stopped_by_eos, info.warnings, tr)
 
     @torch.inference_mode()
     def stream(self, text: str, language: str | None = "auto", voice: VoicePrompt | None = None, non_streaming_mode: bool = False,
-               frames_per_chunk: int = 1, **kw):
+               frames_per_chunk: int = 1, split: bool = True, **kw):
         """Yield `AudioChunk`s of `frames_per_chunk` frames (the last may be shorter) as they are
-        generated; the exact streaming codec decoder turns each into PCM at once."""
+        generated; the exact streaming codec decoder turns each into PCM at once, and keeps
+        running across the pieces of a long text. Equals `generate(...).audio`."""
         if frames_per_chunk < 1:
             raise ValueError("frames_per_chunk must be >= 1")
-        st = self._start(text, language, voice, non_streaming_mode, False, kw)
+        info = _RunInfo()
+        frames = self._run(text, language, voice, non_streaming_mode, split, False, kw, info)
         dec = self.speech_tokenizer.streaming_decoder()
         if voice is not None and voice.icl:
             dec.push(voice.ref_codes)  # acoustic context, audio discarded
         buf, first = [], 0
-        for frame in self.generator.frames(st):
+        for frame in frames:
             buf.append(frame)
             if len(buf) == frames_per_chunk:
                 codes = torch.stack(buf)
@@ -207,3 +242,12 @@ class Qwen3TTS:
         if buf:
             codes = torch.stack(buf)
             yield AudioChunk(dec.push(codes), codes, first, self.sample_rate)
+        self.last_warnings = info.warnings
+
+
+@dataclass
+class _RunInfo:
+    pieces: int = 0
+    stopped_by_eos: bool = True
+    warnings: list = field(default_factory=list)
+    state: object = None
