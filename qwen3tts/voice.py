@@ -26,6 +26,7 @@ class VoicePrompt:
     ref_text: str | None = None
     mode: str = "icl"  # "icl" (clip + transcript) | "xvector" (speaker embedding only)
     ref_seconds: float | None = None
+    fingerprint: str | None = None  # what it was computed from (set by the voices store)
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -52,7 +53,8 @@ class VoicePrompt:
         if self.ref_codes is not None:
             tensors["ref_codes"] = self.ref_codes.detach().long().cpu().contiguous()
         meta = {"format": "qwen3tts.voice", "version": str(FORMAT_VERSION),
-                "json": json.dumps({"mode": self.mode, "ref_text": self.ref_text, "ref_seconds": self.ref_seconds}, ensure_ascii=False)}
+                "json": json.dumps({"mode": self.mode, "ref_text": self.ref_text, "ref_seconds": self.ref_seconds,
+                                    "fingerprint": self.fingerprint}, ensure_ascii=False)}
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".safetensors")
         os.close(fd)
         try:
@@ -80,4 +82,5 @@ class VoicePrompt:
             raise ValueError(f"{path} is not a qwen3tts voice prompt")
         info = json.loads(meta.get("json", "{}"))
         return cls(speaker_embedding=tensors["speaker_embedding"], ref_codes=tensors.get("ref_codes"),
-                   ref_text=info.get("ref_text"), mode=info.get("mode", "icl"), ref_seconds=info.get("ref_seconds"))
+                   ref_text=info.get("ref_text"), mode=info.get("mode", "icl"), ref_seconds=info.get("ref_seconds"),
+                   fingerprint=info.get("fingerprint"))

@@ -1,0 +1,118 @@
+"""The CLI against the tiny model in a temp dir: WAV output (length, rate, equality with the
+library), raw PCM, streaming, the voices store across processes, errors and exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import wave
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import TINY, TINY_MODEL
+
+TEXT = "Hello there, this is the command line."
+
+
+def run(*args, cwd, env=None, input=None, timeout=120):
+    e = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    e.update(env or {})
+    return subprocess.run([sys.executable, "-m", "qwen3tts", *map(str, args)], cwd=cwd, env=e, input=input,
+                          capture_output=True, timeout=timeout)
+
+
+def read_wav(path):
+    with wave.open(str(path)) as w:
+        assert w.getnchannels() == 1 and w.getsampwidth() == 2
+        return w.getframerate(), np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+
+
+@pytest.fixture(scope="module")
+def lib():
+    from qwen3tts import Qwen3TTS
+
+    return Qwen3TTS.from_pretrained(TINY_MODEL)
+
+
+def pcm16(x):
+    return (np.clip(x.numpy(), -1, 1) * 32767.0).round().astype("<i2")
+
+
+def test_say_wav_equals_library(tmp_path, lib):
+    r = run("say", TEXT, "--model", TINY_MODEL, "--greedy", "--max-new-tokens", 12, "--ref-audio", TINY / "reference.wav",
+            "--ref-text", "Okay, this is the reference recording used for voice cloning.", "-o", "a.wav", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr.decode()
+    sr, pcm = read_wav(tmp_path / "a.wav")
+    voice = lib.create_voice_prompt(TINY / "reference.wav", ref_text="Okay, this is the reference recording used for voice cloning.")
+    want = lib.generate(TEXT, voice=voice, do_sample=False, subtalker_dosample=False, max_new_tokens=12)
+    assert sr == 24000 and len(pcm) == want.audio.shape[0] and len(pcm) >= 1920
+    assert np.array_equal(pcm, pcm16(want.audio))
+
+
+def test_say_stdout_pcm_stream_and_stdin(tmp_path, lib):
+    r = run("say", "-", "--model", TINY_MODEL, "--greedy", "--max-new-tokens", 8, "--stdout-pcm", "--stream", cwd=tmp_path, input=TEXT.encode())
+    assert r.returncode == 0, r.stderr.decode()
+    pcm = np.frombuffer(r.stdout, dtype="<i2")
+    want = lib.generate(TEXT, voice=None, do_sample=False, subtalker_dosample=False, max_new_tokens=8)
+    assert len(pcm) == want.audio.shape[0] == 7 * 1920
+    assert np.abs(pcm.astype(int) - pcm16(want.audio).astype(int)).max() <= 1  # stream vs offline: fp noise only
+    assert b"warning: piece 1: no end of speech" in r.stderr
+
+
+def test_voices_across_processes(tmp_path):
+    vd = tmp_path / "voices"
+    r = run("voices", "add", TINY / "reference.wav", "--transcript", "Okay, this is the reference recording used for voice cloning.",
+            "--name", "Tiny Ref", "--voices-dir", vd, cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout.decode().strip() == "tiny-ref", r.stderr.decode()
+    r = run("voices", "list", "--voices-dir", vd, cwd=tmp_path)
+    assert r.stdout.decode().startswith("tiny-ref\tTiny Ref\ticl\tauto\t3.0s")
+    say = ["say", "Hi.", "--voice", "tiny-ref", "--voices-dir", vd, "--model", TINY_MODEL, "--greedy", "--max-new-tokens", 4, "-v"]
+    r1 = run(*say, "-o", "1.wav", cwd=tmp_path)
+    assert b"prompt computed" in r1.stderr, r1.stderr.decode()
+    prompt_file = vd / "tiny-ref" / "prompt.safetensors"
+    mtime = prompt_file.stat().st_mtime_ns
+    r2 = run(*say, "-o", "2.wav", cwd=tmp_path)  # a new process: the prompt comes from disk
+    assert b"prompt loaded from cache" in r2.stderr and prompt_file.stat().st_mtime_ns == mtime
+    assert read_wav(tmp_path / "1.wav")[1].tobytes() == read_wav(tmp_path / "2.wav")[1].tobytes()
+    # a second voice, then break the first one's manifest: clear error, the other still loads
+    r = run("voices", "add", TINY / "reference.wav", "--id", "second", "--voices-dir", vd, cwd=tmp_path)
+    assert r.returncode == 0
+    (vd / "tiny-ref" / "manifest.json").write_text("{broken")
+    r = run("voices", "list", "--voices-dir", vd, cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout.decode().startswith("second\t") and b"unreadable manifest.json" in r.stderr
+    r = run(*say, "-o", "3.wav", cwd=tmp_path)
+    assert r.returncode == 1 and b"error: voice 'tiny-ref' has an unreadable manifest.json" in r.stderr and b"Traceback" not in r.stderr
+    r = run("voices", "rm", "second", "--voices-dir", vd, cwd=tmp_path)
+    assert r.returncode == 0 and not (vd / "second").exists()
+
+
+def test_errors_and_exit_codes(tmp_path):
+    r = run("say", "  ", "--model", TINY_MODEL, cwd=tmp_path)
+    assert r.returncode == 1 and r.stderr.decode().strip() == "error: text is empty"
+    r = run("say", "Hi", "--model", TINY_MODEL, "--language", "Klingon", cwd=tmp_path)
+    assert r.returncode == 1 and b"unsupported language 'Klingon'" in r.stderr and b"Traceback" not in r.stderr
+    r = run("say", "Hi", "--model", tmp_path / "nowhere", cwd=tmp_path)
+    assert r.returncode == 1 and b"error:" in r.stderr and b"Traceback" not in r.stderr
+    r = run("voices", "add", tmp_path / "missing.wav", "--voices-dir", tmp_path / "v", cwd=tmp_path)
+    assert r.returncode == 1 and b"audio file not found" in r.stderr
+    (tmp_path / "short.wav").write_bytes(b"RIFF....not audio")
+    r = run("voices", "add", tmp_path / "short.wav", "--voices-dir", tmp_path / "v", cwd=tmp_path)
+    assert r.returncode == 1 and b"could not read the audio clip" in r.stderr
+    r = run("frobnicate", cwd=tmp_path)
+    assert r.returncode == 2
+    r = run("say", "--help", cwd=tmp_path)
+    assert r.returncode == 0 and b"--ref-audio" in r.stdout and b"--stdout-pcm" in r.stdout
+
+
+def test_offline_download_fails_fast(tmp_path):
+    # no timing assertion (noisy shared cores); a hang fails through the subprocess timeout, and
+    # the measured wall time (about 2.5 s including interpreter start) is in the closing note
+    r = run("download", "Qwen/Qwen3-TTS-12Hz-0.6B-Base", cwd=tmp_path, env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")},
+            timeout=60)
+    err = r.stderr.decode()
+    assert r.returncode == 1 and "Traceback" not in err
+    assert "pass a local model directory" in err and "connect to the network" in err
