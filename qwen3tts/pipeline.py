@@ -98,6 +98,7 @@ class Qwen3TTS:
         if other:
             raise ValueError(f"model.safetensors has unexpected tensors: {', '.join(other[:20])}")
         load_into(tts.talker, talker, what="talker weights")
+        tts.talker.fuse()
         if tts.speaker_encoder is not None:
             load_into(tts.speaker_encoder, spk, what="speaker encoder weights")
         del tensors, talker, spk

@@ -63,7 +63,7 @@ def test_full_size_0_6b_generates_3_frames(tmp_path):
     d = write_random_model(tmp_path / "m", weights=False)
     tts = random_tts(d, seed=0)
     t = tts.talker
-    assert len(t.model.layers) == 28 and t.model.layers[0].self_attn.q_proj.weight.shape == (2048, 1024)
+    assert len(t.model.layers) == 28 and t.model.layers[0].self_attn.qkv_proj.weight.shape == (2048 + 1024 + 1024, 1024)  # fused q|k|v
     assert t.model.text_embedding.weight.shape == (151936, 2048) and len(t.code_predictor.model.layers) == 5
     n_params = sum(p.numel() for p in t.parameters()) + sum(p.numel() for p in tts.speaker_encoder.parameters())
     assert n_params == 914_643_008  # the official model.safetensors count

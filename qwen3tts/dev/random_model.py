@@ -115,6 +115,7 @@ def random_tts(path: str | Path, seed: int = 0, device="cpu", dtype=torch.float3
     tts = Qwen3TTS(path, cfg, device=device, dtype=dtype)
     shapes = model_shapes(cfg)
     load_into(tts.talker, {k[7:]: random_tensor(k, s, seed) for k, s in shapes.items() if k.startswith("talker.")})
+    tts.talker.fuse()
     if tts.speaker_encoder is not None:
         load_into(tts.speaker_encoder, {k[16:]: random_tensor(k, s, seed) for k, s in shapes.items() if k.startswith("speaker_encoder.")})
     st_cfg = SpeechTokenizerConfig.from_file(path / "speech_tokenizer")

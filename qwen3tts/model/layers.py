@@ -59,12 +59,30 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(heads * head_dim, hidden, bias=bias)
         self.q_norm = RMSNorm(head_dim, eps)
         self.k_norm = RMSNorm(head_dim, eps)
+        self.qkv_proj: nn.Linear | None = None  # built by `fuse()` after loading
+
+    def fuse(self) -> None:
+        """Replace q/k/v by one projection (one matrix-vector product per token instead of three)."""
+        if self.qkv_proj is not None:
+            return
+        w = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
+        b = None if self.q_proj.bias is None else torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])
+        lin = nn.Linear(w.shape[1], w.shape[0], bias=b is not None, device=w.device, dtype=w.dtype).requires_grad_(False)
+        lin.weight.copy_(w)
+        if b is not None:
+            lin.bias.copy_(b)
+        self.qkv_proj = lin
+        del self.q_proj, self.k_proj, self.v_proj
 
     def forward(self, x, cos, sin, k_cache, v_cache, positions, kv_len: int | None, mask):
         B, T, _ = x.shape
-        q = self.q_norm(self.q_proj(x).view(B, T, self.heads, self.head_dim)).transpose(1, 2)  # (B, H, T, D)
-        k = self.k_norm(self.k_proj(x).view(B, T, self.kv_heads, self.head_dim)).transpose(1, 2)  # (B, Hkv, T, D)
-        v = self.v_proj(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
+        if self.qkv_proj is not None:
+            q, k, v = self.qkv_proj(x).split([self.heads * self.head_dim, self.kv_heads * self.head_dim, self.kv_heads * self.head_dim], dim=-1)
+        else:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q = self.q_norm(q.reshape(B, T, self.heads, self.head_dim)).transpose(1, 2)  # (B, H, T, D)
+        k = self.k_norm(k.reshape(B, T, self.kv_heads, self.head_dim)).transpose(1, 2)  # (B, Hkv, T, D)
+        v = v.reshape(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         k_cache.index_copy_(2, positions, k)
         v_cache.index_copy_(2, positions, v)
@@ -93,8 +111,22 @@ class MLP(nn.Module):
         self.gate_proj = nn.Linear(hidden, inter, bias=False)
         self.up_proj = nn.Linear(hidden, inter, bias=False)
         self.down_proj = nn.Linear(inter, hidden, bias=False)
+        self.gate_up_proj: nn.Linear | None = None  # built by `fuse()` after loading
+        self.inter = inter
+
+    def fuse(self) -> None:
+        if self.gate_up_proj is not None:
+            return
+        w = torch.cat([self.gate_proj.weight, self.up_proj.weight])
+        lin = nn.Linear(w.shape[1], w.shape[0], bias=False, device=w.device, dtype=w.dtype).requires_grad_(False)
+        lin.weight.copy_(w)
+        self.gate_up_proj = lin
+        del self.gate_proj, self.up_proj
 
     def forward(self, x):
+        if self.gate_up_proj is not None:
+            g, u = self.gate_up_proj(x).split(self.inter, dim=-1)
+            return self.down_proj(F.silu(g) * u)
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
@@ -122,6 +154,12 @@ class Transformer(nn.Module):
         self.layers = nn.ModuleList([DecoderLayer(cfg) for _ in range(cfg.num_hidden_layers)])
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.head_dim = cfg.attn_head_dim
+
+    def fuse(self) -> None:
+        """Fuse q/k/v and gate/up projections (call after loading weights)."""
+        for layer in self.layers:
+            layer.self_attn.fuse()
+            layer.mlp.fuse()
 
     def new_cache(self, batch: int, max_len: int, device=None, dtype=None) -> KVCache:
         w = self.norm.weight

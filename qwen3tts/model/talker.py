@@ -66,6 +66,11 @@ class Talker(nn.Module):
         self.codec_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         self.code_predictor = CodePredictor(cfg.code_predictor, cfg.hidden_size)
 
+    def fuse(self) -> None:
+        """Load-time fusions for speed (q/k/v and gate/up); numerics are unchanged."""
+        self.model.fuse()
+        self.code_predictor.model.fuse()
+
     # ---- embeddings (talker.md §2.3)
     def text_embed(self, ids: torch.Tensor) -> torch.Tensor:
         """T(ids): (..., ) int -> (..., hidden)."""
