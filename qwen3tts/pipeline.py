@@ -152,15 +152,45 @@ class Qwen3TTS:
             seed=seed,
         )
 
-    def _prompt(self, text: str, language, voice: VoicePrompt | None, non_streaming_mode: bool):
-        tt = self.text_tokenizer
+    @property
+    def speakers(self) -> list[str]:
+        """Preset speakers of a CustomVoice checkpoint (empty for Base / VoiceDesign)."""
+        return sorted(self.config.talker.spk_id)
+
+    def _speaker(self, speaker: str | None, language):
+        """CustomVoice: (speaker vector = its codec embedding row, language after the dialect rule)."""
+        tc = self.config.talker
+        key = speaker.strip().lower()
+        if key not in tc.spk_id:
+            raise ValueError(f"unknown speaker {speaker!r}; this checkpoint has: {', '.join(self.speakers) or 'none'}")
+        vec = self.talker.codec_embed(torch.tensor([tc.spk_id[key]], device=self.device))[0]
+        dialect = tc.spk_is_dialect.get(key)
+        if dialect and (language or "auto").strip().lower() in ("auto", "chinese") and dialect in tc.codec_language_id:
+            language = dialect  # official: a dialect speaker speaking Chinese/auto uses its dialect id
+        return vec, language
+
+    def _prompt(self, text: str, language, voice: VoicePrompt | None, non_streaming_mode: bool, speaker: str | None = None,
+                instruct: str | None = None):
+        tt, kind = self.text_tokenizer, self.config.tts_model_type
+        if voice is not None and kind != "base":
+            raise ValueError(f"voice cloning needs a Base checkpoint (this one is {kind!r})")
+        if speaker is not None and kind != "custom_voice":
+            raise ValueError("preset speakers need a CustomVoice checkpoint")
+        if kind == "custom_voice" and speaker is None:
+            raise ValueError(f"a CustomVoice checkpoint needs speaker=...; one of: {', '.join(self.speakers)}")
+        if instruct and kind == "base":
+            raise ValueError("instruct text needs a CustomVoice (1.7B) or VoiceDesign checkpoint")
+        if instruct and kind == "custom_voice" and self.config.tts_model_size == "0b6":
+            raise ValueError("the 0.6B CustomVoice checkpoint does not take instruct text (the 1.7B one does)")
         ids = tt.encode(tt.assistant_text(text))
         ref_ids = tt.encode(tt.ref_text(voice.ref_text)) if voice is not None and voice.icl else None
+        spk = voice.speaker_embedding if voice is not None else None
+        if speaker is not None:
+            spk, language = self._speaker(speaker, language)
         return build_prompt(
-            self.talker, self.config, ids, language,
-            speaker=voice.speaker_embedding if voice is not None else None,
+            self.talker, self.config, ids, language, speaker=spk,
             ref_ids=ref_ids, ref_codes=voice.ref_codes if voice is not None and voice.icl else None,
-            non_streaming=non_streaming_mode,
+            non_streaming=non_streaming_mode, instruct_ids=tt.encode(tt.instruct_text(instruct)) if instruct else None,
         )
 
     def _pieces(self, text: str, split: bool) -> list[str]:
@@ -169,6 +199,7 @@ class Qwen3TTS:
         return split_text(text, self.piece_budget) if split else [text]
 
     def _run(self, text, language, voice, non_streaming_mode, split, trace, kw, info: "_RunInfo"):
+        speaker, instruct = kw.pop("speaker", None), kw.pop("instruct", None)
         """Frames of all pieces, one after the other (same voice, same settings)."""
         if voice is not None and not isinstance(voice, VoicePrompt):
             raise TypeError("voice must be a VoicePrompt (see create_voice_prompt) or None")
@@ -177,7 +208,7 @@ class Qwen3TTS:
         settings.validate()
         prompts = []
         for piece in pieces:  # validate everything (language, text) before the first frame
-            prompts.append(self._prompt(piece, language, voice, non_streaming_mode))
+            prompts.append(self._prompt(piece, language, voice, non_streaming_mode, speaker, instruct))
         for i, (piece, prompt) in enumerate(zip(pieces, prompts)):
             n_tok = len(self.text_tokenizer.encode(piece))
             ceiling = FRAME_CEILING_BASE + FRAME_CEILING_PER_TOKEN * n_tok
@@ -194,11 +225,14 @@ class Qwen3TTS:
             info.state = st
 
     @torch.inference_mode()
-    def generate(self, text: str, language: str | None = "auto", voice: VoicePrompt | None = None, non_streaming_mode: bool = False,
+    def generate(self, text: str, language: str | None = "auto", voice: VoicePrompt | None = None, non_streaming_mode: bool | None = None,
                  split: bool = True, trace: bool = False, **kw) -> GenerationResult:
         """Whole utterance: codes (N, 16) and audio. Text longer than `piece_budget` characters is
         split at sentence / clause boundaries and generated piece by piece (`split=False` to
-        disable); `max_new_tokens` applies per piece."""
+        disable); `max_new_tokens` applies per piece. CustomVoice checkpoints take `speaker=`
+        (and on 1.7B `instruct=`), VoiceDesign checkpoints `instruct=`; their
+        `non_streaming_mode` defaults to True as in the official wrapper (Base: False)."""
+        non_streaming_mode = self._nsm(non_streaming_mode)
         info = _RunInfo()
         frames = list(self._run(text, language, voice, non_streaming_mode, split, trace, kw, info))
         G = self.config.talker.num_code_groups
@@ -219,14 +253,18 @@ class Qwen3TTS:
             tr["trailing_text_hidden"] = st.prompt.trailing
         return GenerationResult(codes, audio, self.sample_rate, info.stopped_by_eos, info.warnings, tr)
 
+    def _nsm(self, v):
+        return (self.config.tts_model_type != "base") if v is None else bool(v)
+
     @torch.inference_mode()
-    def stream(self, text: str, language: str | None = "auto", voice: VoicePrompt | None = None, non_streaming_mode: bool = False,
+    def stream(self, text: str, language: str | None = "auto", voice: VoicePrompt | None = None, non_streaming_mode: bool | None = None,
                frames_per_chunk: int = 1, split: bool = True, **kw):
         """Yield `AudioChunk`s of `frames_per_chunk` frames (the last may be shorter) as they are
         generated; the exact streaming codec decoder turns each into PCM at once, and keeps
         running across the pieces of a long text. Equals `generate(...).audio`."""
         if frames_per_chunk < 1:
             raise ValueError("frames_per_chunk must be >= 1")
+        non_streaming_mode = self._nsm(non_streaming_mode)
         info = _RunInfo()
         frames = self._run(text, language, voice, non_streaming_mode, split, False, kw, info)
         dec = self.speech_tokenizer.streaming_decoder()

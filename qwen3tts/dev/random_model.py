@@ -24,6 +24,26 @@ from .random_init import random_tensor
 
 PRESETS = Path(__file__).resolve().parent.parent / "presets"
 
+# The other 12 Hz checkpoints, as overrides of the 0.6B-Base files. Shapes follow talker.md
+# (1.7B: talker hidden 2048 with a 2048 -> 1024 `small_to_mtp_projection` into the unchanged
+# 1024-wide code predictor; the x-vector must match the talker width). The CustomVoice speaker
+# and dialect ids are placeholders in the documented ranges (only `ryan: 3061` is confirmed):
+# a real checkpoint brings its own config.json, which is always what the code reads.
+_SPEAKERS = {"vivian": 3065, "serena": 3066, "uncle_fu": 3010, "dylan": 2878, "eric": 2875, "ryan": 3061, "aiden": 2861,
+             "ono_anna": 2873, "sohee": 2864}
+_1P7 = {"talker_config": {"hidden_size": 2048, "intermediate_size": 6144}, "tts_model_size": "1b7"}
+_CUSTOM = {"tts_model_type": "custom_voice",
+           "talker_config": {"spk_id": _SPEAKERS, "spk_is_dialect": {"dylan": "beijing_dialect", "eric": "sichuan_dialect"},
+                             "codec_language_id": {"beijing_dialect": 2074, "sichuan_dialect": 2062}}}
+_DESIGN = {"tts_model_type": "voice_design"}
+VARIANTS = {
+    "0.6b-base": {},
+    "1.7b-base": {"config.json": {**_1P7, "speaker_encoder_config": {"enc_dim": 2048}}},
+    "0.6b-customvoice": {"config.json": _CUSTOM},
+    "1.7b-customvoice": {"config.json": {**_CUSTOM, **_1P7, "talker_config": {**_CUSTOM["talker_config"], **_1P7["talker_config"]}}},
+    "1.7b-voicedesign": {"config.json": {**_DESIGN, **_1P7}},
+}
+
 
 def _shapes(module: torch.nn.Module) -> dict[str, tuple]:
     return {k: tuple(v.shape) for k, v in module.state_dict().items()}
@@ -69,9 +89,10 @@ def write_random_model(out: str | Path, preset: str = "0.6b-base", seed: int = 0
     keyed by file: {"config.json": {...}, "speech_tokenizer/config.json": {...}}). With
     `weights=False` only the JSON and tokenizer files are written (see `random_tts`)."""
     out = Path(out)
-    src = PRESETS / preset
-    if not src.is_dir():
-        raise ValueError(f"unknown preset {preset!r}; available: {', '.join(sorted(p.name for p in PRESETS.iterdir() if p.is_dir() and p.name != 'qwen_tokenizer'))}")
+    if preset not in VARIANTS:
+        raise ValueError(f"unknown preset {preset!r}; available: {', '.join(VARIANTS)}")
+    src = PRESETS / "0.6b-base"
+    config_overrides = _merged(VARIANTS[preset], config_overrides or {})
     (out / "speech_tokenizer").mkdir(parents=True, exist_ok=True)
     for f in src.rglob("*.json"):
         dst = out / f.relative_to(src)
@@ -95,6 +116,14 @@ def write_random_model(out: str | Path, preset: str = "0.6b-base", seed: int = 0
     return out
 
 
+def _merged(a: dict, b: dict) -> dict:
+    import copy
+
+    out = copy.deepcopy(a)
+    _deep_merge(out, copy.deepcopy(b))
+    return out
+
+
 def _deep_merge(d: dict, over: dict) -> None:
     for k, v in over.items():
         if isinstance(v, dict) and isinstance(d.get(k), dict):
@@ -114,7 +143,7 @@ def random_tts(path: str | Path, seed: int = 0, device="cpu", dtype=torch.float3
     cfg = Qwen3TTSConfig.from_file(path)
     tts = Qwen3TTS(path, cfg, device=device, dtype=dtype)
     shapes = model_shapes(cfg)
-    load_into(tts.talker, {k[7:]: random_tensor(k, s, seed) for k, s in shapes.items() if k.startswith("talker.")})
+    load_into(tts.talker, {k[7:]: random_tensor(k, s, seed).to(dtype) for k, s in shapes.items() if k.startswith("talker.")})
     tts.talker.fuse()
     if tts.speaker_encoder is not None:
         load_into(tts.speaker_encoder, {k[16:]: random_tensor(k, s, seed) for k, s in shapes.items() if k.startswith("speaker_encoder.")})
