@@ -74,7 +74,7 @@ class FrameGenerator:
         self.cfg = talker.cfg
         self.eos_id = eos_id
         self.initial_cache = initial_cache
-        w = talker.codec_head.weight
+        w = talker.model.codec_embedding.weight
         self.device, self.dtype = w.device, w.dtype
         self.suppress = suppress_mask(self.cfg.vocab_size, eos_id, device=self.device)
         self.n_groups = self.cfg.num_code_groups

@@ -80,11 +80,15 @@ class Qwen3TTS:
         self.samples_per_frame = 1920
         self.piece_budget = DEFAULT_BUDGET
         self.last_warnings: list[str] = []
+        self._primed: dict = {}  # reference-codes hash -> primed codec stream state
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def from_pretrained(cls, name_or_path=None, device="cpu", dtype=torch.float32, regex: str = "qwen2", progress=None) -> "Qwen3TTS":
-        """A local model directory or a hub id (default: Qwen/Qwen3-TTS-12Hz-0.6B-Base)."""
+    def from_pretrained(cls, name_or_path=None, device="cpu", dtype=torch.float32, regex: str = "qwen2", progress=None,
+                        quantize: str | None = None) -> "Qwen3TTS":
+        """A local model directory or a hub id (default: Qwen/Qwen3-TTS-12Hz-0.6B-Base).
+        `quantize="int8"`: weight-only int8 talker and code predictor (fastest on CPU; drifts
+        from fp32, see docs/benchmarks.md)."""
         from .hub import resolve_model
 
         path = resolve_model(name_or_path)
@@ -99,6 +103,7 @@ class Qwen3TTS:
             raise ValueError(f"model.safetensors has unexpected tensors: {', '.join(other[:20])}")
         load_into(tts.talker, talker, what="talker weights")
         tts.talker.fuse()
+        tts.quantize(quantize)
         if tts.speaker_encoder is not None:
             load_into(tts.speaker_encoder, spk, what="speaker encoder weights")
         del tensors, talker, spk
@@ -108,6 +113,15 @@ class Qwen3TTS:
         if progress:
             progress("weights", 1.0)
         return tts
+
+    def quantize(self, mode: str | None) -> None:
+        if mode in (None, "none"):
+            return
+        if mode != "int8":
+            raise ValueError(f"quantize must be None or 'int8', not {mode!r}")
+        from .quant import quantize_talker_int8
+
+        quantize_talker_int8(self.talker)
 
     @property
     def languages(self) -> list[str]:
@@ -253,6 +267,22 @@ class Qwen3TTS:
             tr["trailing_text_hidden"] = st.prompt.trailing
         return GenerationResult(codes, audio, self.sample_rate, info.stopped_by_eos, info.warnings, tr)
 
+    def _prime(self, dec, voice: VoicePrompt) -> None:
+        """Feed the reference codes to the streaming codec (acoustic context, audio discarded);
+        the primed state is cached per reference, so a voice pays this once."""
+        import hashlib
+
+        codes = voice.ref_codes.contiguous()
+        key = hashlib.sha1(codes.numpy().tobytes()).hexdigest()
+        snap = self._primed.get(key)
+        if snap is None:
+            dec.push(codes)
+            self._primed[key] = dec.state.snapshot()
+            while len(self._primed) > 16:
+                self._primed.pop(next(iter(self._primed)))
+        else:
+            dec.state.restore(snap)
+
     def _nsm(self, v):
         return (self.config.tts_model_type != "base") if v is None else bool(v)
 
@@ -269,7 +299,7 @@ class Qwen3TTS:
         frames = self._run(text, language, voice, non_streaming_mode, split, False, kw, info)
         dec = self.speech_tokenizer.streaming_decoder()
         if voice is not None and voice.icl:
-            dec.push(voice.ref_codes)  # acoustic context, audio discarded
+            self._prime(dec, voice)
         buf, first = [], 0
         for frame in frames:
             buf.append(frame)

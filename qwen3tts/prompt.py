@@ -58,7 +58,7 @@ def build_prompt(
     `ref_ids`: ids of `<|im_start|>assistant\\n{ref}<|im_end|>\\n` (ICL only); `ref_codes`:
     (T_ref, 16) reference codes (ICL only); `speaker`: (hidden,) x-vector or None."""
     tc = cfg.talker
-    dev = talker.codec_head.weight.device
+    dev = talker.model.codec_embedding.weight.device
     if len(input_ids) < 9:
         raise ValueError("input_ids must be the full assistant template (at least 9 ids)")
 

@@ -100,6 +100,7 @@ def main():
     ap.add_argument("--preset", default="0.6b-base")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    ap.add_argument("--quantize", choices=["int8"], help="weight-only int8 talker + predictor")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--frames", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=2)
@@ -117,11 +118,11 @@ def main():
     if args.model:
         from qwen3tts import Qwen3TTS
 
-        tts = Qwen3TTS.from_pretrained(args.model, device=dev, dtype=dtype)
+        tts = Qwen3TTS.from_pretrained(args.model, device=dev, dtype=dtype, quantize=args.quantize)
         model_desc = args.model
     else:
         tmp = tempfile.mkdtemp(prefix="qwen3tts-bench-")
-        tts = random_tts(write_random_model(tmp, preset=args.preset, weights=False), seed=0, device=dev, dtype=dtype)
+        tts = random_tts(write_random_model(tmp, preset=args.preset, weights=False), seed=0, device=dev, dtype=dtype, quantize=args.quantize)
         model_desc = f"random {args.preset} (full-size, random weights in memory)"
     load_s = time.perf_counter() - t0
     rss_loaded = peak_rss_mb()
@@ -161,7 +162,7 @@ def main():
         "model": model_desc,
         "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
         "cpu": cpu_name(),
-        "dtype": args.dtype,
+        "dtype": args.dtype + ("+int8" if args.quantize else ""),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "frames_timed": len(talker),

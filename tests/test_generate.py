@@ -152,3 +152,15 @@ def test_voice_from_file(tts, voices):
     v = tts.create_voice_prompt(TINY / "reference.wav", ref_text=voices["icl"].ref_text)
     assert torch.equal(v.ref_codes, voices["icl"].ref_codes)
     assert max_abs(v.speaker_embedding, voices["icl"].speaker_embedding) < 1e-5
+
+
+def test_primed_codec_state_is_cached_and_exact(tts, voices, generations, expected_info):
+    """The codec state primed with a voice's reference codes is reused: a second stream with the
+    same voice gives the same samples as the first."""
+    case = expected_info["generation"]["icl"]
+    kw = dict(language=case["language"], voice=voices["icl"], **GREEDY)
+    tts._primed.clear()
+    a = torch.cat([c.audio for c in tts.stream(case["text"], **kw)])
+    assert len(tts._primed) == 1
+    b = torch.cat([c.audio for c in tts.stream(case["text"], **kw)])
+    assert len(tts._primed) == 1 and torch.equal(a, b)

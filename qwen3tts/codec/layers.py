@@ -44,6 +44,16 @@ class StreamState:
                 t.zero_()
         self.pos = 0
 
+    def snapshot(self) -> tuple[dict, int]:
+        return {k: [t.clone() for t in ts] for k, ts in self.bufs.items()}, self.pos
+
+    def restore(self, snap: tuple[dict, int]) -> None:
+        bufs, pos = snap
+        for k, ts in self.bufs.items():
+            for t, src in zip(ts, bufs[k]):
+                t.copy_(src)
+        self.pos = pos
+
 
 class CausalConv1d(nn.Module):
     """Causal Conv1d: zero (or replicate) left padding `k_eff - stride`, and right padding just

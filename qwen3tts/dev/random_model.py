@@ -132,7 +132,7 @@ def _deep_merge(d: dict, over: dict) -> None:
             d[k] = v
 
 
-def random_tts(path: str | Path, seed: int = 0, device="cpu", dtype=torch.float32):
+def random_tts(path: str | Path, seed: int = 0, device="cpu", dtype=torch.float32, quantize: str | None = None):
     """A `Qwen3TTS` over the JSON files in `path` with random weights made in memory (no
     multi-GB safetensors on disk): what `write_random_model` would write, loaded."""
     from ..codec.tokenizer import SpeechTokenizer
@@ -145,6 +145,7 @@ def random_tts(path: str | Path, seed: int = 0, device="cpu", dtype=torch.float3
     shapes = model_shapes(cfg)
     load_into(tts.talker, {k[7:]: random_tensor(k, s, seed).to(dtype) for k, s in shapes.items() if k.startswith("talker.")})
     tts.talker.fuse()
+    tts.quantize(quantize)
     if tts.speaker_encoder is not None:
         load_into(tts.speaker_encoder, {k[16:]: random_tensor(k, s, seed) for k, s in shapes.items() if k.startswith("speaker_encoder.")})
     st_cfg = SpeechTokenizerConfig.from_file(path / "speech_tokenizer")

@@ -154,6 +154,15 @@ class Transformer(nn.Module):
         self.layers = nn.ModuleList([DecoderLayer(cfg) for _ in range(cfg.num_hidden_layers)])
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.head_dim = cfg.attn_head_dim
+        self._rope = None  # cached (cos, sin) for positions [0, n), per dtype/device
+
+    def rope(self, positions: torch.Tensor, max_len: int, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos/sin rows for `positions` (all < max_len), gathered from a cached table: no host
+        sync, fixed shapes (the table is rebuilt only when a longer cache appears)."""
+        c = self._rope
+        if c is None or c[0].shape[0] < max_len or c[0].dtype != dtype or c[0].device != positions.device:
+            self._rope = c = rope_tables(torch.arange(max_len, device=positions.device), self.head_dim, self.cfg.rope_theta, dtype)
+        return c[0][positions], c[1][positions]
 
     def fuse(self) -> None:
         """Fuse q/k/v and gate/up projections (call after loading weights)."""
@@ -170,7 +179,7 @@ class Transformer(nn.Module):
 
         Either `kv_len` (attend to cache slots [0, kv_len); positions are its last T) or `mask`
         ((T, S_max) bool, attend to all slots under the mask)."""
-        cos, sin = rope_tables(positions, self.head_dim, self.cfg.rope_theta, x.dtype)  # (T, D)
+        cos, sin = self.rope(positions, cache.max_len, x.dtype)  # (T, D)
         for i, layer in enumerate(self.layers):
             x = layer(x, cos, sin, cache.k[i], cache.v[i], positions, kv_len, mask)
         return self.norm(x)
