@@ -1,0 +1,109 @@
+"""Kernels: the torch references against the HF formulas, the Triton kernels against the
+references on CPU under TRITON_INTERPRET=1 (and on a GPU when there is one), and the dispatch
+rules (QWEN3TTS_KERNELS=auto|torch|triton, by tensor device)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")  # before any triton import: kernels run on CPU tensors
+
+import math
+
+import pytest
+import torch
+
+import qwen3tts.kernels as K
+from qwen3tts.kernels import reference as R
+
+triton = pytest.importorskip("triton", reason="pip install triton==3.7.1 for the interpreter tests")
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+DEVICES = (["cpu"] if INTERPRET else []) + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def test_reference_rmsnorm_is_hf():
+    x = torch.randn(3, 7, 64, dtype=torch.bfloat16)
+    w = torch.randn(64, dtype=torch.bfloat16)
+    xf = x.float()
+    want = w * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + 1e-6)).to(torch.bfloat16)
+    assert torch.equal(R.rms_norm(x, w, 1e-6), want)
+
+
+def test_reference_rope_table_and_rotation():
+    pos = torch.tensor([0, 1, 5, 1000])
+    cos, sin = R.rope_tables(pos, 8, 1e6, torch.float32)
+    inv = [1.0 / (1e6 ** (2 * i / 8)) for i in range(4)]
+    assert math.isclose(cos[3, 1].item(), math.cos(1000 * inv[1]), rel_tol=1e-5)
+    assert torch.equal(cos[:, :4], cos[:, 4:])  # emb = cat(freqs, freqs)
+    x = torch.randn(1, 2, 4, 8)
+    y = R.apply_rope(x, cos, sin)
+    x1, x2 = x[..., :4], x[..., 4:]
+    want = torch.cat([x1 * cos[:, :4] - x2 * sin[:, :4], x2 * cos[:, 4:] + x1 * sin[:, 4:]], -1)
+    assert torch.allclose(y, want, atol=1e-6)
+    assert torch.allclose(y.norm(dim=-1), x.norm(dim=-1), atol=1e-5)  # a rotation
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("n", [32, 48, 1024])
+def test_triton_rmsnorm(device, dtype, n):
+    from qwen3tts.kernels.triton_rmsnorm import rms_norm
+
+    g = torch.Generator().manual_seed(n)
+    x = (torch.randn(5, 3, n, generator=g) * 3).to(device, dtype)
+    w = (1 + 0.1 * torch.randn(n, generator=g)).to(device, dtype)
+    want = R.rms_norm(x, w, 1e-6)
+    got = rms_norm(x, w, 1e-6)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    tol = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}[dtype]  # fp32: exact up to sum order; 16-bit: 1 ulp
+    assert (got.float() - want.float()).abs().max().item() <= tol * max(1.0, want.float().abs().max().item())
+    res = torch.randn(5, 3, n, generator=g).to(device, dtype)
+    y, h = rms_norm(x, w, 1e-6, residual=res)
+    if dtype == torch.bfloat16 and device == "cpu":  # the interpreter truncates bf16 (GPU: round to nearest)
+        assert ((h.float() - (x + res).float()).abs() <= (x + res).float().abs() * 2**-7 + 1e-30).all()
+    else:
+        assert torch.equal(h, x + res)
+    assert (y.float() - R.rms_norm(x + res, w, 1e-6).float()).abs().max().item() <= tol * max(1.0, y.float().abs().max().item())
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(1, 4, 1, 32), (2, 16, 7, 128), (1, 2, 5, 64)])
+def test_triton_rope(device, dtype, shape):
+    from qwen3tts.kernels.triton_rope import apply_rope
+
+    B, H, T, D = shape
+    g = torch.Generator().manual_seed(D + T)
+    x = torch.randn(shape, generator=g).to(device, dtype)
+    pos = torch.arange(100, 100 + T, device=device)
+    cos, sin = R.rope_tables(pos, D, 1e6, dtype)
+    want = R.apply_rope(x, cos, sin)
+    got = apply_rope(x, cos, sin)
+    ulp = {torch.float32: 2e-6, torch.float16: 1e-3, torch.bfloat16: 8e-3}[dtype]
+    assert (got.float() - want.float()).abs().max().item() <= ulp * 4
+    if dtype == torch.float32:
+        assert torch.allclose(got, want, atol=1e-6, rtol=0)
+    y = x.clone()
+    apply_rope(y, cos, sin, inplace=True)
+    assert torch.equal(y, got)
+
+
+def test_dispatch_rules(monkeypatch):
+    x = torch.randn(2, 8)
+    w = torch.ones(8)
+    try:
+        K.set_kernel_mode("torch")
+        assert not K.use_triton(x)
+        K.set_kernel_mode("auto")
+        assert K.use_triton(x) == (x.is_cuda and K.triton_usable(x.device))  # CPU tensors: torch in auto mode
+        K.set_kernel_mode("triton")
+        monkeypatch.setenv("TRITON_INTERPRET", "0")
+        with pytest.raises(RuntimeError, match="cannot run on cpu"):
+            K.rms_norm(x, w, 1e-6)
+        monkeypatch.setenv("TRITON_INTERPRET", "1")
+        if INTERPRET:
+            assert torch.allclose(K.rms_norm(x, w, 1e-6), R.rms_norm(x, w, 1e-6), atol=1e-6)
+        with pytest.raises(ValueError):
+            K.set_kernel_mode("fast")
+    finally:
+        K.set_kernel_mode(None)
