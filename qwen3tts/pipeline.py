@@ -34,7 +34,7 @@ from .sampling import SamplingParams
 from .text import TextTokenizer
 from .textsplit import DEFAULT_BUDGET, split_text
 from .voice import VoicePrompt
-from .weights import load_into, read_safetensors
+from .weights import load_into, read_safetensors, split_by_prefix
 
 
 # Runaway guard: a piece may produce at most BASE + PER_TOKEN * (text tokens) frames. Speech runs
@@ -96,11 +96,7 @@ class Qwen3TTS:
         if progress:
             progress("weights", 0.0)
         tensors = read_safetensors(path / "model.safetensors")
-        talker = {k[len("talker."):]: v for k, v in tensors.items() if k.startswith("talker.")}
-        spk = {k[len("speaker_encoder."):]: v for k, v in tensors.items() if k.startswith("speaker_encoder.")}
-        other = sorted(k for k in tensors if not k.startswith(("talker.", "speaker_encoder.")))
-        if other:
-            raise ValueError(f"model.safetensors has unexpected tensors: {', '.join(other[:20])}")
+        talker, spk = split_by_prefix(tensors, ("talker.", "speaker_encoder."), "model.safetensors")
         load_into(tts.talker, talker, what="talker weights")
         tts.talker.fuse()
         tts.quantize(quantize)

@@ -33,6 +33,15 @@ def read_safetensors(path: str | Path, prefix: str = "") -> dict[str, torch.Tens
     return out
 
 
+def split_by_prefix(tensors: dict[str, torch.Tensor], prefixes: Iterable[str], what: str) -> list[dict[str, torch.Tensor]]:
+    """One dict per prefix (prefix stripped); a tensor under none of them is an error."""
+    prefixes = list(prefixes)
+    other = sorted(k for k in tensors if not k.startswith(tuple(prefixes)))
+    if other:
+        raise WeightsError(f"{what} has unexpected tensors: {', '.join(other[:20])}")
+    return [{k[len(p):]: v for k, v in tensors.items() if k.startswith(p)} for p in prefixes]
+
+
 def load_into(
     module: torch.nn.Module,
     tensors: dict[str, torch.Tensor],

@@ -18,7 +18,7 @@ import torch
 
 from ..audio import load_audio
 from ..config import SpeechTokenizerConfig
-from ..weights import load_into, read_safetensors
+from ..weights import load_into, read_safetensors, split_by_prefix
 from .decoder import CodecDecoder
 from .encoder import CodecEncoder
 from .layers import StreamState
@@ -87,11 +87,7 @@ class SpeechTokenizer:
         return tok
 
     def load_state(self, tensors: dict[str, torch.Tensor]) -> None:
-        enc = {k[len("encoder."):]: v for k, v in tensors.items() if k.startswith("encoder.")}
-        dec = {k[len("decoder."):]: v for k, v in tensors.items() if k.startswith("decoder.")}
-        other = sorted(k for k in tensors if not k.startswith(("encoder.", "decoder.")))
-        if other:
-            raise ValueError(f"speech tokenizer checkpoint has unexpected tensors: {', '.join(other[:20])}")
+        enc, dec = split_by_prefix(tensors, ("encoder.", "decoder."), "speech tokenizer checkpoint")
         load_into(self.decoder, dec, what="speech tokenizer decoder")
         load_into(self.encoder, enc, what="speech tokenizer encoder", ignore=[p.replace(r"encoder\.", "", 1) for p in _UNUSED])
         self.decoder.quantizer.refresh()

@@ -16,19 +16,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..kernels import apply_rope, rms_norm
+from ..kernels import apply_rope
 from ..kernels.reference import rope_tables
+from ..model.layers import RMSNorm
 from .layers import StreamState
-
-
-class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.eps = eps
-
-    def forward(self, x):
-        return rms_norm(x, self.weight, self.eps)
 
 
 class LayerScale(nn.Module):
