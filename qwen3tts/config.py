@@ -7,7 +7,8 @@ is a checked copy; a key absent from the file takes the official *class* default
 differ wildly from the shipped values — always read the file). Unknown keys are ignored (the
 official files carry ~50 Hugging Face boilerplate keys).
 
-Runtime knobs (sampling defaults, device, kernels) are not here: see `RuntimeConfig`.
+Runtime knobs are not here: device and dtype are `from_pretrained` arguments, sampling is
+`generator.GenerationSettings`, kernels are chosen by `QWEN3TTS_KERNELS`.
 """
 
 from __future__ import annotations
@@ -283,12 +284,3 @@ class GenerationDefaults:
         if not path.exists():
             return cls()
         return _from_dict(cls, _read_json(path))
-
-
-@dataclass(frozen=True)
-class RuntimeConfig:
-    """Runtime knobs, separate from the checkpoint configs."""
-
-    max_seq_len: int = 4096  # talker KV-cache length (prompt + frames)
-    kernels: str = "auto"  # auto | torch | triton (QWEN3TTS_KERNELS overrides)
-    frame_ceiling_factor: float = 0.0  # 0 = off; see pipeline docs

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from ..kernels import apply_rope
 from ..kernels.reference import rope_tables
-from ..model.layers import RMSNorm
+from ..model.layers import Projections, RMSNorm
 from .layers import StreamState
 
 
@@ -31,25 +31,10 @@ class LayerScale(nn.Module):
         return self.scale * x
 
 
-class _Attention(nn.Module):
-    def __init__(self, hidden: int, heads: int, kv_heads: int, head_dim: int, bias: bool = False):
-        super().__init__()
-        self.heads, self.kv_heads, self.head_dim = heads, kv_heads, head_dim
-        self.q_proj = nn.Linear(hidden, heads * head_dim, bias=bias)
-        self.k_proj = nn.Linear(hidden, kv_heads * head_dim, bias=bias)
-        self.v_proj = nn.Linear(hidden, kv_heads * head_dim, bias=bias)
-        self.o_proj = nn.Linear(heads * head_dim, hidden, bias=bias)
-
+class _Attention(Projections):
     def qkv(self, x, cos, sin):
-        B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
-        k = self.k_proj(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
+        q, k, v = (t.transpose(1, 2) for t in self.project(x))  # (B, H, T, D)
         return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
-
-    def out(self, a):  # (B, H, T, D) -> (B, T, hidden)
-        B, H, T, D = a.shape
-        return self.o_proj(a.transpose(1, 2).reshape(B, T, H * D))
 
 
 class DecoderAttention(_Attention):

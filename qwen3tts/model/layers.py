@@ -49,16 +49,18 @@ class KVCache:
         return sum(t.numel() * t.element_size() for t in self.k + self.v)
 
 
-class Attention(nn.Module):
-    def __init__(self, hidden: int, heads: int, kv_heads: int, head_dim: int, eps: float, bias: bool = False):
+class Projections(nn.Module):
+    """q/k/v/o projections of a (GQA) attention, checkpoint names `{q,k,v,o}_proj`; `fuse()`
+    replaces q/k/v by one projection after loading. Shared by the talker/predictor attention and
+    the codec transformers."""
+
+    def __init__(self, hidden: int, heads: int, kv_heads: int, head_dim: int, bias: bool = False):
         super().__init__()
         self.heads, self.kv_heads, self.head_dim = heads, kv_heads, head_dim
         self.q_proj = nn.Linear(hidden, heads * head_dim, bias=bias)
         self.k_proj = nn.Linear(hidden, kv_heads * head_dim, bias=bias)
         self.v_proj = nn.Linear(hidden, kv_heads * head_dim, bias=bias)
         self.o_proj = nn.Linear(heads * head_dim, hidden, bias=bias)
-        self.q_norm = RMSNorm(head_dim, eps)
-        self.k_norm = RMSNorm(head_dim, eps)
         self.qkv_proj: nn.Linear | None = None  # built by `fuse()` after loading
 
     def fuse(self) -> None:
@@ -74,15 +76,33 @@ class Attention(nn.Module):
         self.qkv_proj = lin
         del self.q_proj, self.k_proj, self.v_proj
 
-    def forward(self, x, cos, sin, k_cache, v_cache, positions, kv_len: int | None, mask):
+    def project(self, x):
+        """x (B, T, hidden) -> q (B, T, H, D), k and v (B, T, Hkv, D)."""
         B, T, _ = x.shape
         if self.qkv_proj is not None:
             q, k, v = self.qkv_proj(x).split([self.heads * self.head_dim, self.kv_heads * self.head_dim, self.kv_heads * self.head_dim], dim=-1)
         else:
             q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        q = self.q_norm(q.reshape(B, T, self.heads, self.head_dim)).transpose(1, 2)  # (B, H, T, D)
-        k = self.k_norm(k.reshape(B, T, self.kv_heads, self.head_dim)).transpose(1, 2)  # (B, Hkv, T, D)
-        v = v.reshape(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
+        return (q.reshape(B, T, self.heads, self.head_dim), k.reshape(B, T, self.kv_heads, self.head_dim),
+                v.reshape(B, T, self.kv_heads, self.head_dim))
+
+    def out(self, a):  # (B, H, T, D) -> (B, T, hidden)
+        B, H, T, D = a.shape
+        return self.o_proj(a.transpose(1, 2).reshape(B, T, H * D))
+
+
+class Attention(Projections):
+    def __init__(self, hidden: int, heads: int, kv_heads: int, head_dim: int, eps: float, bias: bool = False):
+        super().__init__(hidden, heads, kv_heads, head_dim, bias)
+        self.q_norm = RMSNorm(head_dim, eps)
+        self.k_norm = RMSNorm(head_dim, eps)
+
+    def forward(self, x, cos, sin, k_cache, v_cache, positions, kv_len: int | None, mask):
+        T = x.shape[1]
+        q, k, v = self.project(x)
+        q = self.q_norm(q).transpose(1, 2)  # (B, H, T, D)
+        k = self.k_norm(k).transpose(1, 2)  # (B, Hkv, T, D)
+        v = v.transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         k_cache.index_copy_(2, positions, k)
         v_cache.index_copy_(2, positions, v)
@@ -102,7 +122,7 @@ class Attention(nn.Module):
                 a = F.scaled_dot_product_attention(q, K, V, attn_mask=m, enable_gqa=gqa)
         else:
             a = F.scaled_dot_product_attention(q, K, V, attn_mask=mask, enable_gqa=gqa)
-        return self.o_proj(a.transpose(1, 2).reshape(B, T, self.heads * self.head_dim))
+        return self.out(a)
 
 
 class MLP(nn.Module):

@@ -57,7 +57,7 @@ class SpeakServer:
         self.voices = engine.voices if engine is not None and engine.voices is not None else VoiceStore(cfg.voices_dir, default_id=cfg.default_voice)
         self._own_engine = engine is None
         self.engine = engine or Engine(cfg.model, cfg.device, cfg.dtype, self.voices, greedy=cfg.greedy, max_new_tokens=cfg.max_new_tokens,
-                                       frames_per_chunk=cfg.frames_per_chunk, request_timeout=cfg.request_timeout, metrics=self.metrics)
+                                       frames_per_chunk=cfg.frames_per_chunk, request_timeout=cfg.request_timeout)
         self.sessions: set[Session] = set()
         self.app = web.Application(client_max_size=int(cfg.max_upload_mb * 2**20) + 65536)
         self.app[SERVER_KEY] = self

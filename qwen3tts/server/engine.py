@@ -45,13 +45,12 @@ class Request:
 
 class Engine:
     def __init__(self, model: str | None = None, device: str = "cpu", dtype: str = "float32", voices=None, greedy: bool = False,
-                 max_new_tokens: int | None = None, frames_per_chunk: int = 1, request_timeout: float = 300.0, metrics=None):
+                 max_new_tokens: int | None = None, frames_per_chunk: int = 1, request_timeout: float = 300.0):
         self.model_ref, self.device, self.dtype = model, device, dtype
         self.voices = voices
         self.greedy, self.max_new_tokens = greedy, max_new_tokens
         self.frames_per_chunk = frames_per_chunk
         self.request_timeout = request_timeout
-        self.metrics = metrics
         self.tts = None
         self.status = "not_loaded"  # not_loaded | loading | loaded | failed
         self.load_error: str | None = None
