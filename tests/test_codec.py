@@ -120,7 +120,7 @@ def test_real_config_decodes(tmp_path):
     """The real speech_tokenizer/config.json values (codec.md §2) with random weights."""
     path = _random_tokenizer(tmp_path, None)
     tok = SpeechTokenizer.from_pretrained(path)
-    assert tok.decoder.pre_transformer.layers[0].self_attn.q_proj.weight.shape == (1024, 512)
+    assert tok.decoder.pre_transformer.layers[0].self_attn.qkv_proj.weight.shape == (3 * 1024, 512)  # fused q|k|v (16 heads x 64)
     codes = torch.randint(0, 2048, (3, 16), generator=torch.Generator().manual_seed(0))
     wav = tok.decode(codes)
     assert wav.shape == (3 * 1920,) and torch.isfinite(wav).all() and wav.abs().max() <= 1.0

@@ -92,6 +92,7 @@ class SpeechTokenizer:
         load_into(self.encoder, enc, what="speech tokenizer encoder", ignore=[p.replace(r"encoder\.", "", 1) for p in _UNUSED])
         self.decoder.quantizer.refresh()
         self.encoder.quantizer.refresh()
+        self.decoder.pre_transformer.fuse()
 
     # ---- helpers
     def _check_range(self, c: torch.Tensor) -> None:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from ..kernels import apply_rope
 from ..kernels.reference import rope_tables
-from ..model.layers import Projections, RMSNorm
+from ..model.layers import MLP, Projections, RMSNorm
 from .layers import StreamState
 
 
@@ -62,17 +62,6 @@ class DecoderAttention(_Attention):
         return self.out(a)
 
 
-class DecoderMLP(nn.Module):
-    def __init__(self, hidden: int, inter: int):
-        super().__init__()
-        self.gate_proj = nn.Linear(hidden, inter, bias=False)
-        self.up_proj = nn.Linear(hidden, inter, bias=False)
-        self.down_proj = nn.Linear(inter, hidden, bias=False)
-
-    def forward(self, x):
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
-
-
 class DecoderLayer(nn.Module):
     def __init__(self, cfg):
         super().__init__()
@@ -80,7 +69,7 @@ class DecoderLayer(nn.Module):
         self.self_attn = DecoderAttention(cfg, cfg.sliding_window)
         self.self_attn_layer_scale = LayerScale(cfg.hidden_size)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-        self.mlp = DecoderMLP(cfg.hidden_size, cfg.intermediate_size)
+        self.mlp = MLP(cfg.hidden_size, cfg.intermediate_size)  # SiLU-gated, no biases: the talker MLP
         self.mlp_layer_scale = LayerScale(cfg.hidden_size)
 
     def forward(self, x, cos, sin, mask, st):
@@ -98,6 +87,12 @@ class DecoderTransformer(nn.Module):
         self.layers = nn.ModuleList([DecoderLayer(cfg) for _ in range(cfg.num_hidden_layers)])
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.output_proj = nn.Linear(cfg.hidden_size, cfg.latent_dim)
+
+    def fuse(self) -> None:
+        """Fuse q/k/v and gate/up projections (after loading; numerics unchanged)."""
+        for layer in self.layers:
+            layer.self_attn.fuse()
+            layer.mlp.fuse()
 
     def forward(self, x: torch.Tensor, st: StreamState) -> torch.Tensor:
         B, N, _ = x.shape
