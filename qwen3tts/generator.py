@@ -1,4 +1,5 @@
-"""Frame generator: prefill once, then one step per 80 ms frame.
+"""Frame generator: prefill once, then one step per 80 ms frame — for one session or for many
+sessions batched together.
 
 Mirrors the official loop (`Qwen3TTSForConditionalGeneration.generate` -> HF `_sample` on the
 talker, with the code predictor run inside the talker's forward; talker.md §6.1):
@@ -10,22 +11,29 @@ talker, with the code predictor run inside the talker's forward; talker.md §6.1
           x = sum of the 16 embeddings + trailing[t] (or tts_pad)
           h = talker step at position L + t;  c0 = pick(codec_head(h))
 
-State lives in `GenState` (static talker KV cache, code-predictor cache, `seen` ids for the
-repetition penalty, RNG); the model weights are shared and read-only. `step_frame` is the hot
-path: fixed-shape tensor work with no host sync; the one sync per frame is the EOS check at the
-frame boundary, where the codes are handed out anyway.
+State lives in `GenState` (static talker KV cache, `seen` ids for the repetition penalty, RNG,
+position); the model weights are shared and read-only. `next_frames(states)` advances any set of
+sessions by one frame together: every projection / MLP / head runs as one (B, ·) GEMM, so the
+weights are read once for all B sessions (decode is memory-bound: B sessions cost little more than
+one), attention runs per session over its own cache, and each session samples with its own
+settings and generator — a session's frames do not depend on who it is batched with (tested).
+Sessions join (after `start`) and leave (EOS, limit, cancel) at frame boundaries. The single
+session API (`next_frame`) is the batch of one. The one host sync per step is the EOS check,
+where the codes are handed out anyway.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import threading
+
 import torch
 
 from .model.layers import KVCache
 from .model.talker import Talker
 from .prompt import TalkerPrompt
-from .sampling import SamplingParams, pick, process_talker_logits, suppress_mask
+from .sampling import SamplingParams, pick_rows, process_talker_logits, suppress_mask
 
 
 @dataclass(frozen=True)
@@ -51,7 +59,6 @@ class GenerationSettings:
 @dataclass
 class GenState:
     cache: KVCache
-    cp_cache: KVCache
     prompt: TalkerPrompt
     settings: GenerationSettings
     generator: torch.Generator
@@ -78,6 +85,7 @@ class FrameGenerator:
         self.device, self.dtype = w.device, w.dtype
         self.suppress = suppress_mask(self.cfg.vocab_size, eos_id, device=self.device)
         self.n_groups = self.cfg.num_code_groups
+        self._scratch = threading.local()  # per-thread code-predictor caches, by batch size
 
     # ------------------------------------------------------------------ setup
     @torch.inference_mode()
@@ -89,7 +97,6 @@ class FrameGenerator:
         g.manual_seed(settings.seed if settings.seed is not None else int(torch.randint(0, 2**62, (1,)).item()))
         st = GenState(
             cache=self.talker.model.new_cache(1, cap),
-            cp_cache=self.talker.code_predictor.model.new_cache(1, self.n_groups),
             prompt=prompt,
             settings=settings,
             generator=g,
@@ -99,7 +106,7 @@ class FrameGenerator:
         x = prompt.prefill.to(self.device, self.dtype)[None]  # (1, L, H)
         h = self.talker.model(x, st.cache, torch.arange(L, device=self.device), kv_len=L)[:, -1:]  # (1, 1, H)
         st.pos = L
-        self._pick_c0(st, h)
+        self._pick_c0([st], h)
         return st
 
     def _ensure_capacity(self, st: GenState) -> None:
@@ -111,76 +118,118 @@ class FrameGenerator:
         st.cache = new
 
     # ------------------------------------------------------------------ hot path
-    def _pick_c0(self, st: GenState, h: torch.Tensor) -> None:
-        logits = self.talker.codec_head(h[:, 0]).float()  # (1, V)
-        if st.trace is not None:
-            st.trace["talker_logits"].append(logits[0].clone())
-            st.trace["talker_hidden"].append(h[0, 0].clone())
-        s = st.settings
-        x = process_talker_logits(logits, st.seen, st.n_generated, self.suppress, self.eos_id, s.repetition_penalty, s.min_new_tokens)
-        c0 = pick(x, s.talker, st.generator)  # (1,)
-        st.seen.scatter_(1, c0[:, None], True)
-        st.hidden, st.c0 = h, c0
-        st.n_generated += 1
+    def _cp_cache(self, batch: int) -> KVCache:
+        """Scratch code-predictor cache (every slot read in a frame is written in that frame)."""
+        caches = self._scratch.__dict__.setdefault("cp", {})
+        if batch not in caches:
+            caches[batch] = self.talker.code_predictor.model.new_cache(batch, self.n_groups)
+        return caches[batch]
 
-    def predict_codes(self, st: GenState) -> torch.Tensor:
-        """Codebooks 1..G-1 for the current (hidden, c0): returns the frame (1, G) int64."""
+    def _pick_c0(self, states: list[GenState], h: torch.Tensor) -> None:
+        """h (B, 1, H): talker hiddens of `states` -> each state's next codebook-0 id."""
+        logits = self.talker.codec_head(h[:, 0]).float()  # (B, V)
+        if states[0].trace is not None:
+            for b, st in enumerate(states):
+                st.trace["talker_logits"].append(logits[b].clone())
+                st.trace["talker_hidden"].append(h[b, 0].clone())
+        seen = _rows([st.seen for st in states])  # (B, V)
+        n_gen = torch.tensor([st.n_generated for st in states], device=self.device)  # (B,)
+        pens = {st.settings.repetition_penalty for st in states}
+        pen = pens.pop() if len(pens) == 1 else torch.tensor([[st.settings.repetition_penalty] for st in states], device=self.device)
+        min_new = torch.tensor([st.settings.min_new_tokens for st in states], device=self.device)
+        x = process_talker_logits(logits, seen, n_gen, self.suppress, self.eos_id, pen, min_new)
+        c0 = pick_rows(x, [st.settings.talker for st in states], [st.generator for st in states])  # (B,)
+        for b, st in enumerate(states):
+            st.seen.scatter_(1, c0[b : b + 1, None], True)
+            st.hidden, st.c0 = h[b : b + 1], c0[b : b + 1]
+            st.n_generated += 1
+
+    def predict_codes(self, states: list[GenState]) -> torch.Tensor:
+        """Codebooks 1..G-1 for each state's (hidden, c0): returns the frames (B, G) int64."""
         cp = self.talker.code_predictor
         proj = cp.small_to_mtp_projection
-        x = proj(torch.cat([st.hidden, self.talker.codec_embed(st.c0)[:, None]], dim=1))  # (1, 2, Hc)
+        B = len(states)
+        cache = self._cp_cache(B)
+        c0 = _rows([st.c0 for st in states])  # (B,)
+        x = proj(torch.cat([_rows([st.hidden for st in states]), self.talker.codec_embed(c0)[:, None]], dim=1))  # (B, 2, Hc)
         pos = torch.arange(2, device=self.device)
-        codes = [st.c0]
+        params, gens = [st.settings.subtalker for st in states], [st.generator for st in states]
+        codes = [c0]
         cp_logits = []
         for j in range(self.n_groups - 1):
-            o = cp.model(x, st.cp_cache, pos, kv_len=j + 2)[:, -1]  # (1, Hc)
-            logits = cp.lm_head[j](o).float()  # (1, vocab)
-            if st.trace is not None:
-                cp_logits.append(logits[0].clone())
-            c = pick(logits, st.settings.subtalker, st.generator)  # (1,)
+            o = cp.model(x, cache, pos, kv_len=j + 2)[:, -1]  # (B, Hc)
+            logits = cp.lm_head[j](o).float()  # (B, vocab)
+            if states[0].trace is not None:
+                cp_logits.append(logits.clone())
+            c = pick_rows(logits, params, gens)  # (B,)
             codes.append(c)
             if j + 1 < self.n_groups - 1:
-                x = proj(cp.model.codec_embedding[j](c)[:, None])  # (1, 1, Hc)
+                x = proj(cp.model.codec_embedding[j](c)[:, None])  # (B, 1, Hc)
                 pos = torch.tensor([j + 2], device=self.device)
-        if st.trace is not None:
-            st.trace["cp_logits"].append(torch.stack(cp_logits))
-        return torch.stack(codes, dim=1)  # (1, G)
+        if states[0].trace is not None:
+            for b, st in enumerate(states):
+                st.trace["cp_logits"].append(torch.stack([lg[b] for lg in cp_logits]))
+        return torch.stack(codes, dim=1)  # (B, G)
 
-    def step_frame(self, st: GenState, frame: torch.Tensor) -> None:
-        """Feed the frame just produced and pick the next c0."""
-        p = st.prompt
-        t = st.frames - 1  # index of this frame
-        text = p.trailing[t] if t < p.trailing.shape[0] else p.tts_pad
-        x = self.talker.frame_embed(frame) + text.to(self.dtype)  # (1, H)
-        if st.trace is not None:
-            st.trace["step_inputs"].append(x[0].clone())
-        self._ensure_capacity(st)
-        h = self.talker.model(x[:, None], st.cache, torch.tensor([st.pos], device=self.device), kv_len=st.pos + 1)  # (1, 1, H)
-        st.pos += 1
-        self._pick_c0(st, h)
+    def step_frame(self, states: list[GenState], frames: torch.Tensor) -> None:
+        """Feed each state its frame just produced (frames (B, G)) and pick the next c0s."""
+        texts = []
+        for st in states:
+            p, t = st.prompt, st.frames - 1  # t: index of this frame
+            texts.append(p.trailing[t] if t < p.trailing.shape[0] else p.tts_pad)
+        x = self.talker.frame_embed(frames) + torch.stack(texts).to(self.device, self.dtype)  # (B, H)
+        for b, st in enumerate(states):
+            if st.trace is not None:
+                st.trace["step_inputs"].append(x[b].clone())
+            self._ensure_capacity(st)
+        h = self.talker.model.forward_rows(x[:, None], [st.cache for st in states], [st.pos for st in states])  # (B, 1, H)
+        for st in states:
+            st.pos += 1
+        self._pick_c0(states, h)
 
     # ------------------------------------------------------------------ loop
     @torch.inference_mode()
+    def next_frames(self, states: list[GenState]) -> list[torch.Tensor | None]:
+        """One frame for every state together: for each, its codes (G,) int64 on CPU, or None
+        when its generation has ended (it then stays ended)."""
+        live = [st for st in states if not st.done]
+        stepping = [st for st in live if st.pending is not None]
+        if stepping:  # feed the previous frames now (they were handed out first)
+            self.step_frame(stepping, _rows([st.pending for st in stepping]))
+            for st in stepping:
+                st.pending = None
+        out: dict[int, torch.Tensor] = {}
+        if not live:
+            return [None] * len(states)
+        c0s = _rows([st.c0 for st in live]).tolist()  # the one host sync per step
+        ready = []
+        for st, c0 in zip(live, c0s):
+            if c0 == self.eos_id:
+                st.done = st.stopped_by_eos = True
+            elif st.n_generated >= st.settings.max_new_tokens:  # that last c0 gets no sub-codes
+                st.done = True
+            elif st.settings.frame_ceiling is not None and st.frames >= st.settings.frame_ceiling:
+                st.done = st.hit_ceiling = True
+            else:
+                ready.append(st)
+        if ready:
+            frames = self.predict_codes(ready)  # (B, G)
+            host = frames.cpu()
+            for b, st in enumerate(ready):
+                st.frames += 1
+                st.pending = frames[b : b + 1]
+                out[id(st)] = host[b]
+        return [out.get(id(st)) for st in states]
+
     def next_frame(self, st: GenState) -> torch.Tensor | None:
         """The next frame's codes (G,) int64 on CPU, or None when generation has ended."""
-        if st.done:
-            return None
-        if st.pending is not None:  # feed the previous frame now (it was handed out first)
-            self.step_frame(st, st.pending)
-            st.pending = None
-        if int(st.c0[0]) == self.eos_id:  # the one host sync per frame
-            st.done = st.stopped_by_eos = True
-            return None
-        if st.n_generated >= st.settings.max_new_tokens:  # that last c0 gets no sub-codes
-            st.done = True
-            return None
-        if st.settings.frame_ceiling is not None and st.frames >= st.settings.frame_ceiling:
-            st.done = st.hit_ceiling = True
-            return None
-        frame = self.predict_codes(st)
-        st.frames += 1
-        st.pending = frame
-        return frame[0].cpu()
+        return self.next_frames([st])[0]
 
     def frames(self, st: GenState):
         while (f := self.next_frame(st)) is not None:
             yield f
+
+
+def _rows(ts: list[torch.Tensor]) -> torch.Tensor:
+    """Concatenate batch-1 tensors along dim 0 (no copy for a batch of one)."""
+    return ts[0] if len(ts) == 1 else torch.cat(ts)

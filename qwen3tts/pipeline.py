@@ -208,30 +208,30 @@ class Qwen3TTS:
             raise ValueError("text is empty")
         return split_text(text, self.piece_budget) if split else [text]
 
-    def _run(self, text, language, voice, non_streaming_mode, split, trace, kw, info: "_RunInfo"):
+    def _plan(self, text, language, voice, non_streaming_mode, split, kw) -> "_Plan":
+        """Validate a request and build every piece's prompt before the first frame."""
+        kw = dict(kw)
         speaker, instruct = kw.pop("speaker", None), kw.pop("instruct", None)
-        """Frames of all pieces, one after the other (same voice, same settings)."""
         if voice is not None and not isinstance(voice, VoicePrompt):
             raise TypeError("voice must be a VoicePrompt (see create_voice_prompt) or None")
         pieces = self._pieces(text, split)
         settings = self.settings(**kw)
         settings.validate()
-        prompts = []
-        for piece in pieces:  # validate everything (language, text) before the first frame
-            prompts.append(self._prompt(piece, language, voice, non_streaming_mode, speaker, instruct))
-        for i, (piece, prompt) in enumerate(zip(pieces, prompts)):
-            n_tok = len(self.text_tokenizer.encode(piece))
-            ceiling = FRAME_CEILING_BASE + FRAME_CEILING_PER_TOKEN * n_tok
-            s = replace(settings, frame_ceiling=ceiling, seed=None if settings.seed is None else settings.seed + i)
-            st = self.generator.start(prompt, s, trace=trace and len(pieces) == 1)
+        prompts = [self._prompt(piece, language, voice, non_streaming_mode, speaker, instruct) for piece in pieces]
+        ceilings = [FRAME_CEILING_BASE + FRAME_CEILING_PER_TOKEN * len(self.text_tokenizer.encode(p)) for p in pieces]
+        return _Plan(prompts, settings, ceilings)
+
+    def _run(self, text, language, voice, non_streaming_mode, split, trace, kw, info: "_RunInfo"):
+        """Frames of all pieces, one after the other (same voice, same settings)."""
+        plan = self._plan(text, language, voice, non_streaming_mode, split, kw)
+        for i, prompt in enumerate(plan.prompts):
+            st = self.generator.start(prompt, plan.piece_settings(i), trace=trace and len(plan.prompts) == 1)
             yield from self.generator.frames(st)
             info.pieces += 1
             info.stopped_by_eos &= st.stopped_by_eos
-            if st.hit_ceiling:
-                info.warnings.append(f"piece {i + 1}: no end of speech after {ceiling} frames "
-                                     f"({FRAME_CEILING_PER_TOKEN} per text token + {FRAME_CEILING_BASE}); cut there")
-            elif not st.stopped_by_eos:
-                info.warnings.append(f"piece {i + 1}: no end of speech within max_new_tokens={s.max_new_tokens}; cut there")
+            w = plan.piece_warning(i, st)
+            if w:
+                info.warnings.append(w)
             info.state = st
 
     @torch.inference_mode()
@@ -290,24 +290,33 @@ class Qwen3TTS:
         running across the pieces of a long text. Equals `generate(...).audio`."""
         if frames_per_chunk < 1:
             raise ValueError("frames_per_chunk must be >= 1")
-        non_streaming_mode = self._nsm(non_streaming_mode)
-        info = _RunInfo()
-        frames = self._run(text, language, voice, non_streaming_mode, split, False, kw, info)
-        dec = self.speech_tokenizer.streaming_decoder()
-        if voice is not None and voice.icl:
-            self._prime(dec, voice)
-        buf, first = [], 0
-        for frame in frames:
-            buf.append(frame)
-            if len(buf) == frames_per_chunk:
-                codes = torch.stack(buf)
-                yield AudioChunk(dec.push(codes), codes, first, self.sample_rate)
-                first += len(buf)
-                buf = []
-        if buf:
-            codes = torch.stack(buf)
-            yield AudioChunk(dec.push(codes), codes, first, self.sample_rate)
-        self.last_warnings = info.warnings
+        from .batch import Utterance, step
+
+        u = Utterance(self, text, language, voice, non_streaming_mode, frames_per_chunk, split, **kw)
+        while not u.done:
+            chunk = step(self, [u])[0]
+            if chunk is not None:
+                yield chunk
+        self.last_warnings = u.warnings
+
+
+@dataclass
+class _Plan:
+    prompts: list
+    settings: GenerationSettings
+    ceilings: list[int]
+
+    def piece_settings(self, i: int) -> GenerationSettings:
+        s = self.settings
+        return replace(s, frame_ceiling=self.ceilings[i], seed=None if s.seed is None else s.seed + i)
+
+    def piece_warning(self, i: int, st) -> str | None:
+        if st.hit_ceiling:
+            return (f"piece {i + 1}: no end of speech after {self.ceilings[i]} frames "
+                    f"({FRAME_CEILING_PER_TOKEN} per text token + {FRAME_CEILING_BASE}); cut there")
+        if not st.stopped_by_eos:
+            return f"piece {i + 1}: no end of speech within max_new_tokens={self.settings.max_new_tokens}; cut there"
+        return None
 
 
 @dataclass

@@ -46,15 +46,17 @@ def suppress_mask(vocab_size: int, eos_id: int, n_control: int = 1024, device=No
 
 
 def repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
-    """logits (B, V) f32, seen (B, V) bool: ids generated so far in this request."""
-    if penalty == 1.0:
+    """logits (B, V) f32, seen (B, V) bool: ids generated so far in this request; `penalty` a
+    float or a (B, 1) tensor (one per session)."""
+    if isinstance(penalty, (int, float)) and penalty == 1.0:
         return logits
     pen = torch.where(logits < 0, logits * penalty, logits / penalty)
     return torch.where(seen, pen, logits)
 
 
 def process_talker_logits(logits, seen, n_generated, suppress, eos_id: int, penalty: float, min_new_tokens: int = 2):
-    """Steps 1-3 above. `n_generated`: (B,) or scalar int64 tensor of tokens picked so far."""
+    """Steps 1-3 above. `n_generated`: (B,) or scalar int64 tensor of tokens picked so far;
+    `penalty` and `min_new_tokens` scalars or per-row tensors ((B, 1) and (B,))."""
     x = repetition_penalty(logits.float(), seen, penalty)
     ban_eos = torch.as_tensor(n_generated, device=x.device) < min_new_tokens  # (B,) or ()
     eos_col = x[..., eos_id]
@@ -85,3 +87,28 @@ def pick(logits: torch.Tensor, p: SamplingParams, generator: torch.Generator | N
     probs = warp(logits, p).softmax(dim=-1)
     e = torch.empty_like(probs).exponential_(1.0, generator=generator)
     return (probs / e).argmax(dim=-1)
+
+
+def pick_rows(logits: torch.Tensor, params: list[SamplingParams], generators: list) -> torch.Tensor:
+    """Row b of (B, V) processed logits picked with its own settings and generator -> (B,) ids.
+    Rows with equal settings are warped together; each sampled row draws its exponentials from
+    its own generator, so row b gets exactly the id `pick(logits[b:b+1], params[b], generators[b])`
+    would give (a session's random stream does not depend on who it is batched with)."""
+    if len(params) == 1:
+        return pick(logits, params[0], generators[0])
+    groups: dict[SamplingParams, list[int]] = {}
+    for b, p in enumerate(params):
+        groups.setdefault(p, []).append(b)
+    out = torch.empty(logits.shape[0], dtype=torch.long, device=logits.device)
+    for p, rows in groups.items():
+        sub = logits if len(rows) == logits.shape[0] else logits[rows]
+        if not p.do_sample:
+            ids = sub.argmax(dim=-1)
+        else:
+            probs = warp(sub, p).softmax(dim=-1)
+            e = torch.cat([torch.empty_like(probs[:1]).exponential_(1.0, generator=generators[b]) for b in rows])
+            ids = (probs / e).argmax(dim=-1)
+        if len(rows) == logits.shape[0]:
+            return ids
+        out[rows] = ids
+    return out

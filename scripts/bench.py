@@ -70,13 +70,13 @@ def time_frames(tts, voice, frames: int, settings_kw: dict):
     talker, pred, codec = [], [], []
     for _ in range(frames):
         t0 = time.perf_counter()
-        frame = gen.predict_codes(st)
+        frame = gen.predict_codes([st])  # (1, G)
         sync(dev)
         t1 = time.perf_counter()
         dec.push(frame.cpu())
         t2 = time.perf_counter()
         st.frames += 1
-        gen.step_frame(st, frame)
+        gen.step_frame([st], frame)
         sync(dev)
         t3 = time.perf_counter()
         pred.append(t1 - t0)

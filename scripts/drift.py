@@ -56,7 +56,7 @@ def replay(tts, voice, refs, frames):
             # st.c0 is this mode's pick for frame t (from the teacher-forced history)
             mine0 = int(st.c0[0])
             st.c0 = ref[t : t + 1, 0].clone()
-            codes = gen.predict_codes(st)[0]
+            codes = gen.predict_codes([st])[0]
             c0_ok += mine0 == int(ref[t, 0])
             same = codes[1:] == ref[t, 1:]
             sub_ok += int(same.sum())
@@ -64,7 +64,7 @@ def replay(tts, voice, refs, frames):
             frame_ok += (mine0 == int(ref[t, 0])) and bool(same.all())
             n += 1
             st.frames += 1
-            gen.step_frame(st, ref[t : t + 1].clone())
+            gen.step_frame([st], ref[t : t + 1].clone())
     return {"frames": n, "codebook0_agreement": round(c0_ok / n, 4), "codebooks1_15_agreement": round(sub_ok / sub_n, 4),
             "frame_agreement": round(frame_ok / n, 4)}
 

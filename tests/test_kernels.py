@@ -88,6 +88,27 @@ def test_triton_rope(device, dtype, shape):
     assert torch.equal(y, got)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_triton_rope_per_batch_positions(device, dtype):
+    """Batched decode: every batch row (session) at its own position, cos/sin (B, 1, T, D)."""
+    from qwen3tts.kernels.triton_rope import apply_rope
+
+    B, H, T, D = 3, 4, 1, 64
+    x = torch.randn(B, H, T, D, generator=torch.Generator().manual_seed(5)).to(device, dtype)
+    pos = torch.tensor([7, 300, 41], device=device)
+    cos, sin = R.rope_tables(pos, D, 1e6, dtype)  # (B, D)
+    cos, sin = cos[:, None, None], sin[:, None, None]  # (B, 1, 1, D)
+    want = R.apply_rope(x, cos, sin)
+    for b in range(B):  # the reference itself: row b rotated by its own position
+        c, s = R.rope_tables(pos[b : b + 1], D, 1e6, dtype)
+        assert torch.equal(want[b : b + 1], R.apply_rope(x[b : b + 1], c, s))
+    got = apply_rope(x, cos, sin)
+    tol = {torch.float32: 1e-6, torch.bfloat16: 4 * 8e-3}[dtype]  # bf16: the interpreter truncates
+    assert (got.float() - want.float()).abs().max().item() <= tol
+    assert not torch.equal(want[0], want[1])  # positions really differ
+
+
 def test_dispatch_rules(monkeypatch):
     x = torch.randn(2, 8)
     w = torch.ones(8)

@@ -286,27 +286,29 @@ def test_idle_timeout(engine):
 
 
 class _Slow:
-    """Wraps the engine model's stream so each frame takes `delay` seconds; can fail on demand."""
+    """Wraps the engine model's batched frame step so each step takes `delay` seconds; can fail
+    on demand (on the third step)."""
 
     def __init__(self, engine, delay=0.0, fail=None):
         self.engine, self.delay, self.fail = engine, delay, fail
 
     def __enter__(self):
-        tts = self.engine.tts
-        self.orig = tts.stream
+        gen = self.engine.tts.generator
+        self.orig = gen.next_frames
+        calls = [0]
 
-        def stream(*a, **k):
-            for i, ch in enumerate(self.orig(*a, **k)):
-                if self.fail is not None and i == 2:
-                    raise self.fail
-                time.sleep(self.delay)
-                yield ch
+        def next_frames(states):
+            calls[0] += 1
+            if self.fail is not None and calls[0] == 3:
+                raise self.fail
+            time.sleep(self.delay)
+            return self.orig(states)
 
-        tts.stream = stream
+        gen.next_frames = next_frames
         return self
 
     def __exit__(self, *exc):
-        self.engine.tts.stream = self.orig
+        del self.engine.tts.generator.next_frames  # back to the class method
 
 
 def test_request_timeout_synthesis_error_and_oom(engine, srv):
@@ -418,28 +420,42 @@ def test_disconnect_frees_session_and_server_keeps_serving(engine, srv):
     assert freed and done["type"] == "complete"
 
 
-def test_two_sessions_interleave_and_both_finish(engine, srv):
-    async def one(http, name, log):
+def test_sessions_are_batched_and_each_equals_its_library_stream(engine, srv, lib):
+    texts = {"a": "Session a is talking now.", "b": "And session b says something else.", "c": "Third!"}
+
+    async def one(http, name, log, audio):
         c = await connect(http, srv.ws_url)
         await c.ready()
-        await c.send({"type": "speak", "text": f"Session {name} is talking now.", "id": name})
+        await c.send({"type": "speak", "text": texts[name], "id": name})
         while True:
             m = await c.next()
             if isinstance(m, bytes):
                 log.append(name)
+                audio[name] += m
             elif m["type"] in ("complete", "error"):
                 return m
 
+    sizes = []
+    gen = engine.tts.generator
+
     async def go():
-        log = []
+        log, audio = [], {k: bytearray() for k in texts}
         async with aiohttp.ClientSession() as http:
-            res = await asyncio.gather(one(http, "a", log), one(http, "b", log))
-        return res, log
+            res = await asyncio.gather(*(one(http, k, log, audio) for k in texts))
+        return res, log, audio
     with _Slow(engine, delay=0.02):
-        res, log = arun(go())
-    assert [r["type"] for r in res] == ["complete", "complete"]
+        inner = gen.next_frames
+        gen.next_frames = lambda states: (sizes.append(len(states)), inner(states))[1]
+        res, log, audio = arun(go())
+    assert [r["type"] for r in res] == ["complete"] * 3
+    assert max(sizes) == 3  # one step advanced all three sessions together
     # interleaved frame by frame: b's audio starts before a's ends
     assert log.index("b") < len(log) - 1 - log[::-1].index("a")
+    kw = dict(language="auto", do_sample=False, subtalker_dosample=False, max_new_tokens=MAX_NEW)
+    for name, text in texts.items():
+        alone = pcm16(torch.cat([ch.audio for ch in lib.stream(text, **kw)])).astype(int)
+        got = np.frombuffer(bytes(audio[name]), dtype="<i2").astype(int)
+        assert got.shape == alone.shape and np.abs(got - alone).max() <= 1  # batched codec: fp32 rounding only
 
 
 def test_high_priority_goes_first(srv):

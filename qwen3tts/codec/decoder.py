@@ -69,7 +69,7 @@ class CodecDecoder(nn.Module):
         for block in self.decoder[1:-2]:
             h = block(h, st)
         h = self.decoder[-1](self.decoder[-2](h), st)  # (B, 1, N * spf)
-        st.pos += codes.shape[-1]
+        st.advance(codes.shape[-1])
         return h.clamp(min=-1, max=1)[:, 0]
 
     @torch.inference_mode()

@@ -36,13 +36,33 @@ class StreamState:
 
     def __init__(self, bufs: dict[str, list[torch.Tensor]]):
         self.bufs = bufs
-        self.pos = 0  # frames consumed so far
+        self.pos: int | list[int] = 0  # frames consumed so far (per row in a stacked state)
 
     def reset(self) -> None:
         for ts in self.bufs.values():
             for t in ts:
                 t.zero_()
         self.pos = 0
+
+    @staticmethod
+    def stack(states: list["StreamState"]) -> "StreamState":
+        """One batched state from batch-1 states (rows concatenated; `pos` becomes the list of
+        per-row positions). Run `step` on it, then `unstack` to write the rows back."""
+        keys = states[0].bufs.keys()
+        st = StreamState({k: [torch.cat(ts) for ts in zip(*(s.bufs[k] for s in states))] for k in keys})
+        st.pos = [s.pos for s in states]
+        return st
+
+    def unstack(self, states: list["StreamState"]) -> None:
+        for k, ts in self.bufs.items():
+            for i, t in enumerate(ts):
+                for b, s in enumerate(states):
+                    s.bufs[k][i].copy_(t[b : b + 1])
+        for s, p in zip(states, self.pos):
+            s.pos = p
+
+    def advance(self, n: int) -> None:
+        self.pos = self.pos + n if isinstance(self.pos, int) else [p + n for p in self.pos]
 
     def snapshot(self) -> tuple[dict, int]:
         return {k: [t.clone() for t in ts] for k, ts in self.bufs.items()}, self.pos

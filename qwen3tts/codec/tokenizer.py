@@ -63,6 +63,37 @@ class StreamingDecoder:
         return self.tok.decoder.step(c.T[None], self.state)[0].float().cpu()
 
 
+def push_many(decoders: list[StreamingDecoder], codes: list) -> list[torch.Tensor]:
+    """`[d.push(c) for d, c in zip(decoders, codes)]` in one batched pass per chunk length: the
+    sessions' states are stacked, decoded together (each row at its own position) and written
+    back. Equal to the separate pushes (tested)."""
+    if len(decoders) != len(codes):
+        raise ValueError("one chunk of codes per decoder")
+    if len(decoders) <= 1:
+        return [d.push(c) for d, c in zip(decoders, codes)]
+    tok = decoders[0].tok
+    cs = [_as_codes(c, tok.num_quantizers).to(tok.device) for c in codes]
+    out: list[torch.Tensor | None] = [None] * len(decoders)
+    groups: dict[int, list[int]] = {}
+    for i, c in enumerate(cs):
+        tok._check_range(c)
+        groups.setdefault(c.shape[0], []).append(i)
+    with torch.inference_mode():
+        for n, idx in groups.items():
+            if n == 0:
+                for i in idx:
+                    out[i] = torch.zeros(0)
+                continue
+            states = [decoders[i].state for i in idx]
+            st = StreamState.stack(states)
+            wav = tok.decoder.step(torch.stack([cs[i].T for i in idx]), st)  # (B, n * 1920)
+            st.unstack(states)
+            host = wav.float().cpu()
+            for b, i in enumerate(idx):
+                out[i] = host[b]
+    return out
+
+
 class SpeechTokenizer:
     def __init__(self, config: SpeechTokenizerConfig, device="cpu", dtype=torch.float32):
         self.config = config

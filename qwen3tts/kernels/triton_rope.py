@@ -11,9 +11,12 @@ import triton.language as tl
 
 
 @triton.jit
-def _rope_kernel(X, COS, SIN, Y, T, stride_x, stride_c, stride_y, HALF: tl.constexpr, BLOCK: tl.constexpr):
+def _rope_kernel(X, COS, SIN, Y, T, HT, stride_x, stride_c, stride_y, HALF: tl.constexpr, BLOCK: tl.constexpr,
+                 PER_BATCH: tl.constexpr):
     row = tl.program_id(0)
     t = row % T
+    if PER_BATCH:  # cos/sin rows (B, T): batch b = row // (H * T)
+        t = (row // HT) * T + t
     i = tl.arange(0, BLOCK)
     m = i < HALF
     x1 = tl.load(X + row * stride_x + i, mask=m, other=0.0)
@@ -32,14 +35,17 @@ def _rope_kernel(X, COS, SIN, Y, T, stride_x, stride_c, stride_y, HALF: tl.const
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, inplace: bool = False) -> torch.Tensor:
-    """x (B, H, T, D); cos/sin (T, D) (or broadcastable with leading 1s)."""
+    """x (B, H, T, D); cos/sin (T, D) shared by the batch (or broadcastable with leading 1s), or
+    (B, 1, T, D): one row per batch entry and position (batched decode, per-session positions)."""
     B, H, T, D = x.shape
     xc = x if x.is_contiguous() else x.contiguous()
     cos2 = cos.reshape(-1, D).contiguous()
     sin2 = sin.reshape(-1, D).contiguous()
-    if cos2.shape[0] != T:
-        raise ValueError(f"cos/sin must have one row per position ({T}), got {cos2.shape[0]}")
+    per_batch = cos2.shape[0] == B * T and B > 1 and cos.dim() == 4 and cos.shape[0] == B
+    if cos2.shape[0] != T and not per_batch:
+        raise ValueError(f"cos/sin must have one row per position ({T}) or per (batch, position) ({B}x{T}), got {cos2.shape[0]}")
     y = xc if inplace and xc is x else torch.empty_like(xc)
     rows = B * H * T
-    _rope_kernel[(rows,)](xc, cos2, sin2, y, T, D, D, D, HALF=D // 2, BLOCK=triton.next_power_of_2(D // 2), num_warps=1)
+    _rope_kernel[(rows,)](xc, cos2, sin2, y, T, H * T, D, D, D, HALF=D // 2, BLOCK=triton.next_power_of_2(D // 2),
+                          PER_BATCH=per_batch, num_warps=1)
     return y

@@ -124,6 +124,25 @@ class Attention(Projections):
             a = F.scaled_dot_product_attention(q, K, V, attn_mask=mask, enable_gqa=gqa)
         return self.out(a)
 
+    def forward_rows(self, x, cos, sin, k_caches, v_caches, positions: list[int]):
+        """Batched decode: row b of x (B, 1, hidden) is the next token of session b, at
+        `positions[b]` of that session's own cache (k_caches[b]: (1, Hkv, S_b, D)); cos/sin
+        (B, 1, 1, D). Projections run as one (B, hidden) GEMM (the weights are read once for
+        all sessions); attention runs per row over that row's `positions[b] + 1` keys."""
+        q, k, v = self.project(x)  # (B, 1, H|Hkv, D)
+        q = self.q_norm(q).transpose(1, 2)  # (B, H, 1, D)
+        k = self.k_norm(k).transpose(1, 2)  # (B, Hkv, 1, D)
+        v = v.transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        gqa = self.kv_heads != self.heads
+        out = []
+        for b, p in enumerate(positions):
+            kc, vc = k_caches[b], v_caches[b]
+            kc[:, :, p : p + 1].copy_(k[b : b + 1])
+            vc[:, :, p : p + 1].copy_(v[b : b + 1])
+            out.append(F.scaled_dot_product_attention(q[b : b + 1], kc[:, :, : p + 1], vc[:, :, : p + 1], enable_gqa=gqa))
+        return self.out(out[0] if len(out) == 1 else torch.cat(out))  # (B, 1, hidden)
+
 
 class MLP(nn.Module):
     def __init__(self, hidden: int, inter: int):
@@ -164,6 +183,10 @@ class DecoderLayer(nn.Module):
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, k_cache, v_cache, positions, kv_len, mask)
         return x + self.mlp(self.post_attention_layernorm(x))
 
+    def forward_rows(self, x, cos, sin, k_caches, v_caches, positions):
+        x = x + self.self_attn.forward_rows(self.input_layernorm(x), cos, sin, k_caches, v_caches, positions)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
 
 class Transformer(nn.Module):
     """Layers + final norm. Module names `layers.N.*`, `norm.weight` as in the checkpoint."""
@@ -202,4 +225,14 @@ class Transformer(nn.Module):
         cos, sin = self.rope(positions, cache.max_len, x.dtype)  # (T, D)
         for i, layer in enumerate(self.layers):
             x = layer(x, cos, sin, cache.k[i], cache.v[i], positions, kv_len, mask)
+        return self.norm(x)
+
+    def forward_rows(self, x: torch.Tensor, caches: list[KVCache], positions: list[int]) -> torch.Tensor:
+        """One decode step for B sessions at once: x (B, 1, hidden), row b at absolute position
+        `positions[b]` of `caches[b]` (each a batch-1 cache) -> final-normed hidden (B, 1, hidden)."""
+        pos = torch.tensor(positions, device=x.device)
+        cos, sin = self.rope(pos, max(c.max_len for c in caches), x.dtype)  # (B, D)
+        cos, sin = cos[:, None, None], sin[:, None, None]  # (B, 1, 1, D): each row its own position
+        for i, layer in enumerate(self.layers):
+            x = layer.forward_rows(x, cos, sin, [c.k[i] for c in caches], [c.v[i] for c in caches], positions)
         return self.norm(x)

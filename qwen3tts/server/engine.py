@@ -1,8 +1,11 @@
 """Engine: one worker thread owns the model; sessions submit requests and get audio back.
 
 * The worker loads the model on first need (lazy) or at start (`--preload`), reporting progress.
-* Requests are generated **interleaved frame by frame** (round robin over active requests), so
-  several sessions make progress at once and none waits for another to finish.
+* Requests are generated **batched frame by frame**: every round advances all active requests by
+  one frame in one batched step (`qwen3tts.batch.step`: one GEMM per weight for all of them, per
+  request caches, positions, settings and random streams), so several sessions make progress at
+  once for little more than the cost of one, and none waits for another to finish. Requests join
+  and leave at frame boundaries.
 * Backpressure: each request has a bounded number of undelivered chunks; a request whose client
   is slow is skipped in the round (others go on) until it drains.
 * Cancellation: a request's `cancelled` flag is checked before every frame, so a cancel or a
@@ -37,7 +40,7 @@ class Request:
     submitted: float = field(default_factory=time.monotonic)
     started: float | None = None
     frames: int = 0
-    _iter: object = None
+    utt: object = None  # qwen3tts.batch.Utterance, built at admission
 
     def consumed(self) -> None:
         self.pending -= 1
@@ -147,53 +150,51 @@ class Engine:
                 kw["max_new_tokens"] = self.max_new_tokens
             if r.seed is not None:
                 kw["seed"] = r.seed
-            r._iter = iter(self.tts.stream(r.text, language=r.language, voice=voice, frames_per_chunk=self.frames_per_chunk, **kw))
+            from ..batch import Utterance
+
+            r.utt = Utterance(self.tts, r.text, language=r.language, voice=voice, frames_per_chunk=self.frames_per_chunk, **kw)
             r.started = time.monotonic()
             self._active.append(r)
         except Exception as e:  # noqa: BLE001
             self._fail(r, e)
 
     def _round(self) -> None:
-        """One chunk for every active request that can take one."""
+        """One batched step for every active request that can take a chunk."""
+        from ..batch import step
+
         now = time.monotonic()
-        progressed = False
+        batch = []
         for r in list(self._active):
             if r.cancelled.is_set():
                 self._drop(r)
                 self._post(r, ("cancelled",))
-                continue
-            if now - r.started > self.request_timeout:
+            elif now - r.started > self.request_timeout:
                 self._drop(r)
                 self._post(r, ("error", "TIMEOUT", f"request exceeded {self.request_timeout:g} s"))
-                continue
-            if r.pending >= MAX_PENDING_CHUNKS:
-                continue  # slow consumer: others go on
-            try:
-                chunk = next(r._iter)
-            except StopIteration:
-                self._drop(r)
-                self._post(r, ("done", {"frames": r.frames, "warnings": list(getattr(self.tts, "last_warnings", []))}))
-                continue
-            except Exception as e:  # noqa: BLE001
+            elif r.pending < MAX_PENDING_CHUNKS:  # a slow consumer is skipped: others go on
+                batch.append(r)
+        if not batch:
+            time.sleep(0.002)
+            return
+        try:
+            chunks = step(self.tts, [r.utt for r in batch])
+        except Exception as e:  # noqa: BLE001 - the whole step failed: every request in it did
+            for r in batch:
                 self._drop(r)
                 self._fail(r, e)
-                continue
-            progressed = True
-            r.frames += chunk.codes.shape[0]
-            r.pending += 1
-            self._post(r, ("audio", chunk.audio.numpy()))
-        if not progressed:
-            time.sleep(0.002)
+            return
+        for r, chunk in zip(batch, chunks):
+            if chunk is not None:
+                r.frames += chunk.codes.shape[0]
+                r.pending += 1
+                self._post(r, ("audio", chunk.audio.numpy()))
+            if r.utt.done:
+                self._drop(r)
+                self._post(r, ("done", {"frames": r.frames, "warnings": list(r.utt.warnings)}))
 
     def _drop(self, r: Request) -> None:
         if r in self._active:
             self._active.remove(r)
-        it, r._iter = r._iter, None
-        if it is not None and hasattr(it, "close"):
-            try:
-                it.close()
-            except Exception:  # noqa: BLE001
-                pass
 
     def _fail(self, r: Request, e: Exception) -> None:
         name = type(e).__name__

@@ -1,0 +1,101 @@
+"""Speaking many requests at once: `Utterance` (one request's state: text pieces, generation
+state of the current piece, streaming codec state, chunk buffer) and `step` (one frame for a set
+of utterances, batched through the talker, code predictor and codec).
+
+    u1 = Utterance(tts, "Hello!", voice=v1)
+    u2 = Utterance(tts, "Bonjour !", language="French")
+    while not (u1.done and u2.done):
+        for u, chunk in zip((u1, u2), step(tts, [u1, u2])):
+            if chunk is not None:
+                play(u, chunk.audio)
+
+`Qwen3TTS.stream` is the batch of one; the server's engine calls `step` on all its active
+requests, so B sessions cost about one talker/predictor weight read per frame instead of B
+(decode is memory-bound). Utterances join and leave between steps. There is no counterpart in
+the official package (its `generate` takes one padded batch at a time, all starting together).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .codec.tokenizer import push_many
+
+
+class Utterance:
+    """One request being spoken. Arguments are those of `Qwen3TTS.stream`; everything is
+    validated here (before the first frame), so a bad request fails at construction."""
+
+    def __init__(self, tts, text: str, language: str | None = "auto", voice=None, non_streaming_mode: bool | None = None,
+                 frames_per_chunk: int = 1, split: bool = True, **kw):
+        if frames_per_chunk < 1:
+            raise ValueError("frames_per_chunk must be >= 1")
+        self.tts = tts
+        self.plan = tts._plan(text, language, voice, tts._nsm(non_streaming_mode), split, kw)
+        self.frames_per_chunk = frames_per_chunk
+        self.decoder = tts.speech_tokenizer.streaming_decoder()
+        if voice is not None and voice.icl:
+            tts._prime(self.decoder, voice)
+        self.piece = 0  # index of the piece being generated
+        self.state = None  # GenState of that piece, None until started
+        self.buf: list[torch.Tensor] = []  # frames not yet decoded
+        self.frames = 0  # frames handed out in chunks
+        self.warnings: list[str] = []
+        self.stopped_by_eos = True
+        self.done = False
+
+    def _ensure_state(self) -> None:
+        if self.state is None and self.piece < len(self.plan.prompts):
+            self.state = self.tts.generator.start(self.plan.prompts[self.piece], self.plan.piece_settings(self.piece))
+
+    def _piece_ended(self) -> None:
+        st = self.state
+        self.stopped_by_eos &= st.stopped_by_eos
+        w = self.plan.piece_warning(self.piece, st)
+        if w:
+            self.warnings.append(w)
+        self.piece += 1
+        self.state = None
+
+    def _take(self, final: bool) -> torch.Tensor | None:
+        n = self.frames_per_chunk
+        if len(self.buf) >= n or (final and self.buf):
+            codes, self.buf = torch.stack(self.buf[:n]), self.buf[n:]
+            return codes
+        return None
+
+
+def step(tts, utts: list[Utterance]) -> list:
+    """Advance every utterance that is not done by one frame (a piece that just ended moves on
+    to the next piece, whose prefill runs here). Returns, per utterance, an `AudioChunk` when
+    one is complete (every `frames_per_chunk` frames, and the remainder at the end), else None.
+    An utterance is `done` after the step that returned its last chunk."""
+    from .pipeline import AudioChunk
+
+    live = [u for u in utts if not u.done]
+    for u in live:
+        u._ensure_state()
+    gen = [u for u in live if u.state is not None]
+    frames = tts.generator.next_frames([u.state for u in gen]) if gen else []
+    for u, f in zip(gen, frames):
+        if f is None:
+            u._piece_ended()
+        else:
+            u.buf.append(f)
+    ready, codes = [], []
+    for u in live:
+        final = u.state is None and u.piece >= len(u.plan.prompts)
+        c = u._take(final)
+        if c is not None:
+            ready.append(u)
+            codes.append(c)
+        elif final:
+            u.done = True
+    out = {}
+    if ready:
+        for u, c, wav in zip(ready, codes, push_many([u.decoder for u in ready], codes)):
+            out[id(u)] = AudioChunk(wav, c, u.frames, tts.sample_rate)
+            u.frames += c.shape[0]
+            if u.state is None and u.piece >= len(u.plan.prompts) and not u.buf:
+                u.done = True
+    return [out.get(id(u)) for u in utts]
