@@ -84,9 +84,16 @@ def pick(logits: torch.Tensor, p: SamplingParams, generator: torch.Generator | N
     """(B, V) processed logits -> (B,) int64 ids."""
     if not p.do_sample:
         return logits.argmax(dim=-1)
+    return pick_with_noise(logits, p, torch.empty_like(logits, dtype=torch.float32).exponential_(1.0, generator=generator))
+
+
+def pick_with_noise(logits: torch.Tensor, p: SamplingParams, noise: torch.Tensor | None) -> torch.Tensor:
+    """`pick` with the Exp(1) draws given ((B, V) float32, drawn beforehand: the CUDA-graph
+    path fills a static buffer from the session's generator before each replay)."""
+    if not p.do_sample:
+        return logits.argmax(dim=-1)
     probs = warp(logits, p).softmax(dim=-1)
-    e = torch.empty_like(probs).exponential_(1.0, generator=generator)
-    return (probs / e).argmax(dim=-1)
+    return (probs / noise).argmax(dim=-1)
 
 
 def pick_rows(logits: torch.Tensor, params: list[SamplingParams], generators: list) -> torch.Tensor:

@@ -4,6 +4,7 @@
     python scripts/bench.py                       # random 0.6B-Base weights made in memory, fp32
     python scripts/bench.py --dtype bfloat16 --frames 25 --json
     python scripts/bench.py --model DIR           # a model directory (official layout)
+    python scripts/bench.py --compare-official    # + the official qwen-tts on the same weights, same run
 
 Reports, per 80 ms frame: talker step (incl. codebook-0 pick), code predictor (15 steps incl.
 sampling), codec (exact streaming decode of one frame), and all three together; prefill; time to
@@ -28,6 +29,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from qwen3tts.dev.random_model import random_tts, write_random_model  # noqa: E402
 
@@ -67,10 +69,11 @@ def time_frames(tts, voice, frames: int, settings_kw: dict):
     dec = tts.speech_tokenizer.streaming_decoder()
     if voice is not None and voice.icl:
         dec.push(voice.ref_codes)
-    talker, pred, codec = [], [], []
+    talker, pred, codec, got = [], [], [], []
     for _ in range(frames):
         t0 = time.perf_counter()
         frame = gen.predict_codes([st])  # (1, G)
+        got.append(frame[0].cpu())
         sync(dev)
         t1 = time.perf_counter()
         dec.push(frame.cpu())
@@ -82,6 +85,7 @@ def time_frames(tts, voice, frames: int, settings_kw: dict):
         pred.append(t1 - t0)
         codec.append(t2 - t1)
         talker.append(t3 - t2)
+    time_frames.last_codes = torch.stack(got)
     return prefill, talker, pred, codec
 
 
@@ -92,6 +96,57 @@ def first_audio(tts, voice, settings_kw) -> float:
     dt = time.perf_counter() - t0
     it.close()
     return dt
+
+
+def sessions_throughput(tts, voice, n: int, frames: int, settings_kw) -> float:
+    """Seconds of audio per wall second with `n` sessions stepped together (batch.step),
+    `frames` frames each, 1-frame chunks, prefill included."""
+    from qwen3tts.batch import Utterance, step
+
+    t0 = time.perf_counter()
+    utts = [Utterance(tts, TEXT, language="English", voice=voice, max_new_tokens=frames + 1, **settings_kw) for _ in range(n)]
+    while not all(u.done for u in utts):
+        step(tts, utts)
+    wall = time.perf_counter() - t0
+    return sum(u.frames for u in utts) * 0.08 / wall
+
+
+def compare_official(args, tts, ref, icl, kw) -> dict:
+    """Official package vs us, same weights, same prompt (ICL, greedy), same process and run."""
+    import official_bench as ob
+
+    off, stubbed = ob.load(args.model)
+    codes, off_frames, off_prefill = ob.time_generate(off, TEXT, ref, REF_TEXT, args.frames, args.repeats)
+    ours_tp = []
+    time_frames(tts, icl, 2, kw)
+    ours_codes = None
+    for _ in range(args.repeats):
+        _, t, q, _ = time_frames(tts, icl, args.frames, kw)
+        ours_tp += [a + b for a, b in zip(t, q)]
+        ours_codes = time_frames.last_codes
+    off_dec = ob.time_decode(off, codes, args.repeats)
+    tok = tts.speech_tokenizer
+    tok.decode(codes)
+    dec = []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        tok.decode(codes)
+        dec.append(time.perf_counter() - t0)
+    ours_dec = statistics.median(dec)
+    off_tp = statistics.median(off_frames)
+    tp = statistics.median(ours_tp)
+    n = codes.shape[0]
+    return {
+        "official_talker_predictor_ms_per_frame": round(off_tp * 1000, 1),
+        "official_prefill_ms": round(off_prefill * 1000, 1),
+        "official_codec_decode_ms_per_frame": round(off_dec / n * 1000, 1),
+        "ours_talker_predictor_ms_per_frame_icl": round(tp * 1000, 1),
+        "ours_codec_decode_ms_per_frame": round(ours_dec / n * 1000, 1),
+        "speedup_talker_predictor": round(off_tp / tp, 2),
+        "speedup_codec_decode": round(off_dec / ours_dec, 2),
+        "greedy_codes_equal_official": bool(ours_codes.shape == codes.shape and torch.equal(ours_codes, codes.cpu().long())),
+        "official_torchaudio_stubbed": stubbed,
+    }
 
 
 def main():
@@ -107,6 +162,9 @@ def main():
     ap.add_argument("--ref-seconds", type=float, default=5.0)
     ap.add_argument("--codec-seconds", type=float, default=10.0)
     ap.add_argument("--sample", action="store_true", help="sample (official defaults) instead of greedy")
+    ap.add_argument("--compare-official", action="store_true",
+                    help="also time the official qwen-tts package on the same weights in this run (writes the random model to disk)")
+    ap.add_argument("--sessions", type=int, default=4, help="concurrent sessions for the aggregate throughput figure (0: skip)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args()
 
@@ -115,14 +173,19 @@ def main():
     dtype = getattr(torch, args.dtype)
     dev = torch.device(args.device)
     t0 = time.perf_counter()
+    tmpdir = None
+    if args.compare_official and not args.model:  # the official package needs the weights on disk
+        tmpdir = tempfile.TemporaryDirectory(prefix="qwen3tts-bench-")
+        args.model = str(write_random_model(tmpdir.name, preset=args.preset, weights=True))
+        t0 = time.perf_counter()
     if args.model:
         from qwen3tts import Qwen3TTS
 
         tts = Qwen3TTS.from_pretrained(args.model, device=dev, dtype=dtype, quantize=args.quantize)
-        model_desc = args.model
+        model_desc = args.model if tmpdir is None else f"random {args.preset} (full-size, random weights on disk)"
     else:
-        tmp = tempfile.mkdtemp(prefix="qwen3tts-bench-")
-        tts = random_tts(write_random_model(tmp, preset=args.preset, weights=False), seed=0, device=dev, dtype=dtype, quantize=args.quantize)
+        with tempfile.TemporaryDirectory(prefix="qwen3tts-bench-") as tmp:
+            tts = random_tts(write_random_model(tmp, preset=args.preset, weights=False), seed=0, device=dev, dtype=dtype, quantize=args.quantize)
         model_desc = f"random {args.preset} (full-size, random weights in memory)"
     load_s = time.perf_counter() - t0
     rss_loaded = peak_rss_mb()
@@ -156,6 +219,16 @@ def main():
     tts.speech_tokenizer.decode(codes)
     codec_offline_s = time.perf_counter() - t0
 
+    official = compare_official(args, tts, ref, icl, kw) if args.compare_official else None
+    if tmpdir is not None:
+        tmpdir.cleanup()
+
+    thr = {}
+    if args.sessions > 1:
+        sessions_throughput(tts, xvec, 2, 2, kw)  # warm-up of the batched shapes
+        for n in (1, args.sessions):
+            thr[n] = sessions_throughput(tts, xvec, n, max(args.frames, 40), kw)
+
     med = lambda xs: statistics.median(xs) * 1000  # noqa: E731
     frame_ms = med([a + b + c for a, b, c in zip(talker, pred, codec)])
     res = {
@@ -181,6 +254,14 @@ def main():
         "rss_after_load_mb": round(rss_loaded, 0),
         "peak_rss_mb": round(peak_rss_mb(), 0),
     }
+    if thr:
+        n = args.sessions
+        res["sessions"] = n
+        res["audio_s_per_s_1_session"] = round(thr[1], 3)
+        res[f"audio_s_per_s_{n}_sessions"] = round(thr[n], 3)
+        res["sessions_speedup"] = round(thr[n] / thr[1], 2)
+    if official:
+        res.update(official)
     if dev.type == "cuda":
         res["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 0)
     if args.json:

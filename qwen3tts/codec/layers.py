@@ -42,7 +42,10 @@ class StreamState:
         for ts in self.bufs.values():
             for t in ts:
                 t.zero_()
-        self.pos = 0
+        if isinstance(self.pos, torch.Tensor):
+            self.pos.zero_()
+        else:
+            self.pos = 0
 
     @staticmethod
     def stack(states: list["StreamState"]) -> "StreamState":
@@ -62,17 +65,28 @@ class StreamState:
             s.pos = p
 
     def advance(self, n: int) -> None:
-        self.pos = self.pos + n if isinstance(self.pos, int) else [p + n for p in self.pos]
+        if isinstance(self.pos, torch.Tensor):  # device position (CUDA graph): in place
+            self.pos.add_(n)
+        elif isinstance(self.pos, int):
+            self.pos += n
+        else:
+            self.pos = [p + n for p in self.pos]
+
+    def frames(self) -> int:
+        return int(self.pos) if isinstance(self.pos, torch.Tensor) else self.pos
 
     def snapshot(self) -> tuple[dict, int]:
-        return {k: [t.clone() for t in ts] for k, ts in self.bufs.items()}, self.pos
+        return {k: [t.clone() for t in ts] for k, ts in self.bufs.items()}, self.frames()
 
     def restore(self, snap: tuple[dict, int]) -> None:
         bufs, pos = snap
         for k, ts in self.bufs.items():
             for t, src in zip(ts, bufs[k]):
                 t.copy_(src)
-        self.pos = pos
+        if isinstance(self.pos, torch.Tensor):
+            self.pos.fill_(pos)
+        else:
+            self.pos = pos
 
 
 class CausalConv1d(nn.Module):
@@ -137,7 +151,7 @@ class CausalConvTranspose1d(nn.Module):
         the first k - s samples of block t + 1 (j >= s)."""
         B, _, N = x.shape
         s, k = self.stride, self.conv.kernel_size[0]
-        w = self._w2d()  # (Cin, Cout * k)
+        w = self.conv.weight.reshape(self.conv.in_channels, -1)  # (Cin, Cout, k) -> (Cin, Cout * k): a view
         z = (x.transpose(1, 2) @ w).view(B, N, -1, k)  # (B, N, Cout, k)
         z = z.permute(0, 2, 1, 3)  # (B, Cout, N, k)
         y = z[..., :s].contiguous()  # (B, Cout, N, s): block t
@@ -149,15 +163,6 @@ class CausalConvTranspose1d(nn.Module):
             tail.copy_(spill[..., -1, :])
         y = y.view(B, -1, N * s)  # (B, Cout, N * s)
         return y + self.conv.bias[:, None]
-
-    def _w2d(self) -> torch.Tensor:
-        """ConvTranspose1d weight (Cin, Cout, k) as a (Cin, Cout * k) matrix (cached per version)."""
-        w = self.conv.weight
-        key = (w.data_ptr(), w._version, w.dtype, w.device)
-        if getattr(self, "_w2d_key", None) != key:
-            self._w2d_cache = w.reshape(w.shape[0], -1).contiguous()
-            self._w2d_key = key
-        return self._w2d_cache
 
 
 class SnakeBeta(nn.Module):

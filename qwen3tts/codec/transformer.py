@@ -103,8 +103,8 @@ class DecoderTransformer(nn.Module):
             kpos = torch.arange(st.pos - (W - 1), st.pos + N, device=dev)  # cache + new
             mask = (kpos[None, :] >= 0) & (kpos[None, :] <= qpos[:, None]) & (kpos[None, :] > qpos[:, None] - W)  # (N, W-1+N)
             cos, sin = rope_tables(qpos, self.cfg.head_dim, self.cfg.rope_theta, x.dtype)  # (N, D)
-        else:  # stacked sessions, one position per row
-            p0 = torch.tensor(st.pos, device=dev)[:, None]  # (B, 1)
+        else:  # stacked sessions (list) or a device tensor (CUDA graph): one position per row
+            p0 = torch.as_tensor(st.pos, device=dev).reshape(-1, 1)  # (B, 1)
             qpos = p0 + torch.arange(N, device=dev)  # (B, N)
             kpos = p0 - (W - 1) + torch.arange(W - 1 + N, device=dev)  # (B, W-1+N)
             k, q = kpos[:, None, :], qpos[:, :, None]
