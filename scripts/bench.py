@@ -89,6 +89,37 @@ def time_frames(tts, voice, frames: int, settings_kw: dict):
     return prefill, talker, pred, codec
 
 
+def graph_frames(tts, voice, frames: int, settings_kw):
+    """Per-frame time of the CUDA-graph path (StaticDecoder + CodecGraph; eager on CPU) and its
+    time to first audio (prefill + first frame + its codec step)."""
+    from qwen3tts.cuda_graph import CodecGraph, StaticDecoder
+
+    dev = tts.device
+    dec = StaticDecoder(tts.talker, tts.config.talker.codec_eos_token_id, capacity=512)
+    cg = CodecGraph(tts.speech_tokenizer)
+    settings = tts.settings(max_new_tokens=frames + 1, **settings_kw)
+    prompt = tts._prompt(TEXT, "English", voice, False)
+    dec.start(prompt, settings)
+    for _ in range(3):  # capture + warm-up
+        cg.push(dec.next_frame()[None])
+    sync(dev)
+    t0 = time.perf_counter()
+    dec.start(tts._prompt(TEXT, "English", voice, False), settings)
+    cg.push(dec.next_frame()[None])
+    sync(dev)
+    first = time.perf_counter() - t0
+    times = []
+    for _ in range(frames - 1):
+        t0 = time.perf_counter()
+        f = dec.next_frame()
+        if f is None:
+            break
+        cg.push(f[None])
+        sync(dev)
+        times.append(time.perf_counter() - t0)
+    return first, times
+
+
 def first_audio(tts, voice, settings_kw) -> float:
     t0 = time.perf_counter()
     it = tts.stream(TEXT, language="English", voice=voice, frames_per_chunk=1, max_new_tokens=50, **settings_kw)
@@ -100,15 +131,18 @@ def first_audio(tts, voice, settings_kw) -> float:
 
 def sessions_throughput(tts, voice, n: int, frames: int, settings_kw) -> float:
     """Seconds of audio per wall second with `n` sessions stepped together (batch.step),
-    `frames` frames each, 1-frame chunks, prefill included."""
+    `frames` frames each, 1-frame chunks: (prefills included, steady state after them)."""
     from qwen3tts.batch import Utterance, step
 
     t0 = time.perf_counter()
     utts = [Utterance(tts, TEXT, language="English", voice=voice, max_new_tokens=frames + 1, **settings_kw) for _ in range(n)]
+    step(tts, utts)  # every session's prefill + first frame
+    t1 = time.perf_counter()
     while not all(u.done for u in utts):
         step(tts, utts)
-    wall = time.perf_counter() - t0
-    return sum(u.frames for u in utts) * 0.08 / wall
+    t2 = time.perf_counter()
+    total = sum(u.frames for u in utts)
+    return total * 0.08 / (t2 - t0), (total - n) * 0.08 / (t2 - t1)
 
 
 def compare_official(args, tts, ref, icl, kw) -> dict:
@@ -164,6 +198,7 @@ def main():
     ap.add_argument("--sample", action="store_true", help="sample (official defaults) instead of greedy")
     ap.add_argument("--compare-official", action="store_true",
                     help="also time the official qwen-tts package on the same weights in this run (writes the random model to disk)")
+    ap.add_argument("--cuda-graphs", action="store_true", help="also time the CUDA-graph single-stream path (eager static steps on CPU)")
     ap.add_argument("--sessions", type=int, default=4, help="concurrent sessions for the aggregate throughput figure (0: skip)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args()
@@ -219,6 +254,7 @@ def main():
     tts.speech_tokenizer.decode(codes)
     codec_offline_s = time.perf_counter() - t0
 
+    graphs = graph_frames(tts, xvec, args.frames, kw) if args.cuda_graphs else None
     official = compare_official(args, tts, ref, icl, kw) if args.compare_official else None
     if tmpdir is not None:
         tmpdir.cleanup()
@@ -257,9 +293,14 @@ def main():
     if thr:
         n = args.sessions
         res["sessions"] = n
-        res["audio_s_per_s_1_session"] = round(thr[1], 3)
-        res[f"audio_s_per_s_{n}_sessions"] = round(thr[n], 3)
-        res["sessions_speedup"] = round(thr[n] / thr[1], 2)
+        res["audio_s_per_s_1_session"] = round(thr[1][0], 3)
+        res[f"audio_s_per_s_{n}_sessions"] = round(thr[n][0], 3)
+        res["sessions_speedup"] = round(thr[n][0] / thr[1][0], 2)
+        res["sessions_speedup_steady"] = round(thr[n][1] / thr[1][1], 2)  # after the prefills
+    if graphs:
+        res["graph_first_audio_ms"] = round(graphs[0] * 1000, 1)
+        res["graph_frame_ms"] = round(statistics.median(graphs[1]) * 1000, 1)
+        res["graph_rtf"] = round(statistics.median(graphs[1]) * 1000 / 80.0, 3)
     if official:
         res.update(official)
     if dev.type == "cuda":

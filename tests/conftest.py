@@ -35,6 +35,23 @@ def tiny_codec():
     return SpeechTokenizer.from_pretrained(TINY_MODEL / "speech_tokenizer")
 
 
+@pytest.fixture(scope="module")
+def tiny_tts():
+    """The tiny model as a `Qwen3TTS` (one per test module: modules may tweak it), 1 thread."""
+    import torch
+
+    from qwen3tts import Qwen3TTS
+
+    torch.set_num_threads(1)
+    return Qwen3TTS.from_pretrained(TINY_MODEL)
+
+
+@pytest.fixture(scope="module")
+def tiny_icl_voice(tiny_tts, expected, expected_info):
+    """ICL voice prompt from the fixture's reference clip and transcript."""
+    return tiny_tts.create_voice_prompt((expected["ref.wav"].numpy(), 24000), ref_text=expected_info["texts"]["ref"]["text"])
+
+
 def max_abs(a, b) -> float:
     assert tuple(a.shape) == tuple(b.shape), (tuple(a.shape), tuple(b.shape))
     return (a.double() - b.double()).abs().max().item() if a.numel() else 0.0

@@ -8,8 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import TINY_MODEL, max_abs
-from qwen3tts import Qwen3TTS
+from conftest import max_abs
 from qwen3tts.batch import Utterance, step
 from qwen3tts.codec.tokenizer import push_many
 
@@ -18,17 +17,14 @@ TEXTS = ["Hello there, how are you today?", "A second, different sentence to spe
 
 
 @pytest.fixture(scope="module")
-def tts():
-    torch.set_num_threads(1)
-    return Qwen3TTS.from_pretrained(TINY_MODEL)
+def tts(tiny_tts):
+    return tiny_tts
 
 
 @pytest.fixture(scope="module")
-def voices(tts, expected, expected_info):
-    wav = (expected["ref.wav"].numpy(), 24000)
-    icl = tts.create_voice_prompt(wav, ref_text=expected_info["texts"]["ref"]["text"])
-    xvec = tts.create_voice_prompt(wav, x_vector_only=True)
-    return [icl, xvec, None, icl]
+def voices(tts, tiny_icl_voice, expected):
+    xvec = tts.create_voice_prompt((expected["ref.wav"].numpy(), 24000), x_vector_only=True)
+    return [tiny_icl_voice, xvec, None, tiny_icl_voice]
 
 
 def _requests(voices, sample: bool):

@@ -16,14 +16,13 @@ from qwen3tts.cuda_graph import CodecGraph, StaticDecoder
 
 
 @pytest.fixture(scope="module")
-def tts():
-    torch.set_num_threads(1)
-    return Qwen3TTS.from_pretrained(TINY_MODEL)
+def tts(tiny_tts):
+    return tiny_tts
 
 
 @pytest.fixture(scope="module")
-def voice(tts, expected, expected_info):
-    return tts.create_voice_prompt((expected["ref.wav"].numpy(), 24000), ref_text=expected_info["texts"]["ref"]["text"])
+def voice(tiny_icl_voice):
+    return tiny_icl_voice
 
 
 def _eager_frames(tts, prompt, settings):
