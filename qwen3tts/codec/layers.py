@@ -152,7 +152,8 @@ class CausalConvTranspose1d(nn.Module):
         B, _, N = x.shape
         s, k = self.stride, self.conv.kernel_size[0]
         w = self.conv.weight.reshape(self.conv.in_channels, -1)  # (Cin, Cout, k) -> (Cin, Cout * k): a view
-        z = (x.transpose(1, 2) @ w).view(B, N, -1, k)  # (B, N, Cout, k)
+        xt = x.transpose(1, 2).reshape(B * N, -1)  # (B*N, Cin): one 2-D GEMM (a 3-D matmul would copy w per batch row)
+        z = (xt @ w).view(B, N, -1, k)  # (B, N, Cout, k)
         z = z.permute(0, 2, 1, 3)  # (B, Cout, N, k)
         y = z[..., :s].contiguous()  # (B, Cout, N, s): block t
         if self.tail:
