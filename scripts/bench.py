@@ -146,27 +146,31 @@ def sessions_throughput(tts, voice, n: int, frames: int, settings_kw) -> float:
 
 
 def compare_official(args, tts, ref, icl, kw) -> dict:
-    """Official package vs us, same weights, same prompt (ICL, greedy), same process and run."""
+    """Official package vs us, same weights, same prompt (ICL, greedy), same process and run;
+    the timed runs alternate between the two."""
     import official_bench as ob
 
     off, stubbed = ob.load(args.model)
-    codes, off_frames, off_prefill = ob.time_generate(off, TEXT, ref, REF_TEXT, args.frames, args.repeats)
-    ours_tp = []
+    ob.time_generate(off, TEXT, ref, REF_TEXT, 2, 0)  # warm-up
     time_frames(tts, icl, 2, kw)
-    ours_codes = None
-    for _ in range(args.repeats):
+    off_frames, off_prefills, ours_tp = [], [], []
+    for _ in range(args.repeats):  # alternate official / ours, so that machine noise hits both alike
+        codes, f, p = ob.time_generate(off, TEXT, ref, REF_TEXT, args.frames, 1, warmup=0)
+        off_frames += f
+        off_prefills.append(p)
         _, t, q, _ = time_frames(tts, icl, args.frames, kw)
         ours_tp += [a + b for a, b in zip(t, q)]
         ours_codes = time_frames.last_codes
-    off_dec = ob.time_decode(off, codes, args.repeats)
+    off_prefill = statistics.median(off_prefills)
     tok = tts.speech_tokenizer
     tok.decode(codes)
-    dec = []
-    for _ in range(args.repeats):
+    off_decs, dec = [], []
+    for _ in range(args.repeats):  # alternating as well
+        off_decs.append(ob.time_decode(off, codes, 1))
         t0 = time.perf_counter()
         tok.decode(codes)
         dec.append(time.perf_counter() - t0)
-    ours_dec = statistics.median(dec)
+    off_dec, ours_dec = statistics.median(off_decs), statistics.median(dec)
     off_tp = statistics.median(off_frames)
     tp = statistics.median(ours_tp)
     n = codes.shape[0]

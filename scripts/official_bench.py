@@ -51,7 +51,7 @@ def load(model_dir):
     return tts, stubbed
 
 
-def time_generate(tts, text: str, ref_wav, ref_text: str, frames: int, repeats: int):
+def time_generate(tts, text: str, ref_wav, ref_text: str, frames: int, repeats: int, warmup: int = 1):
     """-> (codes (frames, 16), per-frame seconds over the timed runs, prefill seconds)."""
     m = tts.model
     tc = m.config.talker_config
@@ -64,14 +64,14 @@ def time_generate(tts, text: str, ref_wav, ref_text: str, frames: int, repeats: 
     handle = m.talker.model.register_forward_hook(lambda *a: stamps.append(time.perf_counter()))
     per_frame, prefills, codes = [], [], None
     try:
-        for r in range(repeats + 1):  # first run: warm-up
+        for r in range(repeats + warmup):
             stamps.clear()
             t0 = time.perf_counter()
             out, _ = m.generate(input_ids=input_ids, ref_ids=ref_ids, voice_clone_prompt=prompt_dict, languages=["English"],
                                 non_streaming_mode=False, max_new_tokens=frames + 1, do_sample=False, subtalker_dosample=False,
                                 repetition_penalty=1.05, eos_token_id=never)
             codes = out[0]
-            if r:
+            if r >= warmup:
                 prefills.append(stamps[0] - t0)
                 per_frame += [b - a for a, b in zip(stamps[:-1], stamps[1:])]
     finally:
