@@ -76,7 +76,7 @@ def time_generate(tts, text: str, ref_wav, ref_text: str, frames: int, repeats: 
                 per_frame += [b - a for a, b in zip(stamps[:-1], stamps[1:])]
     finally:
         handle.remove()
-    return codes, per_frame, statistics.median(prefills)
+    return codes, per_frame, (statistics.median(prefills) if prefills else None)
 
 
 def time_decode(tts, codes, repeats: int) -> float:
