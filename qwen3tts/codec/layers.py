@@ -176,8 +176,9 @@ class SnakeBeta(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, T)
         alpha = torch.exp(self.alpha)[None, :, None]
-        beta = torch.exp(self.beta)[None, :, None]
-        return x + (1.0 / (beta + 1e-9)) * torch.pow(torch.sin(x * alpha), 2)
+        inv_beta = 1.0 / (torch.exp(self.beta)[None, :, None] + 1e-9)
+        s = torch.sin(x * alpha)
+        return torch.addcmul(x, s.mul_(s), inv_beta)  # x + inv_beta * sin^2: 4 passes over x instead of 5
 
 
 class ConvNeXtBlock(nn.Module):
