@@ -28,6 +28,8 @@ def _model_arg(p):
     p.add_argument("--model", default=os.environ.get("QWEN3TTS_MODEL"), help="model directory or hub id (default: Qwen/Qwen3-TTS-12Hz-0.6B-Base)")
     p.add_argument("--device", default=os.environ.get("QWEN3TTS_DEVICE", "cpu"))
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--quantize", default="none", choices=["none", "int8"],
+                   help="int8: weight-only int8 talker + code predictor (fastest on CPU; drifts from float32)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,7 +87,8 @@ def _load_tts(args):
 
     from .pipeline import Qwen3TTS
 
-    return Qwen3TTS.from_pretrained(args.model, device=args.device, dtype=getattr(torch, args.dtype))
+    return Qwen3TTS.from_pretrained(args.model, device=args.device, dtype=getattr(torch, args.dtype),
+                                    quantize=None if args.quantize == "none" else args.quantize)
 
 
 def cmd_say(args) -> int:

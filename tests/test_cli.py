@@ -53,6 +53,24 @@ def test_say_wav_equals_library(tmp_path, lib):
     assert np.array_equal(pcm, pcm16(want.audio))
 
 
+def test_say_bf16_int8_equals_library(tmp_path):
+    """The fast CPU mode from the command line: --dtype bfloat16 --quantize int8."""
+    from qwen3tts import Qwen3TTS
+    from qwen3tts.quant import Int8Linear
+
+    r = run("say", TEXT, "--model", TINY_MODEL, "--greedy", "--max-new-tokens", 8, "--dtype", "bfloat16", "--quantize", "int8",
+            "-o", "q.wav", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr.decode()
+    sr, pcm = read_wav(tmp_path / "q.wav")
+    fast = Qwen3TTS.from_pretrained(TINY_MODEL, dtype=torch.bfloat16, quantize="int8")
+    assert isinstance(fast.talker.model.layers[0].mlp.down_proj, Int8Linear)
+    want = fast.generate(TEXT, do_sample=False, subtalker_dosample=False, max_new_tokens=8)
+    assert sr == 24000 and len(pcm) == want.audio.shape[0] == 7 * 1920
+    assert np.abs(pcm.astype(int) - pcm16(want.audio.float()).astype(int)).max() <= 1
+    bad = run("say", TEXT, "--model", TINY_MODEL, "--quantize", "int4", "-o", "x.wav", cwd=tmp_path)
+    assert bad.returncode == 2 and b"int4" in bad.stderr
+
+
 def test_say_stdout_pcm_stream_and_stdin(tmp_path, lib):
     r = run("say", "-", "--model", TINY_MODEL, "--greedy", "--max-new-tokens", 8, "--stdout-pcm", "--stream", cwd=tmp_path, input=TEXT.encode())
     assert r.returncode == 0, r.stderr.decode()

@@ -205,6 +205,31 @@ def test_model_loading_failure(tmp_path):
         eng.shutdown()
 
 
+def test_int8_engine_serves_and_flags_parse(tmp_path):
+    """`--dtype bfloat16 --quantize int8` (the fast CPU mode) reaches the engine's model."""
+    from qwen3tts.serve import main, parse_args
+
+    a = parse_args(["--dtype", "bfloat16", "--quantize", "int8"])
+    assert (a.dtype, a.quantize) == ("bfloat16", "int8") and parse_args([]).quantize == "none"
+    assert main(["--quantize", "int4"]) == 2
+    eng = Engine(str(TINY_MODEL), dtype="bfloat16", quantize="int8", voices=VoiceStore(tmp_path / "v"), greedy=True, max_new_tokens=6)
+    s = ServerThread(ServerConfig(), eng)
+    try:
+        async def go():
+            async with aiohttp.ClientSession() as http:
+                c = await connect(http, s.ws_url)
+                await c.ready()
+                await c.send({"type": "speak", "text": "Quantized.", "id": "q"})
+                done = await c.type("complete")
+                return done, bytes(c.audio)
+        done, audio = arun(go())
+        assert type(eng.tts.talker.model.layers[0].self_attn.o_proj).__name__ == "Int8Linear"
+        assert done["id"] == "q" and len(audio) == 5 * 3840  # 5 frames of PCM16
+    finally:
+        s.stop()
+        eng.shutdown()
+
+
 def test_unauthorized_and_auth(engine):
     s = ServerThread(ServerConfig(auth_token="sesame"), engine)
     try:

@@ -34,6 +34,7 @@ class ServerConfig:
     preload: bool = False
     device: str = "cpu"
     dtype: str = "float32"
+    quantize: str = "none"  # or "int8"
     auth_token: str | None = None
     max_sessions: int = 16
     max_queue: int = 16
@@ -56,7 +57,7 @@ class SpeakServer:
         self.metrics = Metrics()
         self.voices = engine.voices if engine is not None and engine.voices is not None else VoiceStore(cfg.voices_dir, default_id=cfg.default_voice)
         self._own_engine = engine is None
-        self.engine = engine or Engine(cfg.model, cfg.device, cfg.dtype, self.voices, greedy=cfg.greedy, max_new_tokens=cfg.max_new_tokens,
+        self.engine = engine or Engine(cfg.model, cfg.device, cfg.dtype, self.voices, quantize=cfg.quantize, greedy=cfg.greedy, max_new_tokens=cfg.max_new_tokens,
                                        frames_per_chunk=cfg.frames_per_chunk, request_timeout=cfg.request_timeout)
         self.sessions: set[Session] = set()
         self.app = web.Application(client_max_size=int(cfg.max_upload_mb * 2**20) + 65536)

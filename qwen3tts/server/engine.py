@@ -48,8 +48,8 @@ class Request:
 
 class Engine:
     def __init__(self, model: str | None = None, device: str = "cpu", dtype: str = "float32", voices=None, greedy: bool = False,
-                 max_new_tokens: int | None = None, frames_per_chunk: int = 1, request_timeout: float = 300.0):
-        self.model_ref, self.device, self.dtype = model, device, dtype
+                 max_new_tokens: int | None = None, frames_per_chunk: int = 1, request_timeout: float = 300.0, quantize: str = "none"):
+        self.model_ref, self.device, self.dtype, self.quantize = model, device, dtype, quantize
         self.voices = voices
         self.greedy, self.max_new_tokens = greedy, max_new_tokens
         self.frames_per_chunk = frames_per_chunk
@@ -117,7 +117,8 @@ class Engine:
             def prog(stage, p):
                 self.progress = (stage, float(p))
 
-            self.tts = Qwen3TTS.from_pretrained(self.model_ref, device=self.device, dtype=getattr(torch, self.dtype), progress=prog)
+            self.tts = Qwen3TTS.from_pretrained(self.model_ref, device=self.device, dtype=getattr(torch, self.dtype), progress=prog,
+                                                quantize=None if self.quantize in (None, "none") else self.quantize)
             self.languages = list(self.tts.languages)
             if self.voices is not None:
                 self.voices.model_tag = str(self.tts.path)
