@@ -44,6 +44,11 @@ class Utterance:
         self.stopped_by_eos = True
         self.done = False
 
+    @property
+    def generated_all(self) -> bool:
+        """Every piece has been generated (frames may still wait in `buf`)."""
+        return self.state is None and self.piece >= len(self.plan.prompts)
+
     def _ensure_state(self) -> None:
         if self.state is None and self.piece < len(self.plan.prompts):
             self.state = self.tts.generator.start(self.plan.prompts[self.piece], self.plan.piece_settings(self.piece))
@@ -84,7 +89,7 @@ def step(tts, utts: list[Utterance]) -> list:
             u.buf.append(f)
     ready, codes = [], []
     for u in live:
-        final = u.state is None and u.piece >= len(u.plan.prompts)
+        final = u.generated_all
         c = u._take(final)
         if c is not None:
             ready.append(u)
@@ -96,6 +101,6 @@ def step(tts, utts: list[Utterance]) -> list:
         for u, c, wav in zip(ready, codes, push_many([u.decoder for u in ready], codes)):
             out[id(u)] = AudioChunk(wav, c, u.frames, tts.sample_rate)
             u.frames += c.shape[0]
-            if u.state is None and u.piece >= len(u.plan.prompts) and not u.buf:
+            if u.generated_all and not u.buf:
                 u.done = True
     return [out.get(id(u)) for u in utts]

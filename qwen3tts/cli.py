@@ -87,8 +87,7 @@ def _load_tts(args):
 
     from .pipeline import Qwen3TTS
 
-    return Qwen3TTS.from_pretrained(args.model, device=args.device, dtype=getattr(torch, args.dtype),
-                                    quantize=None if args.quantize == "none" else args.quantize)
+    return Qwen3TTS.from_pretrained(args.model, device=args.device, dtype=getattr(torch, args.dtype), quantize=args.quantize)
 
 
 def cmd_say(args) -> int:

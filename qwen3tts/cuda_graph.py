@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from .generator import GenerationSettings
+from .generator import GenerationSettings, code_predictor_frame, seeded_generator
 from .prompt import TalkerPrompt
 from .sampling import pick_with_noise, process_talker_logits, suppress_mask
 
@@ -78,18 +78,10 @@ class StaticDecoder:
 
     def _predict(self) -> None:
         """(hidden, c0) -> frame_out (1, G): the 15 code-predictor steps with their picks."""
-        cp, s = self.talker.code_predictor, self.settings
-        proj = cp.small_to_mtp_projection
-        x = proj(torch.cat([self.hidden, self.talker.codec_embed(self.c0)[:, None]], dim=1))  # (1, 2, Hc)
-        codes = [self.c0]
-        for j in range(self.cfg.num_code_groups - 1):
-            pos = self.slots[:2] if j == 0 else self.slots[j + 1 : j + 2]
-            o = cp.model(x, self.cp_cache, pos, kv_len=j + 2)[:, -1]  # (1, Hc)
-            c = pick_with_noise(cp.lm_head[j](o).float(), s.subtalker, self.noise_cp[j])  # (1,)
-            codes.append(c)
-            if j + 1 < self.cfg.num_code_groups - 1:
-                x = proj(cp.model.codec_embedding[j](c)[:, None])  # (1, 1, Hc)
-        self.frame_out.copy_(torch.stack(codes, dim=1))
+        p, noise = self.settings.subtalker, self.noise_cp
+        frame = code_predictor_frame(self.talker, self.hidden, self.c0, self.cp_cache, self.slots,
+                                     lambda j, logits: pick_with_noise(logits, p, noise[j]))
+        self.frame_out.copy_(frame)
 
     # ------------------------------------------------------------------ graphs
     def _run(self, name: str, fn) -> None:
@@ -107,20 +99,7 @@ class StaticDecoder:
         g.replay()
 
     def _capture(self, fn) -> "torch.cuda.CUDAGraph":
-        """Warm up on a side stream (allocator, cuBLAS/Triton autotune), then capture. Warm-up and
-        capture run the step on the live state, so they are done on a snapshot and restored."""
-        snap = self._snapshot()
-        s = torch.cuda.Stream()
-        s.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(s):
-            for _ in range(2):
-                fn()
-                self._restore(snap)
-        torch.cuda.current_stream().wait_stream(s)
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):
-            fn()
-        self._restore(snap)
+        g = capture(fn, self._snapshot, self._restore)
         # the graph reads the cached RoPE tables by address: keep them alive even if a longer
         # cache elsewhere makes the model build new ones
         self._keep = (self.talker.model._rope, self.talker.code_predictor.model._rope)
@@ -145,10 +124,7 @@ class StaticDecoder:
         if L + settings.max_new_tokens + 1 > self.capacity:
             raise ValueError(f"prompt ({L}) + max_new_tokens ({settings.max_new_tokens}) exceeds the static cache ({self.capacity})")
         self.settings, self.prompt = settings, prompt
-        if generator is None:
-            generator = torch.Generator(device=self.device)
-            generator.manual_seed(settings.seed if settings.seed is not None else int(torch.randint(0, 2**62, (1,)).item()))
-        self.generator = generator
+        self.generator = generator if generator is not None else seeded_generator(self.device, settings.seed)
         self.seen.zero_()
         self.n_gen.zero_()
         x = prompt.prefill.to(self.device, self.dtype)[None]  # (1, L, H)
@@ -226,17 +202,25 @@ class CodecGraph:
             self._step()
         else:
             if self._graph is None:
-                snap = self.state.snapshot()
-                s = torch.cuda.Stream()
-                s.wait_stream(torch.cuda.current_stream())
-                with torch.cuda.stream(s):
-                    for _ in range(2):
-                        self._step()
-                        self.state.restore(snap)
-                torch.cuda.current_stream().wait_stream(s)
-                self._graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(self._graph):
-                    self._step()
-                self.state.restore(snap)
+                self._graph = capture(self._step, self.state.snapshot, self.state.restore)
             self._graph.replay()
         return self.out[0].to("cpu", torch.float32, copy=True)
+
+
+def capture(fn, snapshot, restore) -> "torch.cuda.CUDAGraph":
+    """Capture `fn` (a step on static buffers) as a CUDA graph: warm up on a side stream
+    (allocator, cuBLAS / Triton autotuning), then capture. Warm-up and capture really run the
+    step, so the live state is snapshotted first and restored after each run."""
+    snap = snapshot()
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for _ in range(2):
+            fn()
+            restore(snap)
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        fn()
+    restore(snap)
+    return g

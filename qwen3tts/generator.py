@@ -86,6 +86,7 @@ class FrameGenerator:
         self.suppress = suppress_mask(self.cfg.vocab_size, eos_id, device=self.device)
         self.n_groups = self.cfg.num_code_groups
         self._scratch = threading.local()  # per-thread code-predictor caches, by batch size
+        self._slots = torch.arange(self.n_groups, device=self.device)  # code-predictor positions
 
     # ------------------------------------------------------------------ setup
     @torch.inference_mode()
@@ -93,8 +94,7 @@ class FrameGenerator:
         settings.validate()
         L = prompt.prefill.shape[0]
         cap = L + min(settings.max_new_tokens, self.initial_cache) + 1
-        g = torch.Generator(device=self.device)
-        g.manual_seed(settings.seed if settings.seed is not None else int(torch.randint(0, 2**62, (1,)).item()))
+        g = seeded_generator(self.device, settings.seed)
         st = GenState(
             cache=self.talker.model.new_cache(1, cap),
             prompt=prompt,
@@ -146,30 +146,21 @@ class FrameGenerator:
 
     def predict_codes(self, states: list[GenState]) -> torch.Tensor:
         """Codebooks 1..G-1 for each state's (hidden, c0): returns the frames (B, G) int64."""
-        cp = self.talker.code_predictor
-        proj = cp.small_to_mtp_projection
-        B = len(states)
-        cache = self._cp_cache(B)
-        c0 = _rows([st.c0 for st in states])  # (B,)
-        x = proj(torch.cat([_rows([st.hidden for st in states]), self.talker.codec_embed(c0)[:, None]], dim=1))  # (B, 2, Hc)
-        pos = torch.arange(2, device=self.device)
         params, gens = [st.settings.subtalker for st in states], [st.generator for st in states]
-        codes = [c0]
+        trace = states[0].trace is not None
         cp_logits = []
-        for j in range(self.n_groups - 1):
-            o = cp.model(x, cache, pos, kv_len=j + 2)[:, -1]  # (B, Hc)
-            logits = cp.lm_head[j](o).float()  # (B, vocab)
-            if states[0].trace is not None:
+
+        def pick(j, logits):  # (B, vocab) -> (B,)
+            if trace:
                 cp_logits.append(logits.clone())
-            c = pick_rows(logits, params, gens)  # (B,)
-            codes.append(c)
-            if j + 1 < self.n_groups - 1:
-                x = proj(cp.model.codec_embedding[j](c)[:, None])  # (B, 1, Hc)
-                pos = torch.tensor([j + 2], device=self.device)
-        if states[0].trace is not None:
+            return pick_rows(logits, params, gens)
+
+        frames = code_predictor_frame(self.talker, _rows([st.hidden for st in states]), _rows([st.c0 for st in states]),
+                                      self._cp_cache(len(states)), self._slots, pick)
+        if trace:
             for b, st in enumerate(states):
                 st.trace["cp_logits"].append(torch.stack([lg[b] for lg in cp_logits]))
-        return torch.stack(codes, dim=1)  # (B, G)
+        return frames
 
     def step_frame(self, states: list[GenState], frames: torch.Tensor) -> None:
         """Feed each state its frame just produced (frames (B, G)) and pick the next c0s."""
@@ -228,6 +219,33 @@ class FrameGenerator:
     def frames(self, st: GenState):
         while (f := self.next_frame(st)) is not None:
             yield f
+
+
+def seeded_generator(device, seed: int | None) -> torch.Generator:
+    """A session's generator: seeded by `seed`, or from torch's global RNG when None."""
+    g = torch.Generator(device=device)
+    g.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, (1,)).item()))
+    return g
+
+
+def code_predictor_frame(talker: Talker, hidden: torch.Tensor, c0: torch.Tensor, cache: KVCache, slots: torch.Tensor, pick) -> torch.Tensor:
+    """The 15 code-predictor steps of one frame (talker.md §4): hidden (B, 1, H) and c0 (B,) ->
+    the frame (B, G). `slots`: arange(>= G) on the device (positions, sliced: no allocation);
+    `pick(j, logits (B, vocab) f32) -> (B,)` picks codebook j + 1. Shared by `FrameGenerator` and
+    the CUDA-graph `StaticDecoder` (fixed shapes, no host sync)."""
+    cp = talker.code_predictor
+    proj = cp.small_to_mtp_projection
+    G = talker.cfg.num_code_groups
+    x = proj(torch.cat([hidden, talker.codec_embed(c0)[:, None]], dim=1))  # (B, 2, Hc)
+    codes = [c0]
+    for j in range(G - 1):
+        pos = slots[:2] if j == 0 else slots[j + 1 : j + 2]
+        o = cp.model(x, cache, pos, kv_len=j + 2)[:, -1]  # (B, Hc)
+        c = pick(j, cp.lm_head[j](o).float())  # (B,)
+        codes.append(c)
+        if j + 1 < G - 1:
+            x = proj(cp.model.codec_embedding[j](c)[:, None])  # (B, 1, Hc)
+    return torch.stack(codes, dim=1)  # (B, G)
 
 
 def _rows(ts: list[torch.Tensor]) -> torch.Tensor:

@@ -288,11 +288,9 @@ class Qwen3TTS:
         """Yield `AudioChunk`s of `frames_per_chunk` frames (the last may be shorter) as they are
         generated; the exact streaming codec decoder turns each into PCM at once, and keeps
         running across the pieces of a long text. Equals `generate(...).audio`."""
-        if frames_per_chunk < 1:
-            raise ValueError("frames_per_chunk must be >= 1")
         from .batch import Utterance, step
 
-        u = Utterance(self, text, language, voice, non_streaming_mode, frames_per_chunk, split, **kw)
+        u = Utterance(self, text, language, voice, non_streaming_mode, frames_per_chunk, split, **kw)  # validates everything
         while not u.done:
             chunk = step(self, [u])[0]
             if chunk is not None:

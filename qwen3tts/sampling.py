@@ -82,9 +82,8 @@ def warp(logits: torch.Tensor, p: SamplingParams) -> torch.Tensor:
 
 def pick(logits: torch.Tensor, p: SamplingParams, generator: torch.Generator | None = None) -> torch.Tensor:
     """(B, V) processed logits -> (B,) int64 ids."""
-    if not p.do_sample:
-        return logits.argmax(dim=-1)
-    return pick_with_noise(logits, p, torch.empty_like(logits, dtype=torch.float32).exponential_(1.0, generator=generator))
+    noise = torch.empty_like(logits, dtype=torch.float32).exponential_(1.0, generator=generator) if p.do_sample else None
+    return pick_with_noise(logits, p, noise)
 
 
 def pick_with_noise(logits: torch.Tensor, p: SamplingParams, noise: torch.Tensor | None) -> torch.Tensor:
@@ -109,12 +108,10 @@ def pick_rows(logits: torch.Tensor, params: list[SamplingParams], generators: li
     out = torch.empty(logits.shape[0], dtype=torch.long, device=logits.device)
     for p, rows in groups.items():
         sub = logits if len(rows) == logits.shape[0] else logits[rows]
-        if not p.do_sample:
-            ids = sub.argmax(dim=-1)
-        else:
-            probs = warp(sub, p).softmax(dim=-1)
-            e = torch.cat([torch.empty_like(probs[:1]).exponential_(1.0, generator=generators[b]) for b in rows])
-            ids = (probs / e).argmax(dim=-1)
+        noise = None
+        if p.do_sample:  # (len(rows), V): each row from its own generator
+            noise = torch.cat([torch.empty_like(sub[:1], dtype=torch.float32).exponential_(1.0, generator=generators[b]) for b in rows])
+        ids = pick_with_noise(sub, p, noise)
         if len(rows) == logits.shape[0]:
             return ids
         out[rows] = ids

@@ -57,7 +57,8 @@ def sync(dev):
 
 
 def time_frames(tts, voice, frames: int, settings_kw: dict):
-    """Per-frame talker / predictor / codec times for one generation of `frames` frames."""
+    """Per-frame talker / predictor / codec times for one generation of `frames` frames, and the
+    frames themselves: (prefill, talker, predictor, codec, codes (frames, 16))."""
     gen, dev = tts.generator, tts.device
     prompt = tts._prompt(TEXT, "English", voice, False)
     settings = tts.settings(max_new_tokens=frames + 1, **settings_kw)
@@ -85,8 +86,7 @@ def time_frames(tts, voice, frames: int, settings_kw: dict):
         pred.append(t1 - t0)
         codec.append(t2 - t1)
         talker.append(t3 - t2)
-    time_frames.last_codes = torch.stack(got)
-    return prefill, talker, pred, codec
+    return prefill, talker, pred, codec, torch.stack(got)
 
 
 def graph_frames(tts, voice, frames: int, settings_kw):
@@ -158,15 +158,15 @@ def compare_official(args, tts, ref, icl, kw) -> dict:
         codes, f, p = ob.time_generate(off, TEXT, ref, REF_TEXT, args.frames, 1, warmup=0)
         off_frames += f
         off_prefills.append(p)
-        _, t, q, _ = time_frames(tts, icl, args.frames, kw)
+        _, t, q, _, ours_codes = time_frames(tts, icl, args.frames, kw)
         ours_tp += [a + b for a, b in zip(t, q)]
-        ours_codes = time_frames.last_codes
     off_prefill = statistics.median(off_prefills)
     tok = tts.speech_tokenizer
     tok.decode(codes)
+    ob.time_decode(off, codes, 1)  # warm-up
     off_decs, dec = [], []
     for _ in range(args.repeats):  # alternating as well
-        off_decs.append(ob.time_decode(off, codes, 1))
+        off_decs.append(ob.time_decode(off, codes, 1, warmup=0))
         t0 = time.perf_counter()
         tok.decode(codes)
         dec.append(time.perf_counter() - t0)
@@ -243,7 +243,7 @@ def main():
     first_audio(tts, xvec, kw)
     talker, pred, codec, prefills = [], [], [], []
     for r in range(args.repeats):
-        p, t, q, c = time_frames(tts, icl if r % 2 else xvec, args.frames, kw)
+        p, t, q, c, _ = time_frames(tts, icl if r % 2 else xvec, args.frames, kw)
         prefills.append(p)
         talker += t
         pred += q
@@ -252,7 +252,7 @@ def main():
     fa_i = statistics.median(first_audio(tts, icl, kw) for _ in range(3))
 
     n_codec = int(args.codec_seconds * 12.5)
-    codes = torch.randint(0, 2048, (n_codec, 16), generator=g)
+    codes = torch.randint(0, tts.speech_tokenizer.config.decoder.codebook_size, (n_codec, 16), generator=g)
     tts.speech_tokenizer.decode(codes[:5])
     t0 = time.perf_counter()
     tts.speech_tokenizer.decode(codes)

@@ -79,9 +79,10 @@ def time_generate(tts, text: str, ref_wav, ref_text: str, frames: int, repeats: 
     return codes, per_frame, (statistics.median(prefills) if prefills else None)
 
 
-def time_decode(tts, codes, repeats: int) -> float:
+def time_decode(tts, codes, repeats: int, warmup: int = 1) -> float:
     st = tts.model.speech_tokenizer
-    st.decode({"audio_codes": codes})
+    for _ in range(warmup):
+        st.decode({"audio_codes": codes})
     ts = []
     for _ in range(repeats):
         t0 = time.perf_counter()

@@ -98,19 +98,15 @@ class DecoderTransformer(nn.Module):
         B, N, _ = x.shape
         W = self.cfg.sliding_window
         dev = x.device
-        if isinstance(st.pos, int):  # one position for the batch
-            qpos = torch.arange(st.pos, st.pos + N, device=dev)  # absolute positions of the new frames
-            kpos = torch.arange(st.pos - (W - 1), st.pos + N, device=dev)  # cache + new
-            mask = (kpos[None, :] >= 0) & (kpos[None, :] <= qpos[:, None]) & (kpos[None, :] > qpos[:, None] - W)  # (N, W-1+N)
-            cos, sin = rope_tables(qpos, self.cfg.head_dim, self.cfg.rope_theta, x.dtype)  # (N, D)
-        else:  # stacked sessions (list) or a device tensor (CUDA graph): one position per row
-            p0 = torch.as_tensor(st.pos, device=dev).reshape(-1, 1)  # (B, 1)
-            qpos = p0 + torch.arange(N, device=dev)  # (B, N)
-            kpos = p0 - (W - 1) + torch.arange(W - 1 + N, device=dev)  # (B, W-1+N)
-            k, q = kpos[:, None, :], qpos[:, :, None]
-            mask = ((k >= 0) & (k <= q) & (k > q - W))[:, None]  # (B, 1, N, W-1+N)
-            cos, sin = rope_tables(qpos, self.cfg.head_dim, self.cfg.rope_theta, x.dtype)  # (B, N, D)
-            cos, sin = cos[:, None], sin[:, None]  # (B, 1, N, D)
+        # st.pos: an int (one position for the batch), a list (stacked sessions) or a device
+        # tensor (CUDA graph); as (B or 1, 1) positions, one row per session
+        p0 = torch.as_tensor(st.pos, device=dev).reshape(-1, 1)
+        qpos = p0 + torch.arange(N, device=dev)  # (B, N): absolute positions of the new frames
+        kpos = p0 - (W - 1) + torch.arange(W - 1 + N, device=dev)  # (B, W-1+N): cache + new
+        k, q = kpos[:, None, :], qpos[:, :, None]
+        mask = ((k >= 0) & (k <= q) & (k > q - W))[:, None]  # (B, 1, N, W-1+N)
+        cos, sin = rope_tables(qpos, self.cfg.head_dim, self.cfg.rope_theta, x.dtype)  # (B, N, D)
+        cos, sin = cos[:, None], sin[:, None]  # (B, 1, N, D)
         h = self.input_proj(x)
         for layer in self.layers:
             h = layer(h, cos, sin, mask, st)

@@ -118,7 +118,7 @@ class Engine:
                 self.progress = (stage, float(p))
 
             self.tts = Qwen3TTS.from_pretrained(self.model_ref, device=self.device, dtype=getattr(torch, self.dtype), progress=prog,
-                                                quantize=None if self.quantize in (None, "none") else self.quantize)
+                                                quantize=self.quantize)
             self.languages = list(self.tts.languages)
             if self.voices is not None:
                 self.voices.model_tag = str(self.tts.path)
