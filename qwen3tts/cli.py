@@ -17,6 +17,8 @@ import os
 import sys
 from pathlib import Path
 
+from .config import QUANTIZE_MODES
+
 DEFAULT_VOICES_DIR = Path(os.environ.get("QWEN3TTS_VOICES_DIR", Path.home() / ".local" / "share" / "qwen3tts" / "voices"))
 
 
@@ -28,8 +30,8 @@ def _model_arg(p):
     p.add_argument("--model", default=os.environ.get("QWEN3TTS_MODEL"), help="model directory or hub id (default: Qwen/Qwen3-TTS-12Hz-0.6B-Base)")
     p.add_argument("--device", default=os.environ.get("QWEN3TTS_DEVICE", "cpu"))
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--quantize", default="none", choices=["none", "int8"],
-                   help="int8: weight-only int8 talker + code predictor (fastest on CPU; drifts from float32)")
+    p.add_argument("--quantize", default="none", choices=list(QUANTIZE_MODES),
+                   help="; ".join(f"{k}: {v}" for k, v in QUANTIZE_MODES.items()))
 
 
 def build_parser() -> argparse.ArgumentParser:

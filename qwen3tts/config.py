@@ -284,3 +284,12 @@ class GenerationDefaults:
         if not path.exists():
             return cls()
         return _from_dict(cls, _read_json(path))
+
+
+# Runtime knob (not a checkpoint field): how `Qwen3TTS.from_pretrained(quantize=...)`, the CLI's
+# and the server's `--quantize` may convert the talker + code predictor (`qwen3tts.quant`).
+QUANTIZE_MODES = {
+    "none": "keep the model dtype (float32: the parity mode)",
+    "int8": "weight-only int8 talker + code predictor (any CPU; drifts from float32)",
+    "w8a8": "int8 weights and per-token int8 activations (fastest on a CPU with VNNI; drifts more)",
+}

@@ -25,7 +25,7 @@ import torch
 
 from .audio import load_audio
 from .codec.tokenizer import SpeechTokenizer
-from .config import GenerationDefaults, Qwen3TTSConfig
+from .config import QUANTIZE_MODES, GenerationDefaults, Qwen3TTSConfig
 from .generator import FrameGenerator, GenerationSettings
 from .model.speaker_encoder import SpeakerEncoder, log_mel
 from .model.talker import Talker
@@ -87,8 +87,9 @@ class Qwen3TTS:
     def from_pretrained(cls, name_or_path=None, device="cpu", dtype=torch.float32, regex: str = "qwen2", progress=None,
                         quantize: str | None = None) -> "Qwen3TTS":
         """A local model directory or a hub id (default: Qwen/Qwen3-TTS-12Hz-0.6B-Base).
-        `quantize="int8"`: weight-only int8 talker and code predictor (fastest on CPU; drifts
-        from fp32, see docs/benchmarks.md)."""
+        `quantize`: "int8" (weight-only int8 talker and code predictor) or "w8a8" (int8 weights
+        and activations, the fastest on a CPU with VNNI); both drift from fp32, see
+        docs/benchmarks.md."""
         from .hub import resolve_model
 
         path = resolve_model(name_or_path)
@@ -113,11 +114,11 @@ class Qwen3TTS:
     def quantize(self, mode: str | None) -> None:
         if mode in (None, "none"):
             return
-        if mode != "int8":
-            raise ValueError(f"quantize must be None or 'int8', not {mode!r}")
-        from .quant import quantize_talker_int8
+        if mode not in QUANTIZE_MODES:
+            raise ValueError(f"quantize must be None or one of {', '.join(QUANTIZE_MODES)}, not {mode!r}")
+        from .quant import quantize_talker
 
-        quantize_talker_int8(self.talker)
+        quantize_talker(self.talker, mode)
 
     @property
     def languages(self) -> list[str]:

@@ -1,15 +1,26 @@
-"""Optional weight-only int8 quantization of the talker and code predictor (CPU speed).
+"""Optional int8 quantization of the talker and code predictor (CPU speed).
 
-Decoding one frame reads ~1.65 G weights (talker once, code predictor 15 times) and is bound by
-memory bandwidth, so bytes per weight set the speed: fp32 4, bf16 2, int8 1. Each `nn.Linear`
-of the transformer stacks and the output heads becomes `Int8Linear`: symmetric per-output-channel
-int8 weights (scale = max|w| / 127) with bf16 activations, computed by PyTorch's
-`aten._weight_int8pack_mm` (the kernel gpt-fast uses for int8 on CPU). Embeddings, norms and the
-text projection (prefill only) stay in the model dtype. Numerics drift from fp32; the drift
-(greedy code agreement) is measured by `scripts/drift.py` and reported in docs/benchmarks.md.
+Decoding one frame reads ~1.65 G weights (talker once, code predictor 15 times) at one token per
+matrix, so it is bound by how fast a kernel streams weights: bytes per weight and the kernel's
+own throughput set the speed. Each `nn.Linear` of the two transformer stacks and the output heads
+is replaced; embeddings, norms and the text projection (prefill only) stay in the model dtype.
+Both modes use symmetric per-output-channel int8 weights (scale = max|w| / 127):
+
+* `int8` (`Int8Linear`): weight-only; bf16 activations, PyTorch's `aten._weight_int8pack_mm`
+  (the kernel gpt-fast uses for int8 on CPU). Works on any CPU.
+* `w8a8` (`W8A8Linear`): int8 activations too, quantized per row (per token: symmetric,
+  scale = max|x| / 127, computed at run time), integer dot products on fbgemm's VNNI kernels
+  (`quantized::linear_with_input_q_dq_qweight_dq_output_fp32`). About 3x the throughput of the
+  weight-only kernel on an AVX-512 VNNI CPU, and a batch of a few rows costs about one row. A row
+  is quantized by its own scale, so a session's numbers do not depend on what it is batched with.
+
+Numerics drift from fp32; the drift (greedy code agreement) is measured by `scripts/drift.py` and
+reported in docs/benchmarks.md.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 import torch.nn as nn
@@ -48,28 +59,91 @@ class Int8Linear(nn.Module):
         return self.weight_int8.to(torch.bfloat16) * self.scales[:, None]
 
 
-def _swap(parent: nn.Module, name: str) -> int:
+def _vnni() -> bool:
+    """Does this CPU have VNNI (u8 x s8 dot products into int32 without int16 saturation)?"""
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return " avx512_vnni" in flags or " avx_vnni" in flags
+
+
+# Activation levels of `W8A8Linear`: without VNNI, fbgemm's AVX2 path sums pairs of u8 x s8
+# products in int16, which saturates for u8 > 128 (the reason for torch's `reduce_range`): there
+# the activations get 7 bits (+-63) instead of 8 (+-127).
+ACT_LEVELS = 127 if _vnni() else 63
+
+
+class W8A8Linear(nn.Module):
+    """int8 weights x per-row int8 activations -> fp32 (see the module docstring).
+
+    Row b of x is scaled by its max |x| (s_b) to [-1, 1], quantized by the kernel with the fixed
+    scale 1 / ACT_LEVELS around zero point ACT_LEVELS + 1 (so q - zp is in +-ACT_LEVELS), multiplied
+    in int32, dequantized with the weight scales, and multiplied back by s_b."""
+
+    def __init__(self, lin: nn.Linear):
+        super().__init__()
+        w = lin.weight.detach().float()
+        scale = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-12)
+        zero = torch.zeros(w.shape[0], dtype=torch.long)
+        self.in_features, self.out_features = lin.in_features, lin.out_features
+        try:
+            with warnings.catch_warnings():  # torch flags quantized-tensor creation as deprecated
+                warnings.simplefilter("ignore", UserWarning)
+                qw = torch.quantize_per_channel(w.cpu(), scale.double().cpu(), zero, 0, torch.qint8)
+                self.packed = torch.ops.quantized.linear_prepack(qw, None)  # fbgemm's packed int8 weight + scales
+        except (RuntimeError, AttributeError) as e:
+            raise RuntimeError(f"quantize='w8a8' needs PyTorch's quantized CPU kernels (fbgemm / x86), which this build "
+                               f"lacks ({e}); use quantize='int8'") from e
+        self.register_buffer("bias", None if lin.bias is None else lin.bias.detach().float().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape, dtype = x.shape, x.dtype
+        x2 = x.reshape(-1, shape[-1]).float()  # (M, K)
+        s = x2.abs().amax(-1, keepdim=True).clamp_(min=1e-30)  # (M, 1): per-row max |x|
+        y = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(x2 / s, 1.0 / ACT_LEVELS, ACT_LEVELS + 1, self.packed)
+        y = y.mul_(s)  # (M, N)
+        if self.bias is not None:
+            y = y.add_(self.bias)
+        return y.reshape(*shape[:-1], self.out_features).to(dtype)
+
+    def quantized_weight(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(int8 weight (out, in), fp32 per-channel scales (out,)) as the kernel holds them."""
+        qw = self.packed.unpack()[0]
+        return qw.int_repr(), qw.q_per_channel_scales().float()
+
+
+LINEARS = {"int8": Int8Linear, "w8a8": W8A8Linear}
+
+
+def _swap(parent: nn.Module, name: str, cls) -> int:
     lin = getattr(parent, name)
     if isinstance(lin, nn.Linear):
-        setattr(parent, name, Int8Linear(lin))
+        setattr(parent, name, cls(lin))
         return lin.weight.numel()
     return 0
 
 
 @torch.no_grad()
-def quantize_talker_int8(talker) -> int:
-    """Quantize the talker's and code predictor's linear layers in place; returns weights converted."""
+def quantize_talker(talker, mode: str = "int8") -> int:
+    """Quantize the talker's and code predictor's linear layers in place (`mode`: int8 | w8a8);
+    returns the number of weights converted."""
+    if mode not in LINEARS:
+        raise ValueError(f"quantize mode must be one of {sorted(LINEARS)}, not {mode!r}")
+    if mode == "w8a8" and talker.codec_head.weight.device.type != "cpu":
+        raise ValueError("quantize='w8a8' runs on CPU kernels (fbgemm); use it with device='cpu'")
+    cls = LINEARS[mode]
     n = 0
     for stack in (talker.model, talker.code_predictor.model):
         for layer in stack.layers:
             a, m = layer.self_attn, layer.mlp
             for name in ("qkv_proj", "q_proj", "k_proj", "v_proj", "o_proj"):
                 if getattr(a, name, None) is not None:
-                    n += _swap(a, name)
+                    n += _swap(a, name, cls)
             for name in ("gate_up_proj", "gate_proj", "up_proj", "down_proj"):
                 if getattr(m, name, None) is not None:
-                    n += _swap(m, name)
-    n += _swap(talker, "codec_head")
+                    n += _swap(m, name, cls)
+    n += _swap(talker, "codec_head", cls)
     for i in range(len(talker.code_predictor.lm_head)):
-        n += _swap(talker.code_predictor.lm_head, str(i))
+        n += _swap(talker.code_predictor.lm_head, str(i), cls)
     return n

@@ -12,6 +12,8 @@ import argparse
 import os
 import sys
 
+from .config import QUANTIZE_MODES
+
 FLAGS = [
     # name, type, default, help
     ("model", str, None, "model directory or hub id (default: Qwen/Qwen3-TTS-12Hz-0.6B-Base)"),
@@ -21,7 +23,7 @@ FLAGS = [
     ("port", int, 8765, "port"),
     ("device", str, "cpu", "cpu or cuda"),
     ("dtype", str, "float32", "float32, bfloat16 or float16 (bfloat16 on a CPU with native bf16 is ~2x faster)"),
-    ("quantize", str, "none", "none or int8: weight-only int8 talker + code predictor (fastest on CPU; drifts from float32)"),
+    ("quantize", str, "none", "; ".join(f"{k}: {v}" for k, v in QUANTIZE_MODES.items())),
     ("auth-token", str, None, "require this token (start.authToken, or Authorization: Bearer for HTTP)"),
     ("max-sessions", int, 16, "open WebSocket sessions at most"),
     ("max-queue", int, 16, "queued requests per session at most"),
@@ -54,8 +56,8 @@ def main(argv=None) -> int:
     from .server.app import ServerConfig, SpeakServer
 
     a = parse_args(argv)
-    if a.quantize not in ("none", "int8"):
-        print(f"--quantize must be none or int8, not {a.quantize!r}", file=sys.stderr)
+    if a.quantize not in QUANTIZE_MODES:
+        print(f"--quantize must be one of {', '.join(QUANTIZE_MODES)}, not {a.quantize!r}", file=sys.stderr)
         return 2
     cfg = ServerConfig(model=a.model, voices_dir=a.voices_dir, default_voice=a.default_voice, host=a.host, port=a.port,
                        preload=a.preload, device=a.device, dtype=a.dtype, quantize=a.quantize, auth_token=a.auth_token, max_sessions=a.max_sessions,

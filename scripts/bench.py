@@ -193,7 +193,7 @@ def main():
     ap.add_argument("--preset", default="0.6b-base")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    ap.add_argument("--quantize", choices=["int8"], help="weight-only int8 talker + predictor")
+    ap.add_argument("--quantize", choices=["int8", "w8a8"], help="int8: weight-only int8 talker + predictor; w8a8: int8 weights and activations")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--frames", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=2)
@@ -275,7 +275,7 @@ def main():
         "model": model_desc,
         "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
         "cpu": cpu_name(),
-        "dtype": args.dtype + ("+int8" if args.quantize else ""),
+        "dtype": args.dtype + (f"+{args.quantize}" if args.quantize else ""),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "frames_timed": len(talker),

@@ -27,6 +27,18 @@ def test_reference_rmsnorm_is_hf():
     xf = x.float()
     want = w * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + 1e-6)).to(torch.bfloat16)
     assert torch.equal(R.rms_norm(x, w, 1e-6), want)
+    xf, wf = x.float(), w.float()  # float32 takes the fused op: the same formula, the same bits
+    assert torch.equal(R.rms_norm(xf, wf, 1e-6), wf * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + 1e-6)))
+
+
+def test_reference_rmsnorm_per_head_weights():
+    """A (R, N) weight normalises R heads together, each with its own weight row (the attention's
+    merged q/k norm) — equal to normalising them one by one."""
+    x = torch.randn(2, 3, 5, 16)
+    w = torch.randn(5, 16)
+    got = R.rms_norm(x, w, 1e-6)
+    for r in range(5):
+        assert torch.equal(got[..., r, :], R.rms_norm(x[..., r, :], w[r], 1e-6))
 
 
 def test_reference_rope_table_and_rotation():
@@ -64,6 +76,24 @@ def test_triton_rmsnorm(device, dtype, n):
     else:
         assert torch.equal(h, x + res)
     assert (y.float() - R.rms_norm(x + res, w, 1e-6).float()).abs().max().item() <= tol * max(1.0, y.float().abs().max().item())
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_triton_rmsnorm_per_head_weights(device, dtype):
+    """(R, N) weights on x (..., R, N), non-contiguous x (a slice of a fused projection)."""
+    from qwen3tts.kernels.triton_rmsnorm import rms_norm
+
+    g = torch.Generator().manual_seed(7)
+    y = (torch.randn(2, 3, 6 * 32 + 40, generator=g) * 3).to(device, dtype)
+    x = y[..., : 6 * 32].view(2, 3, 6, 32)
+    w = (1 + 0.1 * torch.randn(6, 32, generator=g)).to(device, dtype)
+    want = R.rms_norm(x, w, 1e-6)
+    got = rms_norm(x, w, 1e-6)
+    tol = {torch.float32: 1e-5, torch.bfloat16: 1.6e-2}[dtype]
+    assert got.shape == want.shape and (got.float() - want.float()).abs().max().item() <= tol * max(1.0, want.float().abs().max().item())
+    with pytest.raises(ValueError, match="does not fit"):
+        rms_norm(x, w[:5], 1e-6)
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -96,14 +96,34 @@ class Attention(Projections):
         super().__init__(hidden, heads, kv_heads, head_dim, bias)
         self.q_norm = RMSNorm(head_dim, eps)
         self.k_norm = RMSNorm(head_dim, eps)
+        self.eps = eps
+        self.register_buffer("qk_norm_weight", None, persistent=False)  # (H + Hkv, D), built by `fuse()`
+
+    def fuse(self) -> None:
+        super().fuse()
+        # the q and k heads are adjacent in the fused output: one norm and one RoPE for both
+        self.qk_norm_weight = torch.cat([self.q_norm.weight.detach().expand(self.heads, -1),
+                                         self.k_norm.weight.detach().expand(self.kv_heads, -1)]).contiguous()
+
+    def qkv(self, x, cos, sin):
+        """x (B, T, hidden) -> q (B, H, T, D), k and v (B, Hkv, T, D): q/k RMSNorm per head, then
+        RoPE (cos/sin broadcastable to (B, 1, T, D))."""
+        if self.qkv_proj is None or self.qk_norm_weight is None:
+            q, k, v = self.project(x)
+            q = self.q_norm(q).transpose(1, 2)  # (B, H, T, D)
+            k = self.k_norm(k).transpose(1, 2)  # (B, Hkv, T, D)
+            return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v.transpose(1, 2)
+        B, T, _ = x.shape
+        H, Hk, D = self.heads, self.kv_heads, self.head_dim
+        y = self.qkv_proj(x)  # (B, T, (H + 2 Hkv) D)
+        qk = rms_norm(y[..., : (H + Hk) * D].view(B, T, H + Hk, D), self.qk_norm_weight, self.eps)
+        qk = apply_rope(qk.transpose(1, 2), cos, sin)  # (B, H + Hkv, T, D)
+        v = y[..., (H + Hk) * D :].view(B, T, Hk, D).transpose(1, 2)  # (B, Hkv, T, D)
+        return qk[:, :H], qk[:, H:], v
 
     def forward(self, x, cos, sin, k_cache, v_cache, positions, kv_len: int | None, mask):
         T = x.shape[1]
-        q, k, v = self.project(x)
-        q = self.q_norm(q).transpose(1, 2)  # (B, H, T, D)
-        k = self.k_norm(k).transpose(1, 2)  # (B, Hkv, T, D)
-        v = v.transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q, k, v = self.qkv(x, cos, sin)
         k_cache.index_copy_(2, positions, k)
         v_cache.index_copy_(2, positions, v)
         if kv_len is not None:
@@ -129,11 +149,7 @@ class Attention(Projections):
         `positions[b]` of that session's own cache (k_caches[b]: (1, Hkv, S_b, D)); cos/sin
         (B, 1, 1, D). Projections run as one (B, hidden) GEMM (the weights are read once for
         all sessions); attention runs per row over that row's `positions[b] + 1` keys."""
-        q, k, v = self.project(x)  # (B, 1, H|Hkv, D)
-        q = self.q_norm(q).transpose(1, 2)  # (B, H, 1, D)
-        k = self.k_norm(k).transpose(1, 2)  # (B, Hkv, 1, D)
-        v = v.transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q, k, v = self.qkv(x, cos, sin)  # (B, H|Hkv, 1, D)
         gqa = self.kv_heads != self.heads
         out = []
         for b, p in enumerate(positions):

@@ -34,7 +34,7 @@ class ServerConfig:
     preload: bool = False
     device: str = "cpu"
     dtype: str = "float32"
-    quantize: str = "none"  # or "int8"
+    quantize: str = "none"  # a key of config.QUANTIZE_MODES
     auth_token: str | None = None
     max_sessions: int = 16
     max_queue: int = 16
