@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Greedy-code drift of bf16 and int8 modes against float32 (full-size random 0.6B weights).
+"""Greedy-code drift of the bf16, int8 and w8a8 modes against float32 (full-size random 0.6B weights).
 
     python scripts/drift.py --frames 40
 
@@ -29,6 +29,10 @@ from qwen3tts.dev.random_model import random_tts, write_random_model  # noqa: E4
 from qwen3tts.sampling import pick, process_talker_logits  # noqa: E402
 
 TEXTS = ["Hello! This is a short benchmark sentence.", "The quick brown fox jumps over the lazy dog.", "Numbers like 42 and 7 are fine too."]
+
+
+MODES = {"bf16": (torch.bfloat16, None), "bf16+int8": (torch.bfloat16, "int8"), "w8a8": (torch.float32, "w8a8"),
+         "bf16+w8a8": (torch.bfloat16, "w8a8")}
 
 
 def build(path, dtype, quantize):
@@ -72,6 +76,7 @@ def replay(tts, voice, refs, frames):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=int, default=40)
+    ap.add_argument("--modes", default="bf16,bf16+int8,w8a8,bf16+w8a8", help="comma-separated: " + ", ".join(MODES))
     args = ap.parse_args()
     torch.set_num_threads(2)
     path = write_random_model(tempfile.mkdtemp(prefix="drift-"), weights=False)
@@ -80,7 +85,8 @@ def main():
     res = {"fp32 (replay, sanity)": replay(tts, voice, refs, args.frames)}
     del tts
     gc.collect()
-    for name, dtype, q in (("bf16", torch.bfloat16, None), ("bf16+int8", torch.bfloat16, "int8")):
+    for name in args.modes.split(","):
+        dtype, q = MODES[name]
         tts = build(path, dtype, q)
         res[name] = replay(tts, voice, refs, args.frames)
         del tts

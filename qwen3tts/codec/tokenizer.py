@@ -21,7 +21,7 @@ from ..config import SpeechTokenizerConfig
 from ..weights import load_into, read_safetensors, split_by_prefix
 from .decoder import CodecDecoder
 from .encoder import CodecEncoder
-from .layers import StreamState
+from .layers import CausalConv1d, CausalConvTranspose1d, StreamState
 
 # Checkpoint tensors that inference never reads.
 _UNUSED = [
@@ -124,6 +124,10 @@ class SpeechTokenizer:
         self.decoder.quantizer.refresh()
         self.encoder.quantizer.refresh()
         self.decoder.pre_transformer.fuse()
+        if self.device.type == "cpu":
+            for m in self.decoder.modules():
+                if isinstance(m, (CausalConv1d, CausalConvTranspose1d)):
+                    m.use_channels_last()
 
     # ---- helpers
     def _check_range(self, c: torch.Tensor) -> None:
