@@ -89,6 +89,11 @@ class StreamState:
             self.pos = pos
 
 
+# Channels-last convolutions whose unfolded input (B x out_len x k x Cin values) is at most this
+# run as one GEMM (streaming steps); larger ones (offline decode) as oneDNN convolutions.
+GEMM_CONV_MAX = 1 << 20
+
+
 class CausalConv1d(nn.Module):
     """Causal Conv1d: zero (or replicate) left padding `k_eff - stride`, and right padding just
     large enough to complete the last frame (MimiConv1d / CausalConvNet, codec.md §4.1)."""
@@ -120,7 +125,18 @@ class CausalConv1d(nn.Module):
         if not self.cl:
             return self.conv(x)
         c = self.conv
-        return F.conv2d(x.unsqueeze(2), c.weight.unsqueeze(2), c.bias, (1, c.stride[0]), 0, (1, c.dilation[0]), c.groups).squeeze(2)
+        B, cin, L = x.shape
+        k, d, s = c.kernel_size[0], c.dilation[0], c.stride[0]
+        n = (L - self.k_eff) // s + 1  # output length
+        if c.groups == 1 and B * n * k * cin <= GEMM_CONV_MAX:
+            # short input (a streaming step): one GEMM over the unfolded windows reads the weight
+            # once; oneDNN's convolution re-lays the weight per call, which dominates here
+            win = x.transpose(1, 2).unfold(1, self.k_eff, s)  # (B, n, Cin, k_eff): a view
+            cols = win[..., ::d].transpose(2, 3).reshape(B * n, k * cin)  # (B*n, k*Cin), k major
+            w = c.weight.permute(0, 2, 1).reshape(c.out_channels, k * cin)  # (Cout, k*Cin): a view of the re-laid weight
+            y = torch.addmm(c.bias, cols, w.T) if c.bias is not None else cols @ w.T  # (B*n, Cout)
+            return y.view(B, n, -1).transpose(1, 2)
+        return F.conv2d(x.unsqueeze(2), c.weight.unsqueeze(2), c.bias, (1, s), 0, (1, d), c.groups).squeeze(2)
 
     def forward_offline(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, C, L) -> (B, C', ceil(L / stride))."""
