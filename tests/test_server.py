@@ -205,14 +205,15 @@ def test_model_loading_failure(tmp_path):
         eng.shutdown()
 
 
-def test_int8_engine_serves_and_flags_parse(tmp_path):
-    """`--dtype bfloat16 --quantize int8` (the fast CPU mode) reaches the engine's model."""
+@pytest.mark.parametrize("dtype, mode, cls", [("bfloat16", "int8", "Int8Linear"), ("float32", "w8a8", "W8A8Linear")])
+def test_quantized_engine_serves_and_flags_parse(tmp_path, dtype, mode, cls):
+    """`--dtype bfloat16 --quantize int8` and `--quantize w8a8` (the fast CPU modes) reach the engine's model."""
     from qwen3tts.serve import main, parse_args
 
-    a = parse_args(["--dtype", "bfloat16", "--quantize", "int8"])
-    assert (a.dtype, a.quantize) == ("bfloat16", "int8") and parse_args([]).quantize == "none"
+    a = parse_args(["--dtype", dtype, "--quantize", mode])
+    assert (a.dtype, a.quantize) == (dtype, mode) and parse_args([]).quantize == "none"
     assert main(["--quantize", "int4"]) == 2
-    eng = Engine(str(TINY_MODEL), dtype="bfloat16", quantize="int8", voices=VoiceStore(tmp_path / "v"), greedy=True, max_new_tokens=6)
+    eng = Engine(str(TINY_MODEL), dtype=dtype, quantize=mode, voices=VoiceStore(tmp_path / "v"), greedy=True, max_new_tokens=6)
     s = ServerThread(ServerConfig(), eng)
     try:
         async def go():
@@ -223,7 +224,7 @@ def test_int8_engine_serves_and_flags_parse(tmp_path):
                 done = await c.type("complete")
                 return done, bytes(c.audio)
         done, audio = arun(go())
-        assert type(eng.tts.talker.model.layers[0].self_attn.o_proj).__name__ == "Int8Linear"
+        assert type(eng.tts.talker.model.layers[0].self_attn.o_proj).__name__ == cls
         assert done["id"] == "q" and len(audio) == 5 * 3840  # 5 frames of PCM16
     finally:
         s.stop()
