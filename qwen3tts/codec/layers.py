@@ -89,8 +89,9 @@ class StreamState:
             self.pos = pos
 
 
-# Channels-last convolutions whose unfolded input (B x out_len x k x Cin values) is at most this
-# run as one GEMM (streaming steps); larger ones (offline decode) as oneDNN convolutions.
+# Channels-last convolutions whose unfolded input per batch row (out_len x k x Cin values) is at
+# most this run as one GEMM (streaming steps); longer ones (offline decode) as oneDNN
+# convolutions. Per row, so a batch of streams takes the same path as each stream alone.
 GEMM_CONV_MAX = 1 << 20
 
 
@@ -128,7 +129,7 @@ class CausalConv1d(nn.Module):
         B, cin, L = x.shape
         k, d, s = c.kernel_size[0], c.dilation[0], c.stride[0]
         n = (L - self.k_eff) // s + 1  # output length
-        if c.groups == 1 and B * n * k * cin <= GEMM_CONV_MAX:
+        if c.groups == 1 and n * k * cin <= GEMM_CONV_MAX:
             # short input (a streaming step): one GEMM over the unfolded windows reads the weight
             # once; oneDNN's convolution re-lays the weight per call, which dominates here
             win = x.transpose(1, 2).unfold(1, self.k_eff, s)  # (B, n, Cin, k_eff): a view
