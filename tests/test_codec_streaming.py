@@ -131,3 +131,28 @@ def test_attention_window_is_exactly_needed(tiny_codec):
                         t[:, :, 0].zero_()
         err = max_abs(torch.cat(out), offline)
         assert (err > 1e-4) == should_matter, err
+
+
+def test_channels_last_path_equals_ncw_path(tiny_codec):
+    """On CPU the decoder runs channels-last (convolutions as channels-last 2-D convolutions or,
+    for short inputs, one GEMM over unfolded windows; transposed convolutions and stream states
+    in the (time, channel) layout). The plain NCW path on the same weights gives the same audio,
+    offline and streamed, and the weights keep their values and shapes."""
+    from qwen3tts import SpeechTokenizer
+    from qwen3tts.codec.layers import CausalConv1d, CausalConvTranspose1d
+
+    from conftest import TINY_MODEL
+
+    convs = [m for m in tiny_codec.decoder.modules() if isinstance(m, (CausalConv1d, CausalConvTranspose1d))]
+    assert convs and all(m.cl for m in convs)
+    assert not tiny_codec.decoder.pre_conv.conv.weight.is_contiguous()  # re-laid as (Cout, k, Cin)
+    plain = SpeechTokenizer.from_pretrained(TINY_MODEL / "speech_tokenizer")
+    for m in plain.decoder.modules():
+        if isinstance(m, (CausalConv1d, CausalConvTranspose1d)):
+            m.cl = False
+            m.conv.weight.data = m.conv.weight.data.contiguous()
+    for a, b in zip(tiny_codec.decoder.state_dict().values(), plain.decoder.state_dict().values()):
+        assert torch.equal(a, b)
+    codes = _codes(40, seed=3)
+    assert max_abs(tiny_codec.decode(codes), plain.decode(codes)) < 1e-5
+    assert max_abs(_push_split(tiny_codec, codes, [1, 3]), _push_split(plain, codes, [1, 3])) < 1e-5
