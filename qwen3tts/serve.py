@@ -22,7 +22,7 @@ FLAGS = [
     ("host", str, "127.0.0.1", "bind address"),
     ("port", int, 8765, "port"),
     ("device", str, "cpu", "cpu or cuda"),
-    ("dtype", str, "float32", "float32, bfloat16 or float16 (bfloat16 on a CPU with native bf16 is ~2x faster)"),
+    ("dtype", str, "float32", "float32, bfloat16 or float16 (bfloat16 was ~2x faster on an AMD EPYC, slower than float32 on an Intel Xeon without AMX: see docs/benchmarks.md)"),
     ("quantize", str, "none", "; ".join(f"{k}: {v}" for k, v in QUANTIZE_MODES.items())),
     ("auth-token", str, None, "require this token (start.authToken, or Authorization: Bearer for HTTP)"),
     ("max-sessions", int, 16, "open WebSocket sessions at most"),
