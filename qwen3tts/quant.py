@@ -132,7 +132,8 @@ def quantize_talker(talker, mode: str = "int8") -> int:
         raise ValueError(f"quantize mode must be one of {sorted(LINEARS)}, not {mode!r}")
     if mode == "w8a8" and talker.codec_head.weight.device.type != "cpu":
         raise ValueError("quantize='w8a8' runs on CPU kernels (fbgemm); use it with device='cpu'")
-    cls = LINEARS[mode]
+    cls = linear_class(mode, talker.codec_head.weight.dtype)
+    native = cls.__name__ == "NativeW8A8Linear"
     n = 0
     for stack in (talker.model, talker.code_predictor.model):
         for layer in stack.layers:
@@ -146,4 +147,23 @@ def quantize_talker(talker, mode: str = "int8") -> int:
     n += _swap(talker, "codec_head", cls)
     for i in range(len(talker.code_predictor.lm_head)):
         n += _swap(talker.code_predictor.lm_head, str(i), cls)
+    if native and all(stack.layers[0].self_attn.qkv_proj is not None for stack in (talker.model, talker.code_predictor.model)):
+        from .native.stack import NativeStack
+
+        for stack in (talker.model, talker.code_predictor.model):
+            stack.native = NativeStack(stack)
     return n
+
+
+def linear_class(mode: str, dtype: torch.dtype):
+    """The linear module of `mode` for activations of `dtype`: w8a8 in float32 runs on the native
+    library (qwen3tts/native: the same numerics, and whole decode steps in one call) when it is
+    available, on fbgemm otherwise."""
+    if mode == "w8a8" and dtype == torch.float32:
+        from . import native
+
+        if native.available():
+            from .native.stack import NativeW8A8Linear
+
+            return NativeW8A8Linear
+    return LINEARS[mode]

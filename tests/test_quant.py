@@ -2,7 +2,8 @@
 dequantized bf16 GEMM for prefill-sized inputs) against the dequantized reference. W8A8: the
 fbgemm kernel against an exact float64 model of what it computes (per-row int8 activations x
 per-channel int8 weights), per-row independence (a batch equals its rows alone), and the
-conversion of a whole talker in both modes."""
+conversion of a whole talker in both modes (w8a8 on fbgemm and on the native library, whose own
+kernels are tested in test_native.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from qwen3tts.quant import ACT_LEVELS, DEQUANT_ROWS, LINEARS, Int8Linear, W8A8Linear, quantize_talker
+from qwen3tts.quant import ACT_LEVELS, DEQUANT_ROWS, Int8Linear, W8A8Linear, linear_class, quantize_talker
 
 
 @pytest.mark.parametrize("rows", [1, 4, DEQUANT_ROWS, DEQUANT_ROWS + 1, 100])
@@ -72,13 +73,18 @@ def test_w8a8_rows_do_not_depend_on_the_batch():
     assert q(x.to(torch.bfloat16)).dtype == torch.bfloat16  # output in the activation dtype
 
 
-@pytest.mark.parametrize("mode", ["int8", "w8a8"])
-def test_quantize_talker_converts_every_stack_linear(tiny_tts, mode):
+@pytest.mark.parametrize("mode,native", [("int8", "off"), ("w8a8", "off"), ("w8a8", "on")])
+def test_quantize_talker_converts_every_stack_linear(tiny_tts, mode, native, monkeypatch):
     from qwen3tts import Qwen3TTS
 
-    tts = Qwen3TTS.from_pretrained(tiny_tts.path, dtype=torch.bfloat16 if mode == "int8" else torch.float32)
+    monkeypatch.setenv("QWEN3TTS_NATIVE", native)
+    dtype = torch.bfloat16 if mode == "int8" else torch.float32
+    tts = Qwen3TTS.from_pretrained(tiny_tts.path, dtype=dtype)
     n = quantize_talker(tts.talker, mode)
-    cls = LINEARS[mode]
+    cls = linear_class(mode, dtype)
+    assert cls.__name__ == {"int8": "Int8Linear", "w8a8": "W8A8Linear" if native == "off" else "NativeW8A8Linear"}[mode]
+    # the native library runs whole decode steps of both stacks
+    assert (tts.talker.model.native is not None) == (native == "on") == (tts.talker.code_predictor.model.native is not None)
     lins = [m for m in tts.talker.modules() if isinstance(m, cls)]
     assert not any(isinstance(m, nn.Linear) for m in tts.talker.model.layers.modules())
     cfg = tts.config.talker
@@ -98,12 +104,16 @@ def test_quantize_mode_is_checked(tiny_tts):
         quantize_talker(tiny_tts.talker, "fp8")
 
 
-def test_w8a8_batched_equals_alone(tiny_tts, tiny_icl_voice):
-    """Per-row activation scales: a session's greedy codes are the same batched or alone."""
+@pytest.mark.parametrize("native", ["off", "on"])
+def test_w8a8_batched_equals_alone(tiny_tts, tiny_icl_voice, native, monkeypatch):
+    """Per-row activation scales: a session's greedy codes are the same batched or alone (fbgemm
+    kernels and the native library)."""
     from qwen3tts import Qwen3TTS
     from qwen3tts.batch import Utterance, step
 
+    monkeypatch.setenv("QWEN3TTS_NATIVE", native)
     tts = Qwen3TTS.from_pretrained(tiny_tts.path, quantize="w8a8")
+    assert (tts.talker.model.native is not None) == (native == "on")
     texts = ["Hello there, how are you today?", "A second, different sentence.", "Third."]
     kw = dict(language="English", do_sample=False, subtalker_dosample=False)
     voices = [tiny_icl_voice, None, tiny_icl_voice]

@@ -205,7 +205,7 @@ def test_model_loading_failure(tmp_path):
         eng.shutdown()
 
 
-@pytest.mark.parametrize("dtype, mode, cls", [("bfloat16", "int8", "Int8Linear"), ("float32", "w8a8", "W8A8Linear")])
+@pytest.mark.parametrize("dtype, mode, cls", [("bfloat16", "int8", "Int8Linear"), ("float32", "w8a8", "NativeW8A8Linear")])
 def test_quantized_engine_serves_and_flags_parse(tmp_path, dtype, mode, cls):
     """`--dtype bfloat16 --quantize int8` and `--quantize w8a8` (the fast CPU modes) reach the engine's model."""
     from qwen3tts.serve import main, parse_args

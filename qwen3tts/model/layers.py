@@ -22,6 +22,11 @@ from ..kernels import apply_rope, rms_norm
 from ..kernels.reference import rope_tables
 
 
+# Up to this many tokens per row a forward with a native stack runs in the native library (the
+# code predictor's 2-token first step and every 1-token step); longer prefills use torch ops.
+NATIVE_MAX_TOKENS = 4
+
+
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float):
         super().__init__()
@@ -214,14 +219,20 @@ class Transformer(nn.Module):
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.head_dim = cfg.attn_head_dim
         self._rope = None  # cached (cos, sin) for positions [0, n), per dtype/device
+        self.native = None  # a native.stack.NativeStack running decode steps (w8a8 on CPU), when set
 
     def rope(self, positions: torch.Tensor, max_len: int, dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """cos/sin rows for `positions` (all < max_len), gathered from a cached table: no host
         sync, fixed shapes (the table is rebuilt only when a longer cache appears)."""
-        c = self._rope
-        if c is None or c[0].shape[0] < max_len or c[0].dtype != dtype or c[0].device != positions.device:
-            self._rope = c = rope_tables(torch.arange(max_len, device=positions.device), self.head_dim, self.cfg.rope_theta, dtype)
+        c = self.rope_table(max_len, dtype, positions.device)
         return c[0][positions], c[1][positions]
+
+    def rope_table(self, max_len: int, dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The cached cos/sin tables (>= max_len, head_dim) for positions 0, 1, ..."""
+        c = self._rope
+        if c is None or c[0].shape[0] < max_len or c[0].dtype != dtype or c[0].device != torch.device(device):
+            self._rope = c = rope_tables(torch.arange(max_len, device=device), self.head_dim, self.cfg.rope_theta, dtype)
+        return c
 
     def fuse(self) -> None:
         """Fuse q/k/v and gate/up projections (call after loading weights)."""
@@ -238,6 +249,8 @@ class Transformer(nn.Module):
 
         Either `kv_len` (attend to cache slots [0, kv_len); positions are its last T) or `mask`
         ((T, S_max) bool, attend to all slots under the mask)."""
+        if self.native is not None and mask is None and x.shape[1] <= NATIVE_MAX_TOKENS:  # decode steps
+            return self.native.forward(x, cache, positions)
         cos, sin = self.rope(positions, cache.max_len, x.dtype)  # (T, D)
         for i, layer in enumerate(self.layers):
             x = layer(x, cos, sin, cache.k[i], cache.v[i], positions, kv_len, mask)
@@ -246,6 +259,8 @@ class Transformer(nn.Module):
     def forward_rows(self, x: torch.Tensor, caches: list[KVCache], positions: list[int]) -> torch.Tensor:
         """One decode step for B sessions at once: x (B, 1, hidden), row b at absolute position
         `positions[b]` of `caches[b]` (each a batch-1 cache) -> final-normed hidden (B, 1, hidden)."""
+        if self.native is not None:
+            return self.native.forward_rows(x, caches, positions)
         pos = torch.tensor(positions, device=x.device)
         cos, sin = self.rope(pos, max(c.max_len for c in caches), x.dtype)  # (B, D)
         cos, sin = cos[:, None, None], sin[:, None, None]  # (B, 1, 1, D): each row its own position

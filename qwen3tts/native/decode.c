@@ -1,0 +1,237 @@
+/* Native CPU decode for the Qwen3 decoder stack in w8a8 mode (see native/__init__.py).
+ *
+ * One call runs every layer of a stack (talker: 28, code predictor: 5) for M tokens:
+ * RMSNorm -> per-row int8 quantization -> fused q/k/v GEMV -> q/k RMSNorm per head -> RoPE ->
+ * K/V written into the caller's static caches -> causal GQA attention -> o GEMV (+ residual) ->
+ * RMSNorm -> gate/up GEMV -> SiLU * up -> down GEMV (+ residual); then the final RMSNorm.
+ * It mirrors model/layers.py (`DecoderLayer`, `Transformer`) with quant.py's w8a8 numerics:
+ *
+ *   s_m = max_k |x_mk| (at least 1e-30), q_mk = clamp(round_half_even(x_mk * (127 / s_m)), +-127)
+ *   y_mn = float(sum_k q_mk w_nk) * (s_m / 127) * wscale_n  (+ bias_n)
+ *
+ * with the sum exact in int32. Every row is computed on its own (its own scale, its own
+ * attention), so a batch of rows equals each row alone, bit for bit. Float arithmetic is plain
+ * IEEE single precision (built with -ffp-contract=off: no FMA contraction).
+ *
+ * Rows: row r is at position pos[r % npos] and owns the caches kp/vp[l * M + r] (layer l) of
+ * shape (n_kv_heads, smax[r], head_dim). K/V of all rows are written before attention, so rows
+ * of one sequence at consecutive positions (a 2-token prefill) attend causally to each other.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <omp.h>
+#if defined(__AVX512F__) && defined(__AVX512VNNI__) && defined(__AVX512BW__)
+#include <immintrin.h>
+#define Q_VNNI 1
+#endif
+
+#define KALIGN 64 /* K is padded to this (zero weights, activation 0) */
+
+typedef struct {
+    const int8_t *w;    /* (N, Kp) */
+    const float *scale; /* (N,) */
+    const int32_t *wsum; /* (N,) sum_k w_nk */
+    const float *bias;  /* (N,) or NULL */
+    int32_t n, k, kp;
+} Lin;
+
+typedef struct {
+    const float *in_norm, *post_norm, *qk_norm; /* (H,), (H,), ((nh + nkv) * D,) */
+    Lin qkv, o, gate_up, down;
+} Layer;
+
+typedef struct {
+    int32_t n_layers, hidden, n_heads, n_kv, head_dim, inter;
+    float eps;
+    const Layer *layers;
+    const float *final_norm; /* (H,) or NULL */
+} Stack;
+
+int qwen3tts_native_version(void) { return 1; }
+int qwen3tts_native_vnni(void) {
+#ifdef Q_VNNI
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+/* x (M, K) -> q (M, Kp) u8 = q + 128 (padding: 128, i.e. 0), sx[m] = s_m / 127 */
+static void quant_rows(const float *x, int M, int K, int Kp, uint8_t *q, float *sx) {
+    for (int m = 0; m < M; m++) {
+        const float *xr = x + (size_t)m * K;
+        uint8_t *qr = q + (size_t)m * Kp;
+        float a = 0.f;
+        for (int k = 0; k < K; k++) {
+            float v = fabsf(xr[k]);
+            a = v > a ? v : a;
+        }
+        if (!(a >= 1e-30f)) a = 1e-30f;
+        const float inv = 127.0f / a;
+        for (int k = 0; k < K; k++) {
+            float v = nearbyintf(xr[k] * inv);
+            v = v > 127.f ? 127.f : (v < -127.f ? -127.f : v);
+            qr[k] = (uint8_t)((int)v + 128);
+        }
+        for (int k = K; k < Kp; k++) qr[k] = 128;
+        sx[m] = a / 127.0f;
+    }
+}
+
+/* y[m, n] (=|+=) dot(q_m, w_n) rescaled; ldy: row stride of y */
+static void gemm_rows(const Lin *L, const uint8_t *q, const float *sx, int M, float *y, int ldy, int accumulate, int nt) {
+    const int N = L->n, Kp = L->kp;
+    const int NB = 16, nblocks = (N + NB - 1) / NB;
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int b = 0; b < nblocks; b++) {
+        const int n1 = (b + 1) * NB < N ? (b + 1) * NB : N;
+        for (int m0 = 0; m0 < M; m0 += 4) {
+            const int mm = M - m0 < 4 ? M - m0 : 4;
+            for (int n = b * NB; n < n1; n++) {
+                const int8_t *w = L->w + (size_t)n * Kp;
+                int32_t acc[4] = {0, 0, 0, 0};
+#ifdef Q_VNNI
+                __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+                const uint8_t *q0 = q + (size_t)m0 * Kp;
+                for (int k = 0; k < Kp; k += 64) {
+                    const __m512i wv = _mm512_loadu_si512((const void *)(w + k));
+                    a0 = _mm512_dpbusd_epi32(a0, _mm512_loadu_si512((const void *)(q0 + k)), wv);
+                    if (mm > 1) a1 = _mm512_dpbusd_epi32(a1, _mm512_loadu_si512((const void *)(q0 + Kp + k)), wv);
+                    if (mm > 2) a2 = _mm512_dpbusd_epi32(a2, _mm512_loadu_si512((const void *)(q0 + 2 * (size_t)Kp + k)), wv);
+                    if (mm > 3) a3 = _mm512_dpbusd_epi32(a3, _mm512_loadu_si512((const void *)(q0 + 3 * (size_t)Kp + k)), wv);
+                }
+                acc[0] = _mm512_reduce_add_epi32(a0);
+                if (mm > 1) acc[1] = _mm512_reduce_add_epi32(a1);
+                if (mm > 2) acc[2] = _mm512_reduce_add_epi32(a2);
+                if (mm > 3) acc[3] = _mm512_reduce_add_epi32(a3);
+#else
+                for (int r = 0; r < mm; r++) {
+                    const uint8_t *qr = q + (size_t)(m0 + r) * Kp;
+                    int32_t s = 0;
+                    for (int k = 0; k < Kp; k++) s += (int32_t)qr[k] * (int32_t)w[k];
+                    acc[r] = s;
+                }
+#endif
+                const int32_t off = 128 * L->wsum[n];
+                for (int r = 0; r < mm; r++) {
+                    float v = (float)(acc[r] - off) * sx[m0 + r] * L->scale[n];
+                    if (L->bias) v = v + L->bias[n];
+                    float *dst = y + (size_t)(m0 + r) * ldy + n;
+                    *dst = accumulate ? *dst + v : v;
+                }
+            }
+        }
+    }
+}
+
+static void rms_norm_row(const float *x, const float *w, int n, float eps, float *out) {
+    float s = 0.f;
+    for (int i = 0; i < n; i++) s += x[i] * x[i];
+    const float r = 1.0f / sqrtf(s / (float)n + eps);
+    for (int i = 0; i < n; i++) out[i] = w[i] * (x[i] * r);
+}
+
+void qwen3tts_linear(const Lin *L, const float *x, int M, float *y, int nt) {
+    uint8_t *q = (uint8_t *)malloc((size_t)M * L->kp);
+    float *sx = (float *)malloc(sizeof(float) * M);
+    quant_rows(x, M, L->k, L->kp, q, sx);
+    gemm_rows(L, q, sx, M, y, L->n, 0, nt);
+    free(q);
+    free(sx);
+}
+
+void qwen3tts_stack_decode(const Stack *S, int M, float *x, float *out, const float *cos_t, const float *sin_t,
+                           const int64_t *pos, int npos, const int64_t *kp, const int64_t *vp, const int64_t *smax, int nt) {
+    const int H = S->hidden, nh = S->n_heads, nkv = S->n_kv, D = S->head_dim, I = S->inter;
+    const int nqk = nh + nkv, nqkv = nh + 2 * nkv, group = nh / nkv;
+    const float scale = 1.0f / sqrtf((float)D);
+    int kmax = H > I ? H : I;
+    if (nh * D > kmax) kmax = nh * D;
+    kmax = (kmax + KALIGN - 1) / KALIGN * KALIGN;
+    int64_t lmax = 0;
+    for (int r = 0; r < M; r++) lmax = pos[r % npos] + 1 > lmax ? pos[r % npos] + 1 : lmax;
+    float *xn = (float *)malloc(sizeof(float) * M * H);
+    float *qkv = (float *)malloc(sizeof(float) * M * nqkv * D);
+    float *att = (float *)malloc(sizeof(float) * M * nh * D);
+    float *gu = (float *)malloc(sizeof(float) * M * 2 * I);
+    uint8_t *q = (uint8_t *)malloc((size_t)M * kmax);
+    float *sx = (float *)malloc(sizeof(float) * M);
+    float *scores = (float *)malloc(sizeof(float) * (size_t)nt * lmax);
+
+    for (int l = 0; l < S->n_layers; l++) {
+        const Layer *Ly = S->layers + l;
+        for (int r = 0; r < M; r++) rms_norm_row(x + (size_t)r * H, Ly->in_norm, H, S->eps, xn + (size_t)r * H);
+        quant_rows(xn, M, H, Ly->qkv.kp, q, sx);
+        gemm_rows(&Ly->qkv, q, sx, M, qkv, nqkv * D, 0, nt);
+        /* q/k RMSNorm per head, RoPE, K/V into the caches */
+        for (int r = 0; r < M; r++) {
+            const int64_t p = pos[r % npos];
+            const float *c = cos_t + p * D, *s = sin_t + p * D;
+            float *row = qkv + (size_t)r * nqkv * D;
+            float tmp[1024];
+            for (int h = 0; h < nqk; h++) {
+                float *hv = row + (size_t)h * D;
+                rms_norm_row(hv, Ly->qk_norm + (size_t)h * D, D, S->eps, tmp);
+                const int half = D / 2;
+                for (int i = 0; i < half; i++) {
+                    hv[i] = tmp[i] * c[i] + (-tmp[i + half]) * s[i];
+                    hv[i + half] = tmp[i + half] * c[i + half] + tmp[i] * s[i + half];
+                }
+            }
+            float *kc = (float *)kp[(size_t)l * M + r], *vc = (float *)vp[(size_t)l * M + r];
+            const int64_t sm = smax[r];
+            for (int g = 0; g < nkv; g++) {
+                memcpy(kc + ((size_t)g * sm + p) * D, row + (size_t)(nh + g) * D, sizeof(float) * D);
+                memcpy(vc + ((size_t)g * sm + p) * D, row + (size_t)(nqk + g) * D, sizeof(float) * D);
+            }
+        }
+        /* causal GQA attention: row r attends to cache slots [0, pos + 1) */
+#pragma omp parallel for schedule(static) num_threads(nt)
+        for (int rh = 0; rh < M * nh; rh++) {
+            const int r = rh / nh, h = rh % nh, g = h / group;
+            const int64_t L = pos[r % npos] + 1, sm = smax[r];
+            const float *qh = qkv + (size_t)r * nqkv * D + (size_t)h * D;
+            const float *kc = (const float *)kp[(size_t)l * M + r] + (size_t)g * sm * D;
+            const float *vc = (const float *)vp[(size_t)l * M + r] + (size_t)g * sm * D;
+            float *sc = scores + (size_t)omp_get_thread_num() * lmax;
+            float mx = -INFINITY;
+            for (int64_t t = 0; t < L; t++) {
+                const float *kt = kc + t * D;
+                float d = 0.f;
+                for (int i = 0; i < D; i++) d += qh[i] * kt[i];
+                sc[t] = d * scale;
+                mx = sc[t] > mx ? sc[t] : mx;
+            }
+            float sum = 0.f;
+            for (int64_t t = 0; t < L; t++) {
+                sc[t] = expf(sc[t] - mx);
+                sum += sc[t];
+            }
+            float *o = att + (size_t)r * nh * D + (size_t)h * D;
+            for (int i = 0; i < D; i++) o[i] = 0.f;
+            for (int64_t t = 0; t < L; t++) {
+                const float pt = sc[t] / sum, *vt = vc + t * D;
+                for (int i = 0; i < D; i++) o[i] += pt * vt[i];
+            }
+        }
+        quant_rows(att, M, nh * D, Ly->o.kp, q, sx);
+        gemm_rows(&Ly->o, q, sx, M, x, H, 1, nt); /* x += o(att) */
+        for (int r = 0; r < M; r++) rms_norm_row(x + (size_t)r * H, Ly->post_norm, H, S->eps, xn + (size_t)r * H);
+        quant_rows(xn, M, H, Ly->gate_up.kp, q, sx);
+        gemm_rows(&Ly->gate_up, q, sx, M, gu, 2 * I, 0, nt);
+        for (int r = 0; r < M; r++) { /* act = silu(gate) * up, written over the gate half */
+            float *g = gu + (size_t)r * 2 * I, *u = g + I;
+            for (int i = 0; i < I; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+            if (r > 0) memmove(gu + (size_t)r * I, g, sizeof(float) * I); /* pack rows (M, I) */
+        }
+        quant_rows(gu, M, I, Ly->down.kp, q, sx);
+        gemm_rows(&Ly->down, q, sx, M, x, H, 1, nt); /* x += down(act) */
+    }
+    for (int r = 0; r < M; r++) {
+        if (S->final_norm) rms_norm_row(x + (size_t)r * H, S->final_norm, H, S->eps, out + (size_t)r * H);
+        else memcpy(out + (size_t)r * H, x + (size_t)r * H, sizeof(float) * H);
+    }
+    free(xn); free(qkv); free(att); free(gu); free(q); free(sx); free(scores);
+}

@@ -1,0 +1,177 @@
+"""The native CPU decode library (qwen3tts/native): its w8a8 linear against an exact float64
+model of its definition, per-row independence, whole decode steps of a stack against the same
+layers run as torch ops (outputs, caches, greedy codes), and the build / fallback rules."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+
+from qwen3tts import native
+from qwen3tts.native.stack import NativeStack, NativeW8A8Linear
+
+
+@pytest.fixture(autouse=True)
+def _fresh_library():
+    native.reset()
+    yield
+    native.reset()
+
+
+def _reference(q: NativeW8A8Linear, x: torch.Tensor) -> torch.Tensor:
+    """decode.c's definition in float64: row scale s = max|x|, q = round(x * f32(127 / s)) in
+    float32, exact integer products with the int8 weights, times s / 127 and the channel scales."""
+    wq, ws = q.quantized_weight()
+    x = x.float()
+    s = x.abs().amax(-1, keepdim=True).clamp(min=1e-30)  # (M, 1)
+    xq = torch.round(x * (127.0 / s)).clamp(-127, 127).long()  # float32 product, as the C code
+    acc = (xq @ wq.long().T).double()  # exact
+    return acc * (s.double() / 127) * ws.double()
+
+
+@pytest.mark.parametrize("k", [256, 100])  # a multiple of the 64-byte row and a padded one
+def test_native_linear_is_per_row_int8(k):
+    torch.manual_seed(0)
+    lin = nn.Linear(k, 96, bias=True)
+    q = NativeW8A8Linear(lin)
+    wq, ws = q.quantized_weight()
+    assert wq.dtype == torch.int8 and wq.shape == (96, k) and q.weight_q.shape[1] % 64 == 0
+    assert torch.equal(q.weight_q[:, k:], torch.zeros_like(q.weight_q[:, k:]))
+    assert torch.allclose(ws, lin.weight.abs().amax(1) / 127, rtol=1e-6)
+    w = wq.float() * ws[:, None]
+    assert ((w - lin.weight).abs() <= 0.5 * ws[:, None] + 1e-7).all()  # round to nearest step
+    x = torch.randn(7, k) * torch.tensor([1e-3, 1.0, 30.0, 1e3, 1.0, 0.5, 2.0])[:, None]
+    with torch.inference_mode():
+        got = q(x)
+    want = _reference(q, x) + lin.bias.double()
+    for r in range(7):
+        scale = want[r].abs().max().item()
+        assert (got[r].double() - want[r]).abs().max().item() <= 2e-6 * scale
+    exact = (x @ lin.weight.T + lin.bias).detach()
+    rel = ((got - exact).norm(dim=1) / (exact - lin.bias.detach()).norm(dim=1)).max().item()
+    assert rel < 3e-2
+
+
+def test_native_linear_rows_do_not_depend_on_the_batch():
+    torch.manual_seed(1)
+    q = NativeW8A8Linear(nn.Linear(512, 320, bias=False))
+    x = torch.randn(37, 512) * torch.linspace(0.01, 10.0, 37)[:, None]  # 37 rows: blocks of 4 and a tail
+    with torch.inference_mode():
+        together = q(x)
+        for b in (0, 3, 4, 36):
+            assert torch.equal(together[b], q(x[b : b + 1])[0])
+        assert torch.equal(q(torch.zeros(2, 512)), torch.zeros(2, 320))  # all-zero rows stay zero
+        assert q(x.to(torch.bfloat16)).dtype == torch.bfloat16
+
+
+@pytest.fixture(scope="module")
+def native_tts(tiny_tts):
+    from qwen3tts import Qwen3TTS
+
+    native.reset()
+    tts = Qwen3TTS.from_pretrained(tiny_tts.path, quantize="w8a8")
+    assert isinstance(tts.talker.model.native, NativeStack) and isinstance(tts.talker.code_predictor.model.native, NativeStack)
+    return tts
+
+
+def _without_native(stack, fn):
+    saved, stack.native = stack.native, None
+    try:
+        return fn()
+    finally:
+        stack.native = saved
+
+
+def test_native_steps_equal_torch_ops_code_predictor(native_tts):
+    """The predictor's frame: a 2-token step at positions 0-1, then 1-token steps, batch 2."""
+    torch.manual_seed(2)
+    cp = native_tts.talker.code_predictor.model
+    H = cp.cfg.hidden_size
+    ca, cb = cp.new_cache(2, 16), cp.new_cache(2, 16)
+    slots = torch.arange(16)
+    with torch.inference_mode():
+        for j, n in enumerate([2, 1, 1, 1]):
+            x = torch.randn(2, n, H)
+            pos = slots[:2] if j == 0 else slots[j + 1 : j + 2]
+            got = cp(x, ca, pos, kv_len=j + 2)
+            want = _without_native(cp, lambda: cp(x, cb, pos, kv_len=j + 2))
+            assert got.shape == want.shape == (2, n, H)
+            assert (got - want).abs().max().item() <= 1e-4 * want.abs().max().item()
+        for k, kk in zip(ca.k + ca.v, cb.k + cb.v):  # the same keys and values, in the same slots
+            assert (k - kk).abs().max().item() <= 1e-4 * kk.abs().max().item()
+            assert torch.equal(k[:, :, 5:], torch.zeros_like(k[:, :, 5:]))
+
+
+def test_native_forward_rows_equals_torch_ops_talker(native_tts):
+    """Talker decode for two sessions at different positions, caches of different sizes."""
+    torch.manual_seed(3)
+    tr = native_tts.talker.model
+    H = tr.cfg.hidden_size
+    lens, caps = [9, 4], [24, 12]
+    pair = []
+    with torch.inference_mode():
+        for _ in range(2):  # the same prefill twice (torch ops: longer than the native path)
+            caches = [tr.new_cache(1, c) for c in caps]
+            for c, L in zip(caches, lens):
+                torch.manual_seed(L)
+                tr(torch.randn(1, L, H), c, torch.arange(L), kv_len=L)
+            pair.append(caches)
+        pos = list(lens)
+        for step in range(3):
+            x = torch.randn(2, 1, H)
+            got = tr.forward_rows(x, pair[0], pos)
+            want = _without_native(tr, lambda: tr.forward_rows(x, pair[1], pos))
+            assert (got - want).abs().max().item() <= 1e-4 * want.abs().max().item()
+            alone = tr.forward_rows(x[1:], [_clone_cache(pair[0][1])], pos[1:])  # slot pos[1] rewritten alike
+            assert torch.equal(alone[0], got[1])  # a row's numbers do not depend on its batch
+            pos = [p + 1 for p in pos]
+
+
+def _clone_cache(c):
+    from qwen3tts.model.layers import KVCache
+
+    d = KVCache.__new__(KVCache)
+    d.k, d.v, d.max_len = [t.clone() for t in c.k], [t.clone() for t in c.v], c.max_len
+    return d
+
+
+def test_native_greedy_codes_equal_torch_ops(native_tts, tiny_icl_voice):
+    """End to end, the native decode steps give the codes of the same layers run as torch ops."""
+    kw = dict(language="English", do_sample=False, subtalker_dosample=False, max_new_tokens=20)
+    tk, cp = native_tts.talker.model, native_tts.talker.code_predictor.model
+    for text, voice in [("Hello there, how are you today?", tiny_icl_voice), ("Third.", None)]:
+        got = native_tts.generate(text, voice=voice, **kw).codes
+        want = _without_native(tk, lambda: _without_native(cp, lambda: native_tts.generate(text, voice=voice, **kw).codes))
+        assert got.shape[0] > 3 and torch.equal(got, want)
+
+
+# ------------------------------------------------------------------ build and fallback
+def test_build_is_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("QWEN3TTS_CACHE", str(tmp_path))
+    first = native.build()
+    assert first.parent == tmp_path / "native" and first.exists()
+    stamp = first.stat().st_mtime_ns
+    assert native.build() == first and first.stat().st_mtime_ns == stamp  # not rebuilt
+    assert native.load().qwen3tts_native_version() == 1
+
+
+def test_no_compiler_falls_back_in_auto_and_raises_in_on(tmp_path, monkeypatch, tiny_tts):
+    from qwen3tts.quant import W8A8Linear, linear_class
+
+    monkeypatch.setenv("QWEN3TTS_CACHE", str(tmp_path))  # nothing cached there
+    monkeypatch.setenv("CC", "false")  # a "compiler" that always fails
+    with pytest.warns(RuntimeWarning, match="(?s)native CPU decode unavailable: compiling decode.c with false failed.*falling back"):
+        assert linear_class("w8a8", torch.float32) is W8A8Linear
+    native.reset()
+    monkeypatch.setenv("QWEN3TTS_NATIVE", "on")
+    with pytest.raises(RuntimeError, match="compiling decode.c with false failed"):
+        native.available()
+    monkeypatch.setenv("QWEN3TTS_NATIVE", "off")
+    assert not native.available() and linear_class("w8a8", torch.float32) is W8A8Linear
+    with pytest.raises(RuntimeError, match="switched off"):
+        native.load()
+    monkeypatch.setenv("QWEN3TTS_NATIVE", "fast")
+    with pytest.raises(ValueError, match="QWEN3TTS_NATIVE must be one of auto, on, off"):
+        native.available()
+    assert linear_class("w8a8", torch.bfloat16) is W8A8Linear  # the library is float32 only
