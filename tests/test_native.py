@@ -175,3 +175,30 @@ def test_no_compiler_falls_back_in_auto_and_raises_in_on(tmp_path, monkeypatch, 
     with pytest.raises(ValueError, match="QWEN3TTS_NATIVE must be one of auto, on, off"):
         native.available()
     assert linear_class("w8a8", torch.bfloat16) is W8A8Linear  # the library is float32 only
+
+
+# ------------------------------------------------------------------ codec: SnakeBeta
+def test_native_snake_equals_float64_formula_and_torch_path():
+    from qwen3tts.codec.layers import SnakeBeta
+
+    torch.manual_seed(4)
+    for C in (96, 37):  # whole 16-lane vectors, and a scalar tail
+        act = SnakeBeta(C)
+        with torch.no_grad():
+            act.alpha.normal_(0, 1)
+            act.beta.normal_(0, 1)
+        T = 300
+        # magnitudes up to 3e4: past |x * alpha| > 8192 the lanes take libm's sinf
+        xl = (torch.randn(2, T, C) * torch.logspace(-3, 4.5, T)[None, :, None]).contiguous()
+        x = xl.transpose(1, 2)  # (B, C, T) over channels-last memory: the native path
+        with torch.inference_mode():
+            got = act(x)
+            torch_path = act(x.contiguous())  # NCW memory: the torch ops
+        assert got.stride() == x.stride() and torch_path.is_contiguous()
+        a, ib = act._consts()  # float32 exp(alpha), 1 / (exp(beta) + 1e-9), as the module uses them
+        s = torch.sin((x * a[None, :, None]).double())  # the float32 product, then sin exactly
+        want = x.double() + ib.double()[None, :, None] * s * s
+        err = ((got.double() - want).abs() / (want.abs() + 1)).max().item()
+        assert err < 1e-6
+        assert ((torch_path.double() - want).abs() / (want.abs() + 1)).max().item() < 1e-6
+        assert not torch.equal(got, x)  # it did something

@@ -249,10 +249,34 @@ class SnakeBeta(nn.Module):
         self.beta = nn.Parameter(torch.zeros(channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, T)
-        alpha = torch.exp(self.alpha)[None, :, None]
-        inv_beta = 1.0 / (torch.exp(self.beta)[None, :, None] + 1e-9)
-        s = torch.sin(x * alpha)
-        return torch.addcmul(x, s.mul_(s), inv_beta)  # x + inv_beta * sin^2: 4 passes over x instead of 5
+        alpha, inv_beta = self._consts()
+        if x.dtype == torch.float32 and x.device.type == "cpu" and x.transpose(1, 2).is_contiguous() and _native_snake():
+            # channels-last on CPU: one fused pass in the native library (qwen3tts/native)
+            from ..native import load
+
+            y = torch.empty_like(x)  # the same (B, T, C) memory layout
+            load().qwen3tts_snake(x.data_ptr(), y.data_ptr(), alpha.data_ptr(), inv_beta.data_ptr(), x.shape[0] * x.shape[2],
+                                  x.shape[1], torch.get_num_threads())
+            return y
+        s = torch.sin(x * alpha[None, :, None])
+        return torch.addcmul(x, s.mul_(s), inv_beta[None, :, None])  # x + inv_beta * sin^2: 4 passes over x instead of 5
+
+    def _consts(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(exp(alpha), 1 / (exp(beta) + 1e-9)), (C,) each, cached while the parameters are unchanged."""
+        key = (self.alpha._version, self.beta._version, self.alpha.data_ptr(), self.beta.data_ptr(), self.alpha.dtype)
+        c = self.__dict__.get("_const_cache")
+        if c is None or c[0] != key:
+            with torch.no_grad():
+                a = torch.exp(self.alpha).contiguous()
+                ib = (1.0 / (torch.exp(self.beta) + 1e-9)).contiguous()
+            self.__dict__["_const_cache"] = c = (key, a, ib)
+        return c[1], c[2]
+
+
+def _native_snake() -> bool:
+    from .. import native
+
+    return native.available()
 
 
 class ConvNeXtBlock(nn.Module):

@@ -161,3 +161,5 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.qwen3tts_stack_decode.argtypes = [ctypes.POINTER(Stack), I, P, P, P, P, P, I, P, P, P, I]
     lib.qwen3tts_stack_decode.restype = None
     lib.qwen3tts_native_vnni.restype = I
+    lib.qwen3tts_snake.argtypes = [P, P, P, P, ctypes.c_int64, I, I]
+    lib.qwen3tts_snake.restype = None
