@@ -121,6 +121,39 @@ def test_push_many_equals_separate_pushes(tts):
         assert max_abs(torch.cat(outs[i]), ref[i]) < 1e-5
 
 
+def test_push_many_resident_rows_stay_exact(tts):
+    """Rows stay resident in the batched state between pushes of the same group (no copies);
+    pushing a member alone, regrouping in another order, and resetting one still equal the
+    separate decodes."""
+    from qwen3tts.codec.layers import StreamState
+
+    tok = tts.speech_tokenizer
+    g = torch.Generator().manual_seed(1)
+    seqs = [torch.randint(0, 64, (12, 16), generator=g) for _ in range(3)]
+    ref = [tok.decode(s) for s in seqs]
+    decs = [tok.streaming_decoder() for _ in seqs]
+    outs = [[] for _ in seqs]
+    plan = [[0, 1, 2], [0, 1, 2], [0, 1, 2], [1], [2, 0], [2, 0], [0, 1, 2], [0, 1, 2], [1, 2], [0], [0, 1, 2]]
+    batched = []
+    for group in plan:
+        if len(group) > 1:
+            batched.append(StreamState.stack([decs[i].state for i in group]))
+            batched[-1].unstack([decs[i].state for i in group])
+        for i, w in zip(group, push_many([decs[i] for i in group], [seqs[i][decs[i].frames : decs[i].frames + 1] for i in group])):
+            outs[i].append(w)
+    # resident while the group repeats; a new state after another grouping ([1] alone keeps the rows)
+    assert batched[0] is batched[1] is batched[2] and batched[3] is batched[4] is not batched[2]
+    assert batched[5] is batched[6] is not batched[0] and batched[7] is not batched[6]
+    for i in range(3):
+        n = decs[i].frames
+        assert n == sum(i in grp for grp in plan)
+        assert max_abs(torch.cat(outs[i]), ref[i][: n * tok.samples_per_frame]) < 1e-5
+    decs[1].reset()  # a reset zeroes that row only; it then decodes from the start again
+    got = push_many([decs[i] for i in (0, 1)], [seqs[0][decs[0].frames : decs[0].frames + 1], seqs[1][:2]])
+    assert max_abs(got[1], ref[1][: 2 * tok.samples_per_frame]) < 1e-5
+    assert max_abs(got[0], ref[0][decs[0].frames * 1920 - 1920 : decs[0].frames * 1920]) < 1e-5
+
+
 def test_utterance_validates_at_construction(tts):
     with pytest.raises(ValueError, match="text is empty"):
         Utterance(tts, "   ")

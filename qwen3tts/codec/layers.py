@@ -28,6 +28,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+def _cat_rows(ts) -> torch.Tensor:
+    """Concatenate batch rows keeping the memory layout (a channels-last (B, C, T) view stays one)."""
+    t0 = ts[0]
+    if t0.dim() == 3 and not t0.is_contiguous() and t0.transpose(1, 2).is_contiguous():
+        return torch.cat([t.transpose(1, 2) for t in ts]).transpose(1, 2)
+    return torch.cat(ts)
+
+
 class StreamState:
     """Per-stream tensors keyed by layer name, plus the frame position (RoPE, attention window).
 
@@ -50,17 +58,27 @@ class StreamState:
     @staticmethod
     def stack(states: list["StreamState"]) -> "StreamState":
         """One batched state from batch-1 states (rows concatenated; `pos` becomes the list of
-        per-row positions). Run `step` on it, then `unstack` to write the rows back."""
-        keys = states[0].bufs.keys()
-        st = StreamState({k: [torch.cat(ts) for ts in zip(*(s.bufs[k] for s in states))] for k in keys})
+        per-row positions). Run `step` on it, then `unstack` to write the positions back.
+
+        The rows stay resident: each state's tensors become views of its row of the batched
+        tensors, so the next `stack` of the same states in the same order is free (no copies
+        per step while a set of sessions runs together), and any state still works alone."""
+        ids = tuple(id(s) for s in states)
+        group = states[0].__dict__.get("_group")
+        if group is not None and group[1] == ids and all(s.__dict__.get("_group") is group for s in states):
+            st = group[0]
+        else:
+            keys = states[0].bufs.keys()
+            st = StreamState({k: [_cat_rows(ts) for ts in zip(*(s.bufs[k] for s in states))] for k in keys})
+            group = (st, ids)
+            for b, s in enumerate(states):  # rebind each state to its row (in-place updates land there)
+                s.bufs = {k: [t[b : b + 1] for t in ts] for k, ts in st.bufs.items()}
+                s._group = group
         st.pos = [s.pos for s in states]
         return st
 
     def unstack(self, states: list["StreamState"]) -> None:
-        for k, ts in self.bufs.items():
-            for i, t in enumerate(ts):
-                for b, s in enumerate(states):
-                    s.bufs[k][i].copy_(t[b : b + 1])
+        """Write the per-row positions back (the tensors are the states' own rows already)."""
         for s, p in zip(states, self.pos):
             s.pos = p
 
