@@ -58,16 +58,41 @@ int qwen3tts_native_vnni(void) {
 #endif
 }
 
+/* Reductions in 16 lanes (sums in a fixed lane order, then the lanes in a fixed tree): the
+ * compiler keeps IEEE order in scalar loops, which makes them latency-bound. */
+static inline float dot_f32(const float *a, const float *b, int n) {
+    int i = 0;
+    float s = 0.f;
+#ifdef Q_VNNI
+    __m512 acc = _mm512_setzero_ps();
+    for (; i + 16 <= n; i += 16) acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i)));
+    s = _mm512_reduce_add_ps(acc);
+#endif
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+static inline float amax_f32(const float *x, int n) {
+    int i = 0;
+    float a = 0.f;
+#ifdef Q_VNNI
+    __m512 acc = _mm512_setzero_ps();
+    for (; i + 16 <= n; i += 16) acc = _mm512_max_ps(acc, _mm512_abs_ps(_mm512_loadu_ps(x + i)));
+    a = _mm512_reduce_max_ps(acc);
+#endif
+    for (; i < n; i++) {
+        const float v = fabsf(x[i]);
+        a = v > a ? v : a;
+    }
+    return a;
+}
+
 /* x (M, K) -> q (M, Kp) u8 = q + 128 (padding: 128, i.e. 0), sx[m] = s_m / 127 */
 static void quant_rows(const float *x, int M, int K, int Kp, uint8_t *q, float *sx) {
     for (int m = 0; m < M; m++) {
         const float *xr = x + (size_t)m * K;
         uint8_t *qr = q + (size_t)m * Kp;
-        float a = 0.f;
-        for (int k = 0; k < K; k++) {
-            float v = fabsf(xr[k]);
-            a = v > a ? v : a;
-        }
+        float a = amax_f32(xr, K);
         if (!(a >= 1e-30f)) a = 1e-30f;
         const float inv = 127.0f / a;
         for (int k = 0; k < K; k++) {
@@ -80,6 +105,76 @@ static void quant_rows(const float *x, int M, int K, int Kp, uint8_t *q, float *
     }
 }
 
+/* acc[r] = sum_k q[r, k] * w[k] for mm <= 4 rows (u8 x s8 -> s32); inlined per constant mm */
+static inline __attribute__((always_inline)) void dot_rows(const uint8_t *q, int Kp, const int8_t *w, int mm, int32_t *acc) {
+#ifdef Q_VNNI
+    __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+    for (int k = 0; k < Kp; k += 64) {
+        const __m512i wv = _mm512_loadu_si512((const void *)(w + k));
+        a0 = _mm512_dpbusd_epi32(a0, _mm512_loadu_si512((const void *)(q + k)), wv);
+        if (mm > 1) a1 = _mm512_dpbusd_epi32(a1, _mm512_loadu_si512((const void *)(q + Kp + k)), wv);
+        if (mm > 2) a2 = _mm512_dpbusd_epi32(a2, _mm512_loadu_si512((const void *)(q + 2 * (size_t)Kp + k)), wv);
+        if (mm > 3) a3 = _mm512_dpbusd_epi32(a3, _mm512_loadu_si512((const void *)(q + 3 * (size_t)Kp + k)), wv);
+    }
+    acc[0] = _mm512_reduce_add_epi32(a0);
+    if (mm > 1) acc[1] = _mm512_reduce_add_epi32(a1);
+    if (mm > 2) acc[2] = _mm512_reduce_add_epi32(a2);
+    if (mm > 3) acc[3] = _mm512_reduce_add_epi32(a3);
+#else
+    for (int r = 0; r < mm; r++) {
+        const uint8_t *qr = q + (size_t)r * Kp;
+        int32_t s = 0;
+        for (int k = 0; k < Kp; k++) s += (int32_t)qr[k] * (int32_t)w[k];
+        acc[r] = s;
+    }
+#endif
+}
+
+#ifdef Q_VNNI
+/* the four 16-lane sums of a, b, c, d as one 4-lane vector (fewer shuffles than four reductions) */
+static inline __m128i hsum4(__m512i a, __m512i b, __m512i c, __m512i d) {
+    const __m256i a2 = _mm256_add_epi32(_mm512_castsi512_si256(a), _mm512_extracti64x4_epi64(a, 1));
+    const __m256i b2 = _mm256_add_epi32(_mm512_castsi512_si256(b), _mm512_extracti64x4_epi64(b, 1));
+    const __m256i c2 = _mm256_add_epi32(_mm512_castsi512_si256(c), _mm512_extracti64x4_epi64(c, 1));
+    const __m256i d2 = _mm256_add_epi32(_mm512_castsi512_si256(d), _mm512_extracti64x4_epi64(d, 1));
+    const __m256i abcd = _mm256_hadd_epi32(_mm256_hadd_epi32(a2, b2), _mm256_hadd_epi32(c2, d2));
+    return _mm_add_epi32(_mm256_castsi256_si128(abcd), _mm256_extracti128_si256(abcd, 1));
+}
+
+/* acc[r * 4 + j] = sum_k q[r, k] * w[j][k], 4 weight rows (stride Kp) x mm <= 4 activation rows */
+static inline __attribute__((always_inline)) void dot_rows_4n(const uint8_t *q, int Kp, const int8_t *w, int mm, int32_t *acc) {
+    __m512i z = _mm512_setzero_si512();
+    __m512i a00 = z, a01 = z, a02 = z, a03 = z, a10 = z, a11 = z, a12 = z, a13 = z;
+    __m512i a20 = z, a21 = z, a22 = z, a23 = z, a30 = z, a31 = z, a32 = z, a33 = z;
+    for (int k = 0; k < Kp; k += 64) {
+        const __m512i w0 = _mm512_loadu_si512((const void *)(w + k)), w1 = _mm512_loadu_si512((const void *)(w + Kp + k));
+        const __m512i w2 = _mm512_loadu_si512((const void *)(w + 2 * (size_t)Kp + k)), w3 = _mm512_loadu_si512((const void *)(w + 3 * (size_t)Kp + k));
+        __m512i x = _mm512_loadu_si512((const void *)(q + k));
+        a00 = _mm512_dpbusd_epi32(a00, x, w0); a01 = _mm512_dpbusd_epi32(a01, x, w1);
+        a02 = _mm512_dpbusd_epi32(a02, x, w2); a03 = _mm512_dpbusd_epi32(a03, x, w3);
+        if (mm > 1) {
+            x = _mm512_loadu_si512((const void *)(q + Kp + k));
+            a10 = _mm512_dpbusd_epi32(a10, x, w0); a11 = _mm512_dpbusd_epi32(a11, x, w1);
+            a12 = _mm512_dpbusd_epi32(a12, x, w2); a13 = _mm512_dpbusd_epi32(a13, x, w3);
+        }
+        if (mm > 2) {
+            x = _mm512_loadu_si512((const void *)(q + 2 * (size_t)Kp + k));
+            a20 = _mm512_dpbusd_epi32(a20, x, w0); a21 = _mm512_dpbusd_epi32(a21, x, w1);
+            a22 = _mm512_dpbusd_epi32(a22, x, w2); a23 = _mm512_dpbusd_epi32(a23, x, w3);
+        }
+        if (mm > 3) {
+            x = _mm512_loadu_si512((const void *)(q + 3 * (size_t)Kp + k));
+            a30 = _mm512_dpbusd_epi32(a30, x, w0); a31 = _mm512_dpbusd_epi32(a31, x, w1);
+            a32 = _mm512_dpbusd_epi32(a32, x, w2); a33 = _mm512_dpbusd_epi32(a33, x, w3);
+        }
+    }
+    _mm_storeu_si128((__m128i *)acc, hsum4(a00, a01, a02, a03));
+    if (mm > 1) _mm_storeu_si128((__m128i *)(acc + 4), hsum4(a10, a11, a12, a13));
+    if (mm > 2) _mm_storeu_si128((__m128i *)(acc + 8), hsum4(a20, a21, a22, a23));
+    if (mm > 3) _mm_storeu_si128((__m128i *)(acc + 12), hsum4(a30, a31, a32, a33));
+}
+#endif
+
 /* y[m, n] (=|+=) dot(q_m, w_n) rescaled; ldy: row stride of y */
 static void gemm_rows(const Lin *L, const uint8_t *q, const float *sx, int M, float *y, int ldy, int accumulate, int nt) {
     const int N = L->n, Kp = L->kp;
@@ -89,31 +184,36 @@ static void gemm_rows(const Lin *L, const uint8_t *q, const float *sx, int M, fl
         const int n1 = (b + 1) * NB < N ? (b + 1) * NB : N;
         for (int m0 = 0; m0 < M; m0 += 4) {
             const int mm = M - m0 < 4 ? M - m0 : 4;
-            for (int n = b * NB; n < n1; n++) {
+            const uint8_t *q0 = q + (size_t)m0 * Kp;
+            int n = b * NB;
+#ifdef Q_VNNI
+            for (; n + 4 <= n1; n += 4) { /* four weight rows at a time */
+                int32_t acc[16];
+                const int8_t *w = L->w + (size_t)n * Kp;
+                switch (mm) {
+                case 1: dot_rows_4n(q0, Kp, w, 1, acc); break;
+                case 2: dot_rows_4n(q0, Kp, w, 2, acc); break;
+                case 3: dot_rows_4n(q0, Kp, w, 3, acc); break;
+                default: dot_rows_4n(q0, Kp, w, 4, acc); break;
+                }
+                for (int r = 0; r < mm; r++)
+                    for (int j = 0; j < 4; j++) {
+                        float v = (float)(acc[r * 4 + j] - 128 * L->wsum[n + j]) * sx[m0 + r] * L->scale[n + j];
+                        if (L->bias) v = v + L->bias[n + j];
+                        float *dst = y + (size_t)(m0 + r) * ldy + n + j;
+                        *dst = accumulate ? *dst + v : v;
+                    }
+            }
+#endif
+            for (; n < n1; n++) {
                 const int8_t *w = L->w + (size_t)n * Kp;
                 int32_t acc[4] = {0, 0, 0, 0};
-#ifdef Q_VNNI
-                __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
-                const uint8_t *q0 = q + (size_t)m0 * Kp;
-                for (int k = 0; k < Kp; k += 64) {
-                    const __m512i wv = _mm512_loadu_si512((const void *)(w + k));
-                    a0 = _mm512_dpbusd_epi32(a0, _mm512_loadu_si512((const void *)(q0 + k)), wv);
-                    if (mm > 1) a1 = _mm512_dpbusd_epi32(a1, _mm512_loadu_si512((const void *)(q0 + Kp + k)), wv);
-                    if (mm > 2) a2 = _mm512_dpbusd_epi32(a2, _mm512_loadu_si512((const void *)(q0 + 2 * (size_t)Kp + k)), wv);
-                    if (mm > 3) a3 = _mm512_dpbusd_epi32(a3, _mm512_loadu_si512((const void *)(q0 + 3 * (size_t)Kp + k)), wv);
+                switch (mm) { /* constant row counts: no per-iteration row tests */
+                case 1: dot_rows(q0, Kp, w, 1, acc); break;
+                case 2: dot_rows(q0, Kp, w, 2, acc); break;
+                case 3: dot_rows(q0, Kp, w, 3, acc); break;
+                default: dot_rows(q0, Kp, w, 4, acc); break;
                 }
-                acc[0] = _mm512_reduce_add_epi32(a0);
-                if (mm > 1) acc[1] = _mm512_reduce_add_epi32(a1);
-                if (mm > 2) acc[2] = _mm512_reduce_add_epi32(a2);
-                if (mm > 3) acc[3] = _mm512_reduce_add_epi32(a3);
-#else
-                for (int r = 0; r < mm; r++) {
-                    const uint8_t *qr = q + (size_t)(m0 + r) * Kp;
-                    int32_t s = 0;
-                    for (int k = 0; k < Kp; k++) s += (int32_t)qr[k] * (int32_t)w[k];
-                    acc[r] = s;
-                }
-#endif
                 const int32_t off = 128 * L->wsum[n];
                 for (int r = 0; r < mm; r++) {
                     float v = (float)(acc[r] - off) * sx[m0 + r] * L->scale[n];
@@ -127,8 +227,7 @@ static void gemm_rows(const Lin *L, const uint8_t *q, const float *sx, int M, fl
 }
 
 static void rms_norm_row(const float *x, const float *w, int n, float eps, float *out) {
-    float s = 0.f;
-    for (int i = 0; i < n; i++) s += x[i] * x[i];
+    const float s = dot_f32(x, x, n);
     const float r = 1.0f / sqrtf(s / (float)n + eps);
     for (int i = 0; i < n; i++) out[i] = w[i] * (x[i] * r);
 }
@@ -199,9 +298,7 @@ void qwen3tts_stack_decode(const Stack *S, int M, float *x, float *out, const fl
             float mx = -INFINITY;
             for (int64_t t = 0; t < L; t++) {
                 const float *kt = kc + t * D;
-                float d = 0.f;
-                for (int i = 0; i < D; i++) d += qh[i] * kt[i];
-                sc[t] = d * scale;
+                sc[t] = dot_f32(qh, kt, D) * scale;
                 mx = sc[t] > mx ? sc[t] : mx;
             }
             float sum = 0.f;
