@@ -65,7 +65,11 @@ def test_codec_graph_step_equals_streaming_decoder(tts):
     got = torch.cat([cg.push(codes[i : i + 1]) for i in range(9)])
     want = torch.cat([ref.push(codes[i : i + 1]) for i in range(9)])
     assert max_abs(got, want) < 1e-6 and int(cg.state.pos) == 9
-    assert max_abs(got, tok.decode(codes)) < 1e-5
+    # as close to the offline decode as the streaming decoder is (streaming == offline within
+    # 1e-5 is tested in test_codec_streaming; on this random tiny codec float32 rounding grows
+    # ~40x through the layers, which puts that distance at 4e-6..1.04e-5 depending on the codes)
+    off = tok.decode(codes)
+    assert max_abs(got, off) <= max_abs(want, off) + 1e-6 < 2e-5
     with pytest.raises(ValueError, match="chunks of shape"):
         cg.push(codes[:2])
 

@@ -268,14 +268,21 @@ class SnakeBeta(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, T)
         alpha, inv_beta = self._consts()
-        if x.dtype == torch.float32 and x.device.type == "cpu" and x.transpose(1, 2).is_contiguous() and _native_snake():
-            # channels-last on CPU: one fused pass in the native library (qwen3tts/native)
+        if x.dtype == torch.float32 and x.device.type == "cpu" and _native_snake():
+            # on CPU: one fused pass in the native library (qwen3tts/native), in either layout, so
+            # every CPU path (offline, streaming, the graph-step decoder) computes the same sin
             from ..native import load
 
-            y = torch.empty_like(x)  # the same (B, T, C) memory layout
-            load().qwen3tts_snake(x.data_ptr(), y.data_ptr(), alpha.data_ptr(), inv_beta.data_ptr(), x.shape[0] * x.shape[2],
-                                  x.shape[1], torch.get_num_threads())
-            return y
+            B, C, T = x.shape
+            if x.transpose(1, 2).is_contiguous():  # channels-last: (B, C, T) over (B, T, C) memory
+                y = torch.empty_like(x)  # the same memory layout
+                load().qwen3tts_snake(x.data_ptr(), y.data_ptr(), alpha.data_ptr(), inv_beta.data_ptr(), B * T, C, torch.get_num_threads())
+                return y
+            if x.is_contiguous():
+                y = torch.empty_like(x)
+                load().qwen3tts_snake_ncw(x.data_ptr(), y.data_ptr(), alpha.data_ptr(), inv_beta.data_ptr(), B * C, C, T,
+                                          torch.get_num_threads())
+                return y
         s = torch.sin(x * alpha[None, :, None])
         return torch.addcmul(x, s.mul_(s), inv_beta[None, :, None])  # x + inv_beta * sin^2: 4 passes over x instead of 5
 

@@ -163,3 +163,5 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.qwen3tts_native_vnni.restype = I
     lib.qwen3tts_snake.argtypes = [P, P, P, P, ctypes.c_int64, I, I]
     lib.qwen3tts_snake.restype = None
+    lib.qwen3tts_snake_ncw.argtypes = [P, P, P, P, ctypes.c_int64, I, ctypes.c_int64, I]
+    lib.qwen3tts_snake_ncw.restype = None

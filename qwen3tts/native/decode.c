@@ -398,3 +398,26 @@ void qwen3tts_snake(const float *x, float *y, const float *alpha, const float *i
         }
     }
 }
+
+/* the same over NCW rows: x (B * C, T), channel c = row % C */
+void qwen3tts_snake_ncw(const float *x, float *y, const float *alpha, const float *inv_beta, int64_t rows, int C, int64_t T, int nt) {
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int64_t r = 0; r < rows; r++) {
+        const float a = alpha[r % C], ib = inv_beta[r % C];
+        const float *xr = x + r * T;
+        float *yr = y + r * T;
+        int64_t t = 0;
+#ifdef Q_VNNI
+        const __m512 av = _mm512_set1_ps(a), ibv = _mm512_set1_ps(ib);
+        for (; t + 16 <= T; t += 16) {
+            const __m512 v = _mm512_loadu_ps(xr + t);
+            const __m512 s = sin_ps(_mm512_mul_ps(v, av));
+            _mm512_storeu_ps(yr + t, _mm512_add_ps(v, _mm512_mul_ps(ibv, _mm512_mul_ps(s, s))));
+        }
+#endif
+        for (; t < T; t++) {
+            const float s = sinf(xr[t] * a);
+            yr[t] = xr[t] + ib * (s * s);
+        }
+    }
+}
