@@ -87,6 +87,26 @@ static inline float amax_f32(const float *x, int n) {
     return a;
 }
 
+#ifdef Q_VNNI
+/* Cephes expf in 16 lanes: e^x = 2^n e^r, n = round(x / ln 2), r = x - n ln 2 (two-part ln 2),
+ * degree-5 polynomial; within ~2 ulp. Inputs are clamped to [-88.38, 88.38]. */
+static inline __m512 exp_ps(__m512 x) {
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-88.3762626647949f)), _mm512_set1_ps(88.3762626647949f));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_sub_ps(x, _mm512_mul_ps(n, _mm512_set1_ps(0.693359375f)));
+    r = _mm512_sub_ps(r, _mm512_mul_ps(n, _mm512_set1_ps(-2.12194440e-4f)));
+    const __m512 z = _mm512_mul_ps(r, r);
+    __m512 y = _mm512_set1_ps(1.9875691500e-4f);
+    y = _mm512_add_ps(_mm512_mul_ps(y, r), _mm512_set1_ps(1.3981999507e-3f));
+    y = _mm512_add_ps(_mm512_mul_ps(y, r), _mm512_set1_ps(8.3334519073e-3f));
+    y = _mm512_add_ps(_mm512_mul_ps(y, r), _mm512_set1_ps(4.1665795894e-2f));
+    y = _mm512_add_ps(_mm512_mul_ps(y, r), _mm512_set1_ps(1.6666665459e-1f));
+    y = _mm512_add_ps(_mm512_mul_ps(y, r), _mm512_set1_ps(5.0000001201e-1f));
+    y = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(y, z), r), _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(y, n); /* y * 2^n */
+}
+#endif
+
 /* x (M, K) -> q (M, Kp) u8 = q + 128 (padding: 128, i.e. 0), sx[m] = s_m / 127 */
 static void quant_rows(const float *x, int M, int K, int Kp, uint8_t *q, float *sx) {
     for (int m = 0; m < M; m++) {
@@ -302,7 +322,20 @@ void qwen3tts_stack_decode(const Stack *S, int M, float *x, float *out, const fl
                 mx = sc[t] > mx ? sc[t] : mx;
             }
             float sum = 0.f;
-            for (int64_t t = 0; t < L; t++) {
+            int64_t t0 = 0;
+#ifdef Q_VNNI
+            {
+                const __m512 mv = _mm512_set1_ps(mx);
+                __m512 acc = _mm512_setzero_ps();
+                for (; t0 + 16 <= L; t0 += 16) {
+                    const __m512 e = exp_ps(_mm512_sub_ps(_mm512_loadu_ps(sc + t0), mv));
+                    _mm512_storeu_ps(sc + t0, e);
+                    acc = _mm512_add_ps(acc, e);
+                }
+                sum = _mm512_reduce_add_ps(acc);
+            }
+#endif
+            for (int64_t t = t0; t < L; t++) {
                 sc[t] = expf(sc[t] - mx);
                 sum += sc[t];
             }
@@ -320,7 +353,15 @@ void qwen3tts_stack_decode(const Stack *S, int M, float *x, float *out, const fl
         gemm_rows(&Ly->gate_up, q, sx, M, gu, 2 * I, 0, nt);
         for (int r = 0; r < M; r++) { /* act = silu(gate) * up, written over the gate half */
             float *g = gu + (size_t)r * 2 * I, *u = g + I;
-            for (int i = 0; i < I; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+            int i = 0;
+#ifdef Q_VNNI
+            for (; i + 16 <= I; i += 16) {
+                const __m512 gv = _mm512_loadu_ps(g + i);
+                const __m512 e = exp_ps(_mm512_sub_ps(_mm512_setzero_ps(), gv));
+                _mm512_storeu_ps(g + i, _mm512_mul_ps(_mm512_div_ps(gv, _mm512_add_ps(_mm512_set1_ps(1.0f), e)), _mm512_loadu_ps(u + i)));
+            }
+#endif
+            for (; i < I; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
             if (r > 0) memmove(gu + (size_t)r * I, g, sizeof(float) * I); /* pack rows (M, I) */
         }
         quant_rows(gu, M, I, Ly->down.kp, q, sx);
