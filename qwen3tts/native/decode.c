@@ -28,6 +28,9 @@
 #endif
 
 #define KALIGN 64 /* K is padded to this (zero weights, activation 0) */
+#ifndef PF_AHEAD
+#define PF_AHEAD 512 /* bytes of each weight row fetched ahead of the dot products */
+#endif
 
 typedef struct {
     const int8_t *w;    /* (N, Kp) */
@@ -167,6 +170,10 @@ static inline __attribute__((always_inline)) void dot_rows_4n(const uint8_t *q, 
     __m512i a00 = z, a01 = z, a02 = z, a03 = z, a10 = z, a11 = z, a12 = z, a13 = z;
     __m512i a20 = z, a21 = z, a22 = z, a23 = z, a30 = z, a31 = z, a32 = z, a33 = z;
     for (int k = 0; k < Kp; k += 64) {
+        _mm_prefetch((const char *)(w + k + PF_AHEAD), _MM_HINT_T0);
+        _mm_prefetch((const char *)(w + Kp + k + PF_AHEAD), _MM_HINT_T0);
+        _mm_prefetch((const char *)(w + 2 * (size_t)Kp + k + PF_AHEAD), _MM_HINT_T0);
+        _mm_prefetch((const char *)(w + 3 * (size_t)Kp + k + PF_AHEAD), _MM_HINT_T0);
         const __m512i w0 = _mm512_loadu_si512((const void *)(w + k)), w1 = _mm512_loadu_si512((const void *)(w + Kp + k));
         const __m512i w2 = _mm512_loadu_si512((const void *)(w + 2 * (size_t)Kp + k)), w3 = _mm512_loadu_si512((const void *)(w + 3 * (size_t)Kp + k));
         __m512i x = _mm512_loadu_si512((const void *)(q + k));
