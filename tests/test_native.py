@@ -206,3 +206,19 @@ def test_native_snake_equals_float64_formula_and_torch_path():
         assert rel(got, want) < 1e-6 and rel(ncw, want) < 1e-6  # both layouts
         assert torch_path.shape == (2, C, T // 2) and rel(torch_path, want[:, :, ::2]) < 1e-6
         assert not torch.equal(got, x)  # it did something
+
+
+def test_snake_constants_follow_the_parameters_and_inference_tensors():
+    from qwen3tts.codec.layers import SnakeBeta
+
+    act = SnakeBeta(16)
+    x = torch.randn(1, 16, 40)
+    with torch.inference_mode():
+        before = act(x)
+    with torch.no_grad():
+        act.alpha.add_(0.5)  # an in-place update invalidates the cached exp(alpha)
+    with torch.inference_mode():
+        after = act(x)
+        assert not torch.allclose(before, after)
+        made = SnakeBeta(16)  # parameters created under inference mode have no version counter
+        assert torch.equal(made(x), before)
