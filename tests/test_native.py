@@ -128,6 +128,16 @@ def test_native_forward_rows_equals_torch_ops_talker(native_tts):
             pos = [p + 1 for p in pos]
 
 
+def test_native_steps_refuse_positions_outside_the_cache(native_tts):
+    cp, tk = native_tts.talker.code_predictor.model, native_tts.talker.model
+    x = torch.zeros(1, 1, cp.cfg.hidden_size)
+    with torch.inference_mode():
+        with pytest.raises(ValueError, match="slots of the 16-slot cache"):
+            cp(x, cp.new_cache(1, 16), torch.tensor([16]), kv_len=17)
+        with pytest.raises(ValueError, match="inside that row's cache"):
+            tk.forward_rows(torch.zeros(1, 1, tk.cfg.hidden_size), [tk.new_cache(1, 8)], [8])
+
+
 def _clone_cache(c):
     from qwen3tts.model.layers import KVCache
 

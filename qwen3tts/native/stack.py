@@ -110,6 +110,8 @@ class NativeStack:
             smax = (ctypes.c_int64 * M)(*([cache.max_len] * M))
             cache.__dict__[key] = arrs = (kp, vp, smax)
         pos = positions.to(torch.int64).contiguous()
+        if pos.numel() != T or not 0 <= int(pos.min()) <= int(pos.max()) < cache.max_len:  # the C code trusts these
+            raise ValueError(f"positions must be {T} slots of the {cache.max_len}-slot cache")
         out = self._run(x.reshape(B * T, H), pos, T, *arrs, cache.max_len)
         return out.reshape(B, T, H).to(x.dtype)
 
@@ -124,6 +126,8 @@ class NativeStack:
                 _check_cache(c.k[li]), _check_cache(c.v[li])
                 kp[li * B + b] = c.k[li].data_ptr()
                 vp[li * B + b] = c.v[li].data_ptr()
+        if len(caches) != B or len(positions) != B or any(not 0 <= p < c.max_len for p, c in zip(positions, caches)):
+            raise ValueError("one position per row, inside that row's cache")
         smax = (ctypes.c_int64 * B)(*[c.max_len for c in caches])
         pos = torch.tensor(positions, dtype=torch.int64)
         out = self._run(x.reshape(B, -1), pos, B, kp, vp, smax, max(c.max_len for c in caches))
