@@ -13,6 +13,9 @@ Both modes use symmetric per-output-channel int8 weights (scale = max|w| / 127):
   (`quantized::linear_with_input_q_dq_qweight_dq_output_fp32`). About 3x the throughput of the
   weight-only kernel on an AVX-512 VNNI CPU, and a batch of a few rows costs about one row. A row
   is quantized by its own scale, so a session's numbers do not depend on what it is batched with.
+  With float32 activations on CPU, w8a8 runs instead on the native library (qwen3tts/native,
+  `NativeW8A8Linear`: the same definition in C, and whole decode steps of a stack in one call)
+  whenever it builds; `linear_class` makes that choice.
 
 Numerics drift from fp32; the drift (greedy code agreement) is measured by `scripts/drift.py` and
 reported in docs/benchmarks.md.
