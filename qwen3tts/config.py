@@ -291,5 +291,5 @@ class GenerationDefaults:
 QUANTIZE_MODES = {
     "none": "keep the model dtype (float32: the parity mode)",
     "int8": "weight-only int8 talker + code predictor (any CPU; drifts from float32)",
-    "w8a8": "int8 weights and per-token int8 activations (fastest on a CPU with VNNI; drifts more)",
+    "w8a8": "int8 weights and per-token int8 activations (fastest on CPU: with float32, decode steps run in the native C library, built on first use; drifts more)",
 }
