@@ -277,6 +277,7 @@ def main():
         "cpu": cpu_name(),
         "dtype": args.dtype + (f"+{args.quantize}" if args.quantize else ""),
         "threads": torch.get_num_threads(),
+        "native_decode": tts.talker.model.native is not None,  # decode steps in qwen3tts/native (w8a8 on CPU)
         "torch": torch.__version__,
         "frames_timed": len(talker),
         "talker_ms_per_frame": round(med(talker), 1),
