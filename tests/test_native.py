@@ -4,6 +4,9 @@ layers run as torch ops (outputs, caches, greedy codes), and the build / fallbac
 
 from __future__ import annotations
 
+import ctypes
+import platform
+
 import pytest
 import torch
 import torch.nn as nn
@@ -232,3 +235,59 @@ def test_snake_constants_follow_the_parameters_and_inference_tensors():
         assert not torch.allclose(before, after)
         made = SnakeBeta(16)  # parameters created under inference mode have no version counter
         assert torch.equal(made(x), before)
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="the portable build is checked on x86-64 (-march=x86-64-v2)")
+def test_portable_build_equals_the_vnni_build(tmp_path, monkeypatch):
+    """The plain-C paths (CPUs without AVX-512 VNNI) give the same linear bit for bit (exact int32
+    sums, the same float epilogue) and the same SnakeBeta within rounding."""
+    monkeypatch.setenv("QWEN3TTS_CACHE", str(tmp_path))
+    fast, plain = native.load(), native.open_library(native.build(march="x86-64-v2"))
+    assert plain.qwen3tts_native_vnni() == 0
+    torch.manual_seed(5)
+    for k, m in [(256, 1), (100, 5), (1024, 4)]:
+        q = NativeW8A8Linear(nn.Linear(k, 72, bias=True))
+        x = (torch.randn(m, k) * torch.logspace(-2, 2, m)[:, None]).contiguous()
+        ys = []
+        for lib in (fast, plain):
+            y = torch.empty(m, 72)
+            lib.qwen3tts_linear(ctypes.byref(q.desc), x.data_ptr(), m, y.data_ptr(), 1)
+            ys.append(y)
+        if fast.qwen3tts_native_vnni():
+            assert torch.equal(ys[0], ys[1])
+        assert (ys[1].double() - (_reference(q, x) + q.bias.double())).abs().max().item() <= 2e-6 * ys[1].abs().max().item()
+    C, T = 40, 64
+    x = torch.randn(1, T, C) * 3
+    a, ib = torch.rand(C) + 0.5, torch.rand(C)
+    outs = []
+    for lib in (fast, plain):
+        y = torch.empty_like(x)
+        lib.qwen3tts_snake(x.data_ptr(), y.data_ptr(), a.data_ptr(), ib.data_ptr(), T, C, 1)
+        outs.append(y)
+    s = torch.sin((x * a).double())
+    want = x.double() + ib.double() * s * s
+    for y in outs:
+        assert ((y.double() - want).abs() / (want.abs() + 1)).max().item() < 1e-6
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="the portable build is checked on x86-64 (-march=x86-64-v2)")
+def test_portable_build_decode_steps(native_tts, tmp_path, monkeypatch):
+    """A whole predictor decode step on the plain-C build matches the vectorized one."""
+    monkeypatch.setenv("QWEN3TTS_CACHE", str(tmp_path))
+    plain = native.open_library(native.build(march="x86-64-v2"))
+    cp = native_tts.talker.code_predictor.model
+    torch.manual_seed(6)
+    x2, x1 = torch.randn(2, 2, cp.cfg.hidden_size), torch.randn(2, 1, cp.cfg.hidden_size)
+    slots = torch.arange(16)
+    outs = []
+    fast = cp.native.lib
+    try:
+        for lib in (fast, plain):
+            cp.native.lib = lib
+            cache = cp.new_cache(2, 16)
+            with torch.inference_mode():
+                cp(x2, cache, slots[:2], kv_len=2)
+                outs.append(cp(x1, cache, slots[2:3], kv_len=3))
+    finally:
+        cp.native.lib = fast
+    assert (outs[0] - outs[1]).abs().max().item() <= 1e-4 * outs[0].abs().max().item()

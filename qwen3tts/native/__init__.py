@@ -25,7 +25,7 @@ import warnings
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("decode.c")
-FLAGS = ["-O3", "-march=native", "-fopenmp", "-ffp-contract=off", "-std=gnu11", "-shared", "-fPIC"]
+FLAGS = ["-O3", "-fopenmp", "-ffp-contract=off", "-std=gnu11", "-shared", "-fPIC"]  # + -march=<march>
 MODES = ("auto", "on", "off")
 KALIGN_DEFAULT = 64  # decode.c KALIGN: the int8 weights' rows are zero padded to a multiple of this
 
@@ -63,8 +63,10 @@ def _compiler() -> str | None:
     return cc
 
 
-def build() -> Path:
-    """Compile decode.c (if not cached) and return the shared library's path; raises RuntimeError."""
+def build(march: str = "native") -> Path:
+    """Compile decode.c for `-march=<march>` (if not cached) and return the shared library's
+    path; raises RuntimeError. Other targets than the default are for tests (the portable
+    C paths of CPUs without AVX-512 VNNI)."""
     cc = _compiler()
     if cc is None:
         raise RuntimeError("no C compiler found (install gcc, or set CC)")
@@ -73,14 +75,15 @@ def build() -> Path:
     except (OSError, subprocess.SubprocessError) as e:
         raise RuntimeError(f"C compiler {cc!r} does not run: {e}") from e
     src = SOURCE.read_bytes()
-    key = hashlib.sha256(b"\0".join([src, " ".join(FLAGS).encode(), version.encode(), _cpu_flags().encode()])).hexdigest()[:16]
+    flags = [*FLAGS, f"-march={march}"]
+    key = hashlib.sha256(b"\0".join([src, " ".join(flags).encode(), version.encode(), _cpu_flags().encode()])).hexdigest()[:16]
     out = _cache_dir() / f"qwen3tts_decode_{key}.so"
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         so = Path(tmp) / out.name
-        r = subprocess.run([cc, *FLAGS, str(SOURCE), "-o", str(so), "-lm"], capture_output=True, text=True, timeout=300)
+        r = subprocess.run([cc, *flags, str(SOURCE), "-o", str(so), "-lm"], capture_output=True, text=True, timeout=300)
         if r.returncode != 0:
             detail = (r.stderr or r.stdout).strip()[-2000:]
             raise RuntimeError(f"compiling {SOURCE.name} with {cc} failed (exit {r.returncode})" + (f":\n{detail}" if detail else ""))
@@ -152,6 +155,13 @@ class Stack(ctypes.Structure):
     _fields_ = [("n_layers", ctypes.c_int32), ("hidden", ctypes.c_int32), ("n_heads", ctypes.c_int32), ("n_kv", ctypes.c_int32),
                 ("head_dim", ctypes.c_int32), ("inter", ctypes.c_int32), ("eps", ctypes.c_float),
                 ("layers", ctypes.POINTER(Layer)), ("final_norm", ctypes.c_void_p)]
+
+
+def open_library(path) -> ctypes.CDLL:
+    """A built library loaded with its functions declared (`load` does this for the default build)."""
+    lib = ctypes.CDLL(str(path))
+    _declare(lib)
+    return lib
 
 
 def _declare(lib: ctypes.CDLL) -> None:
