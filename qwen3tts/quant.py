@@ -36,12 +36,21 @@ import torch.nn as nn
 DEQUANT_ROWS = 40
 
 
+def channel_scales(w: torch.Tensor) -> torch.Tensor:
+    """Symmetric per-output-channel int8 scales of a float32 weight (out, in): max|w| / 127."""
+    return (w.abs().amax(dim=1) / 127.0).clamp(min=1e-12)
+
+
+def quantize_channels(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(int8 weight round(w / scale) in +-127, float32 scales (out,)) of a float32 weight (out, in)."""
+    scale = channel_scales(w)
+    return torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8), scale
+
+
 class Int8Linear(nn.Module):
     def __init__(self, lin: nn.Linear):
         super().__init__()
-        w = lin.weight.detach().float()
-        scale = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-12)
-        q = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8)
+        q, scale = quantize_channels(lin.weight.detach().float())
         self.in_features, self.out_features = lin.in_features, lin.out_features
         self.register_buffer("weight_int8", q.contiguous())
         self.register_buffer("scales", scale.to(torch.bfloat16))
@@ -87,7 +96,7 @@ class W8A8Linear(nn.Module):
     def __init__(self, lin: nn.Linear):
         super().__init__()
         w = lin.weight.detach().float()
-        scale = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-12)
+        scale = channel_scales(w)
         zero = torch.zeros(w.shape[0], dtype=torch.long)
         self.in_features, self.out_features = lin.in_features, lin.out_features
         try:
@@ -136,7 +145,7 @@ def quantize_talker(talker, mode: str = "int8") -> int:
     if mode == "w8a8" and talker.codec_head.weight.device.type != "cpu":
         raise ValueError("quantize='w8a8' runs on CPU kernels (fbgemm); use it with device='cpu'")
     cls = linear_class(mode, talker.codec_head.weight.dtype)
-    native = cls.__name__ == "NativeW8A8Linear"
+    native = cls is not LINEARS[mode]  # NativeW8A8Linear
     n = 0
     for stack in (talker.model, talker.code_predictor.model):
         for layer in stack.layers:

@@ -268,20 +268,18 @@ class SnakeBeta(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, T)
         alpha, inv_beta = self._consts()
-        if x.dtype == torch.float32 and x.device.type == "cpu" and _native_snake():
+        lib = _native_lib() if x.dtype == torch.float32 and x.device.type == "cpu" else None
+        if lib is not None:
             # on CPU: one fused pass in the native library (qwen3tts/native), in either layout, so
             # every CPU path (offline, streaming, the graph-step decoder) computes the same sin
-            from ..native import load
-
             B, C, T = x.shape
+            y = torch.empty_like(x)  # the same memory layout
+            args = (x.data_ptr(), y.data_ptr(), alpha.data_ptr(), inv_beta.data_ptr())
             if x.transpose(1, 2).is_contiguous():  # channels-last: (B, C, T) over (B, T, C) memory
-                y = torch.empty_like(x)  # the same memory layout
-                load().qwen3tts_snake(x.data_ptr(), y.data_ptr(), alpha.data_ptr(), inv_beta.data_ptr(), B * T, C, torch.get_num_threads())
+                lib.qwen3tts_snake(*args, B * T, C, torch.get_num_threads())
                 return y
             if x.is_contiguous():
-                y = torch.empty_like(x)
-                load().qwen3tts_snake_ncw(x.data_ptr(), y.data_ptr(), alpha.data_ptr(), inv_beta.data_ptr(), B * C, C, T,
-                                          torch.get_num_threads())
+                lib.qwen3tts_snake_ncw(*args, B * C, C, T, torch.get_num_threads())
                 return y
         s = torch.sin(x * alpha[None, :, None])
         return torch.addcmul(x, s.mul_(s), inv_beta[None, :, None])  # x + inv_beta * sin^2: 4 passes over x instead of 5
@@ -306,10 +304,10 @@ def _version(t: torch.Tensor) -> int:
         return -1
 
 
-def _native_snake() -> bool:
+def _native_lib():
     from .. import native
 
-    return native.available()
+    return native.library()
 
 
 class ConvNeXtBlock(nn.Module):

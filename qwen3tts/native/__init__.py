@@ -104,13 +104,12 @@ def load() -> ctypes.CDLL:
         import torch  # noqa: F401  (torch first: the library then shares torch's libgomp)
 
         try:
-            lib = ctypes.CDLL(str(build()))
+            lib = open_library(build())
             if lib.qwen3tts_native_version() != 1:
                 raise RuntimeError("native library version mismatch")
         except (RuntimeError, OSError) as e:
             _error = f"native CPU decode unavailable: {e}"
             raise RuntimeError(_error) from e
-        _declare(lib)
         _lib = lib
         return lib
 
@@ -123,21 +122,26 @@ def reset() -> None:
     available._warned = False
 
 
-def available() -> bool:
-    """Can the native library be used? In auto mode a failure warns once; in `on` mode it raises."""
+def library() -> ctypes.CDLL | None:
+    """The library when it can be used, else None. In auto mode a failure warns once; in `on`
+    mode it raises."""
     mode = native_mode()
     if mode == "off":
-        return False
+        return None
     try:
-        load()
-        return True
+        return load()
     except RuntimeError as e:
         if mode == "on":
             raise
         if not getattr(available, "_warned", False):
             available._warned = True
-            warnings.warn(f"{e}; falling back to the torch kernels (slower)", RuntimeWarning, stacklevel=2)
-        return False
+            warnings.warn(f"{e}; falling back to the torch kernels (slower)", RuntimeWarning, stacklevel=3)
+        return None
+
+
+def available() -> bool:
+    """Can the native library be used? (see `library`)"""
+    return library() is not None
 
 
 # ---------------------------------------------------------------- C structures (decode.c)

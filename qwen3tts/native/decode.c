@@ -202,6 +202,13 @@ static inline __attribute__((always_inline)) void dot_rows_4n(const uint8_t *q, 
 }
 #endif
 
+/* y[m, n] (=|+=) the rescaled int32 sum acc of row m and weight row n (+ bias) */
+static inline void store_out(const Lin *L, int32_t acc, float sxm, int n, float *dst, int accumulate) {
+    float v = (float)(acc - 128 * L->wsum[n]) * sxm * L->scale[n];
+    if (L->bias) v = v + L->bias[n];
+    *dst = accumulate ? *dst + v : v;
+}
+
 /* y[m, n] (=|+=) dot(q_m, w_n) rescaled; ldy: row stride of y */
 static void gemm_rows(const Lin *L, const uint8_t *q, const float *sx, int M, float *y, int ldy, int accumulate, int nt) {
     const int N = L->n, Kp = L->kp;
@@ -224,12 +231,7 @@ static void gemm_rows(const Lin *L, const uint8_t *q, const float *sx, int M, fl
                 default: dot_rows_4n(q0, Kp, w, 4, acc); break;
                 }
                 for (int r = 0; r < mm; r++)
-                    for (int j = 0; j < 4; j++) {
-                        float v = (float)(acc[r * 4 + j] - 128 * L->wsum[n + j]) * sx[m0 + r] * L->scale[n + j];
-                        if (L->bias) v = v + L->bias[n + j];
-                        float *dst = y + (size_t)(m0 + r) * ldy + n + j;
-                        *dst = accumulate ? *dst + v : v;
-                    }
+                    for (int j = 0; j < 4; j++) store_out(L, acc[r * 4 + j], sx[m0 + r], n + j, y + (size_t)(m0 + r) * ldy + n + j, accumulate);
             }
 #endif
             for (; n < n1; n++) {
@@ -241,13 +243,7 @@ static void gemm_rows(const Lin *L, const uint8_t *q, const float *sx, int M, fl
                 case 3: dot_rows(q0, Kp, w, 3, acc); break;
                 default: dot_rows(q0, Kp, w, 4, acc); break;
                 }
-                const int32_t off = 128 * L->wsum[n];
-                for (int r = 0; r < mm; r++) {
-                    float v = (float)(acc[r] - off) * sx[m0 + r] * L->scale[n];
-                    if (L->bias) v = v + L->bias[n];
-                    float *dst = y + (size_t)(m0 + r) * ldy + n;
-                    *dst = accumulate ? *dst + v : v;
-                }
+                for (int r = 0; r < mm; r++) store_out(L, acc[r], sx[m0 + r], n, y + (size_t)(m0 + r) * ldy + n, accumulate);
             }
         }
     }

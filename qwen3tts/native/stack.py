@@ -14,6 +14,7 @@ import ctypes
 import torch
 import torch.nn as nn
 
+from ..quant import quantize_channels
 from . import KALIGN_DEFAULT, Layer, Lin, Stack, load
 
 
@@ -30,8 +31,7 @@ class NativeW8A8Linear(nn.Module):
         w = lin.weight.detach().float().cpu()
         N, K = w.shape
         Kp = -(-K // KALIGN_DEFAULT) * KALIGN_DEFAULT
-        scale = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-12)
-        q = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8)
+        q, scale = quantize_channels(w)  # the same int8 weights as quant.Int8Linear
         qp = torch.zeros(N, Kp, dtype=torch.int8)
         qp[:, :K] = q
         self.in_features, self.out_features = K, N
@@ -84,7 +84,7 @@ class NativeStack:
     def _run(self, x: torch.Tensor, pos: torch.Tensor, npos: int, kp, vp, smax, max_len: int) -> torch.Tensor:
         """x (M, hidden) f32 -> final-normed (M, hidden); kp/vp/smax ctypes int64 arrays."""
         cos, sin = self.tr.rope_table(max_len, torch.float32, x.device)
-        xin = x.float().contiguous().clone()  # the library updates the residual stream in place
+        xin = x.to(torch.float32, memory_format=torch.contiguous_format, copy=True)  # updated in place by the library
         out = torch.empty_like(xin)
         self.lib.qwen3tts_stack_decode(ctypes.byref(self.desc), xin.shape[0], xin.data_ptr(), out.data_ptr(), cos.data_ptr(),
                                        sin.data_ptr(), pos.data_ptr(), npos, kp, vp, smax, torch.get_num_threads())
@@ -119,6 +119,8 @@ class NativeStack:
         """x (B, 1, hidden), row b at `positions[b]` of `caches[b]` (batch-1 caches)
         -> final-normed (B, 1, hidden)."""
         B = x.shape[0]
+        if len(caches) != B or len(positions) != B or any(not 0 <= p < c.max_len for p, c in zip(positions, caches)):
+            raise ValueError("one position per row, inside that row's cache")
         kp = (ctypes.c_int64 * (self.n_layers * B))()
         vp = (ctypes.c_int64 * (self.n_layers * B))()
         for li in range(self.n_layers):
@@ -126,8 +128,6 @@ class NativeStack:
                 _check_cache(c.k[li]), _check_cache(c.v[li])
                 kp[li * B + b] = c.k[li].data_ptr()
                 vp[li * B + b] = c.v[li].data_ptr()
-        if len(caches) != B or len(positions) != B or any(not 0 <= p < c.max_len for p, c in zip(positions, caches)):
-            raise ValueError("one position per row, inside that row's cache")
         smax = (ctypes.c_int64 * B)(*[c.max_len for c in caches])
         pos = torch.tensor(positions, dtype=torch.int64)
         out = self._run(x.reshape(B, -1), pos, B, kp, vp, smax, max(c.max_len for c in caches))
