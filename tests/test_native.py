@@ -174,11 +174,11 @@ def test_no_compiler_falls_back_in_auto_and_raises_in_on(tmp_path, monkeypatch, 
 
     monkeypatch.setenv("QWEN3TTS_CACHE", str(tmp_path))  # nothing cached there
     monkeypatch.setenv("CC", "false")  # a "compiler" that always fails
-    with pytest.warns(RuntimeWarning, match="(?s)native CPU decode unavailable: compiling decode.c with false failed.*falling back"):
+    with pytest.warns(RuntimeWarning, match="(?s)native CPU decode unavailable: compiling decode.c codec.c with false failed.*falling back"):
         assert linear_class("w8a8", torch.float32) is W8A8Linear
     native.reset()
     monkeypatch.setenv("QWEN3TTS_NATIVE", "on")
-    with pytest.raises(RuntimeError, match="compiling decode.c with false failed"):
+    with pytest.raises(RuntimeError, match="compiling decode.c codec.c with false failed"):
         native.available()
     monkeypatch.setenv("QWEN3TTS_NATIVE", "off")
     assert not native.available() and linear_class("w8a8", torch.float32) is W8A8Linear

@@ -27,6 +27,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import winograd
+
 
 def _cat_rows(ts) -> torch.Tensor:
     """Concatenate batch rows keeping the memory layout (a channels-last (B, C, T) view stays one)."""
@@ -147,6 +149,9 @@ class CausalConv1d(nn.Module):
         B, cin, L = x.shape
         k, d, s = c.kernel_size[0], c.dilation[0], c.stride[0]
         n = (L - self.k_eff) // s + 1  # output length
+        U = self._winograd_weight(x) if B * n >= winograd.MIN_ROWS else None
+        if U is not None:  # k7 with many channels on CPU: Winograd F(4, 7), 2.8x fewer products
+            return winograd.conv(x, U, c.bias, d, _native_lib())
         if c.groups == 1 and n * k * cin <= GEMM_CONV_MAX:
             # short input (a streaming step): one GEMM over the unfolded windows reads the weight
             # once; oneDNN's convolution re-lays the weight per call, which dominates here
@@ -156,6 +161,22 @@ class CausalConv1d(nn.Module):
             y = torch.addmm(c.bias, cols, w.T) if c.bias is not None else cols @ w.T  # (B*n, Cout)
             return y.view(B, n, -1).transpose(1, 2)
         return F.conv2d(x.unsqueeze(2), c.weight.unsqueeze(2), c.bias, (1, s), 0, (1, d), c.groups).squeeze(2)
+
+    def _winograd_weight(self, x: torch.Tensor) -> torch.Tensor | None:
+        """U = G w (codec/winograd.py) when this convolution runs as Winograd F(4, 7) (float32
+        on CPU with the native library, k = 7, stride 1, >= winograd.MIN_CHANNELS channels in
+        and out, not switched off), cached while the weight is unchanged; else None."""
+        c = self.conv
+        if (c.kernel_size[0] != 7 or c.stride[0] != 1 or c.groups != 1 or min(c.in_channels, c.out_channels) < winograd.MIN_CHANNELS
+                or x.dtype != torch.float32 or x.device.type != "cpu" or not winograd.enabled()):
+            return None
+        key = (_version(c.weight), c.weight.data_ptr())
+        w = self.__dict__.get("_winograd")
+        if w is None or w[0] != key:
+            if _native_lib() is None:
+                return None
+            self.__dict__["_winograd"] = w = (key, winograd.transform_weight(c.weight.detach()))
+        return w[1]
 
     def forward_offline(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, C, L) -> (B, C', ceil(L / stride))."""

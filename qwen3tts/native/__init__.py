@@ -1,9 +1,10 @@
-"""The native CPU decode library: `decode.c` compiled on first use with the machine's C compiler.
+"""The native CPU library: `decode.c` and `codec.c` compiled on first use with the machine's C compiler.
 
 Why: on CPU a decode step is a few large matrix-vector products and ~45 small ops per layer;
 from Python each small op costs microseconds of dispatch, which added up to about a third of a
 frame in w8a8 mode (docs/benchmarks.md). `decode.c` runs a whole stack of layers (w8a8
-numerics, see quant.py) in one call, with OpenMP threads shared with torch's own pool.
+numerics, see quant.py) in one call, with OpenMP threads shared with torch's own pool;
+`codec.c` has the codec decoder's SnakeBeta and the transforms of its Winograd convolutions.
 
 Built with `cc -O3 -march=native -fopenmp -ffp-contract=off` into
 `$QWEN3TTS_CACHE/native/` (default `~/.cache/qwen3tts/native/`), keyed by the source, the
@@ -24,7 +25,8 @@ import threading
 import warnings
 from pathlib import Path
 
-SOURCE = Path(__file__).with_name("decode.c")
+SOURCES = [Path(__file__).with_name(n) for n in ("decode.c", "codec.c")]
+HEADERS = [Path(__file__).with_name("common.h")]
 FLAGS = ["-O3", "-fopenmp", "-ffp-contract=off", "-std=gnu11", "-shared", "-fPIC"]  # + -march=<march>
 MODES = ("auto", "on", "off")
 KALIGN_DEFAULT = 64  # decode.c KALIGN: the int8 weights' rows are zero padded to a multiple of this
@@ -64,7 +66,7 @@ def _compiler() -> str | None:
 
 
 def build(march: str = "native") -> Path:
-    """Compile decode.c for `-march=<march>` (if not cached) and return the shared library's
+    """Compile the sources for `-march=<march>` (if not cached) and return the shared library's
     path; raises RuntimeError. Other targets than the default are for tests (the portable
     C paths of CPUs without AVX-512 VNNI)."""
     cc = _compiler()
@@ -74,7 +76,7 @@ def build(march: str = "native") -> Path:
         version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError) as e:
         raise RuntimeError(f"C compiler {cc!r} does not run: {e}") from e
-    src = SOURCE.read_bytes()
+    src = b"\0".join(f.read_bytes() for f in [*SOURCES, *HEADERS])
     flags = [*FLAGS, f"-march={march}"]
     key = hashlib.sha256(b"\0".join([src, " ".join(flags).encode(), version.encode(), _cpu_flags().encode()])).hexdigest()[:16]
     out = _cache_dir() / f"qwen3tts_decode_{key}.so"
@@ -83,10 +85,11 @@ def build(march: str = "native") -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         so = Path(tmp) / out.name
-        r = subprocess.run([cc, *flags, str(SOURCE), "-o", str(so), "-lm"], capture_output=True, text=True, timeout=300)
+        cmd = [cc, *flags, f"-I{SOURCES[0].parent}", *map(str, SOURCES), "-o", str(so), "-lm"]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         if r.returncode != 0:
             detail = (r.stderr or r.stdout).strip()[-2000:]
-            raise RuntimeError(f"compiling {SOURCE.name} with {cc} failed (exit {r.returncode})" + (f":\n{detail}" if detail else ""))
+            raise RuntimeError(f"compiling {' '.join(f.name for f in SOURCES)} with {cc} failed (exit {r.returncode})" + (f":\n{detail}" if detail else ""))
         os.replace(so, out)  # atomic: concurrent builders agree on the result
     return out
 
@@ -179,3 +182,8 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.qwen3tts_snake.restype = None
     lib.qwen3tts_snake_ncw.argtypes = [P, P, P, P, ctypes.c_int64, I, ctypes.c_int64, I]
     lib.qwen3tts_snake_ncw.restype = None
+    L = ctypes.c_int64
+    lib.qwen3tts_wino_in.argtypes = [P, I, L, L, I, P, P, I, I, I, L, I]
+    lib.qwen3tts_wino_in.restype = None
+    lib.qwen3tts_wino_out.argtypes = [P, I, L, L, I, P, P, P, I, I, I, L, I]
+    lib.qwen3tts_wino_out.restype = None

@@ -17,15 +17,7 @@
  * shape (n_kv_heads, smax[r], head_dim). K/V of all rows are written before attention, so rows
  * of one sequence at consecutive positions (a 2-token prefill) attend causally to each other.
  */
-#include <math.h>
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
-#include <omp.h>
-#if defined(__AVX512F__) && defined(__AVX512VNNI__) && defined(__AVX512BW__)
-#include <immintrin.h>
-#define Q_VNNI 1
-#endif
+#include "common.h"
 
 #define KALIGN 64 /* K is padded to this (zero weights, activation 0) */
 #ifndef PF_AHEAD
@@ -375,93 +367,4 @@ void qwen3tts_stack_decode(const Stack *S, int M, float *x, float *out, const fl
         else memcpy(out + (size_t)r * H, x + (size_t)r * H, sizeof(float) * H);
     }
     free(xn); free(qkv); free(att); free(gu); free(q); free(sx); free(scores);
-}
-
-/* ------------------------------------------------------------------ SnakeBeta (codec decoder)
- * y = x + inv_beta[c] * sin(x * alpha[c])^2 over channels-last rows (rows, C), one pass
- * (codec/layers.py `SnakeBeta`: alpha = exp(log alpha), inv_beta = 1 / (exp(log beta) + 1e-9),
- * both given). sin: Cephes sinf (range reduction by pi/4 in three parts, degree-7/8
- * polynomials), within ~2 ulp for |v| < 8192; lanes beyond that use libm's sinf. */
-#ifdef Q_VNNI
-static inline __m512 sin_ps(__m512 v) {
-    const __m512 ax = _mm512_abs_ps(v);
-    const __mmask16 big = _mm512_cmp_ps_mask(ax, _mm512_set1_ps(8192.f), _CMP_GT_OQ);
-    __m512i j = _mm512_cvttps_epi32(_mm512_mul_ps(ax, _mm512_set1_ps(1.27323954473516f)));
-    j = _mm512_and_si512(_mm512_add_epi32(j, _mm512_set1_epi32(1)), _mm512_set1_epi32(~1));
-    const __m512 y = _mm512_cvtepi32_ps(j);
-    __m512 x = _mm512_sub_ps(ax, _mm512_mul_ps(y, _mm512_set1_ps(0.78515625f)));
-    x = _mm512_sub_ps(x, _mm512_mul_ps(y, _mm512_set1_ps(2.4187564849853515625e-4f)));
-    x = _mm512_sub_ps(x, _mm512_mul_ps(y, _mm512_set1_ps(3.77489497744594108e-8f)));
-    const __m512 z = _mm512_mul_ps(x, x);
-    /* cos polynomial */
-    __m512 c = _mm512_set1_ps(2.443315711809948e-5f);
-    c = _mm512_add_ps(_mm512_mul_ps(c, z), _mm512_set1_ps(-1.388731625493765e-3f));
-    c = _mm512_add_ps(_mm512_mul_ps(c, z), _mm512_set1_ps(4.166664568298827e-2f));
-    c = _mm512_mul_ps(_mm512_mul_ps(c, z), z);
-    c = _mm512_sub_ps(c, _mm512_mul_ps(z, _mm512_set1_ps(0.5f)));
-    c = _mm512_add_ps(c, _mm512_set1_ps(1.0f));
-    /* sin polynomial */
-    __m512 s = _mm512_set1_ps(-1.9515295891e-4f);
-    s = _mm512_add_ps(_mm512_mul_ps(s, z), _mm512_set1_ps(8.3321608736e-3f));
-    s = _mm512_add_ps(_mm512_mul_ps(s, z), _mm512_set1_ps(-1.6666654611e-1f));
-    s = _mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(s, z), x), x);
-    const __mmask16 use_cos = _mm512_test_epi32_mask(j, _mm512_set1_epi32(2));
-    __m512 r = _mm512_mask_blend_ps(use_cos, s, c);
-    /* sign: that of v, flipped when j & 4 */
-    const __m512i flip = _mm512_slli_epi32(_mm512_and_si512(j, _mm512_set1_epi32(4)), 29);
-    const __m512i sgn = _mm512_xor_si512(_mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32((int)0x80000000)), flip);
-    r = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(r), sgn));
-    if (big) {
-        float buf[16], in[16];
-        _mm512_storeu_ps(buf, r);
-        _mm512_storeu_ps(in, v);
-        for (int i = 0; i < 16; i++)
-            if (big >> i & 1) buf[i] = sinf(in[i]);
-        r = _mm512_loadu_ps(buf);
-    }
-    return r;
-}
-#endif
-
-void qwen3tts_snake(const float *x, float *y, const float *alpha, const float *inv_beta, int64_t rows, int C, int nt) {
-#pragma omp parallel for schedule(static) num_threads(nt)
-    for (int64_t r = 0; r < rows; r++) {
-        const float *xr = x + r * C;
-        float *yr = y + r * C;
-        int c = 0;
-#ifdef Q_VNNI
-        for (; c + 16 <= C; c += 16) {
-            const __m512 v = _mm512_loadu_ps(xr + c);
-            const __m512 s = sin_ps(_mm512_mul_ps(v, _mm512_loadu_ps(alpha + c)));
-            _mm512_storeu_ps(yr + c, _mm512_add_ps(v, _mm512_mul_ps(_mm512_loadu_ps(inv_beta + c), _mm512_mul_ps(s, s))));
-        }
-#endif
-        for (; c < C; c++) {
-            const float s = sinf(xr[c] * alpha[c]);
-            yr[c] = xr[c] + inv_beta[c] * (s * s);
-        }
-    }
-}
-
-/* the same over NCW rows: x (B * C, T), channel c = row % C */
-void qwen3tts_snake_ncw(const float *x, float *y, const float *alpha, const float *inv_beta, int64_t rows, int C, int64_t T, int nt) {
-#pragma omp parallel for schedule(static) num_threads(nt)
-    for (int64_t r = 0; r < rows; r++) {
-        const float a = alpha[r % C], ib = inv_beta[r % C];
-        const float *xr = x + r * T;
-        float *yr = y + r * T;
-        int64_t t = 0;
-#ifdef Q_VNNI
-        const __m512 av = _mm512_set1_ps(a), ibv = _mm512_set1_ps(ib);
-        for (; t + 16 <= T; t += 16) {
-            const __m512 v = _mm512_loadu_ps(xr + t);
-            const __m512 s = sin_ps(_mm512_mul_ps(v, av));
-            _mm512_storeu_ps(yr + t, _mm512_add_ps(v, _mm512_mul_ps(ibv, _mm512_mul_ps(s, s))));
-        }
-#endif
-        for (; t < T; t++) {
-            const float s = sinf(xr[t] * a);
-            yr[t] = xr[t] + ib * (s * s);
-        }
-    }
 }

@@ -1,0 +1,127 @@
+"""Winograd (Toom-Cook) F(m, 7) convolution for the codec decoder's k7 convolutions on CPU.
+
+Not in the official model: an exact rewrite of the same convolution (`CausalConv1d`, k = 7,
+any dilation) with fewer multiplications. Per phase of the dilation the convolution is a plain
+correlation; its outputs are cut into tiles of m, and each tile costs n = m + 6 products per
+(input, output) channel pair instead of 7 m:
+
+    y_tile = AT [(G w) * (BT x_tile)]       (Lavin & Gray 2015; 1-D, channels as GEMMs)
+
+The n channel mixes are n GEMMs (torch.bmm); the transforms run in the native library
+(`codec.c`: `qwen3tts_wino_in` / `qwen3tts_wino_out`, which adds the bias). F(4, 7): 10 / 28
+of the direct products (2.8x fewer); the evaluation points below keep its float32 error near
+that of a direct convolution (error search in docs/kernels.md). On the full-size codec the
+decoded audio differs from a float64 decode by as much as the direct float32 decode does
+(tests/test_winograd.py, docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+
+import torch
+
+TILE = 4  # m: outputs per tile
+POINTS = tuple(Fraction(p) for p in ("0", "2", "-2", "5/4", "-5/4", "4/5", "-4/5", "2/5", "-2/5"))  # + infinity
+MIN_CHANNELS = 96  # fewer channels: the transforms cost about what they save
+MIN_ROWS = 16  # fewer outputs (batch x time): the GEMMs are weight-bound and U is 10/7 of the weight
+
+
+def enabled() -> bool:
+    """`QWEN3TTS_WINOGRAD=0` switches the Winograd convolutions off (direct convolutions)."""
+    v = os.environ.get("QWEN3TTS_WINOGRAD", "1").strip().lower()
+    if v not in ("0", "1", "off", "on", "false", "true"):
+        raise ValueError(f"QWEN3TTS_WINOGRAD must be 0 or 1, not {v!r}")
+    return v in ("1", "on", "true")
+
+
+def matrices(m: int, r: int, points=POINTS) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(AT (m, n), G (n, r), BT (n, n)) in float64 for F(m, r) with the n - 1 finite `points`
+    and infinity, n = m + r - 1: correlation y_p = sum_j w_j x_(p+j) = AT [(G w) * (BT x)].
+
+    From linear convolution c = V^-1 [(V_m a) * (V_r w)] (V_k: the n x k Vandermonde of the
+    points, infinity as the last row) by transposition in a: AT = V_m^T, G = V_r, BT = V^-T."""
+    n = m + r - 1
+    pts = [Fraction(p) for p in points]
+    if len(pts) != n - 1 or len(set(pts)) != n - 1:
+        raise ValueError(f"F({m}, {r}) needs {n - 1} distinct finite points")
+
+    def vander(k):  # (n, k)
+        return [[p**j for j in range(k)] for p in pts] + [[Fraction(0)] * (k - 1) + [Fraction(1)]]
+
+    vinv = _inverse(vander(n))
+    AT = [list(col) for col in zip(*vander(m))]  # (m, n)
+    BT = [list(col) for col in zip(*vinv)]  # (n, n): V^-T
+    f = lambda a: torch.tensor([[float(v) for v in row] for row in a], dtype=torch.float64)  # noqa: E731
+    return f(AT), f(vander(r)), f(BT)
+
+
+def _inverse(a: list[list[Fraction]]) -> list[list[Fraction]]:
+    """Exact Gauss-Jordan inverse of a small square matrix of Fractions."""
+    n = len(a)
+    aug = [row[:] + [Fraction(int(i == j)) for j in range(n)] for i, row in enumerate(a)]
+    for c in range(n):
+        p = next(i for i in range(c, n) if aug[i][c] != 0)
+        aug[c], aug[p] = aug[p], aug[c]
+        piv = aug[c][c]
+        aug[c] = [v / piv for v in aug[c]]
+        for i in range(n):
+            if i != c and aug[i][c] != 0:
+                f = aug[i][c]
+                aug[i] = [v - f * w for v, w in zip(aug[i], aug[c])]
+    return [row[n:] for row in aug]
+
+
+_MATS: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+
+def _mats(m: int, r: int):
+    if (m, r) not in _MATS:
+        AT, G, BT = matrices(m, r)
+        _MATS[(m, r)] = (AT.float().contiguous(), G, BT.float().contiguous())
+    return _MATS[(m, r)]
+
+
+def transform_weight(weight: torch.Tensor, m: int = TILE) -> torch.Tensor:
+    """Conv weight (Cout, Cin, r) -> U (n, Cin, Cout) = G w, computed in float64 once."""
+    r = weight.shape[-1]
+    G = _mats(m, r)[1]
+    return torch.einsum("ij,ocj->ico", G, weight.double()).to(weight.dtype).contiguous()
+
+
+PIECE_BYTES = 4 << 20  # transformed input per piece (V: n x rows x Cin floats): stays in cache
+
+
+def conv(x: torch.Tensor, U: torch.Tensor, bias: torch.Tensor | None, dilation: int, lib, m: int = TILE) -> torch.Tensor:
+    """Valid (unpadded) dilated convolution of x (B, Cin, L), float32 on CPU, by F(m, r):
+    (B, Cout, L - (r - 1) d), returned as a channels-last view (memory (B, T, Cout)).
+
+    Long signals run in pieces of whole tiles (independent valid convolutions over overlapping
+    input windows), so that the transformed tiles stay in cache between the three passes."""
+    n, cin, cout = U.shape
+    r = n - m + 1
+    B, C, L = x.shape
+    d = dilation
+    T = L - (r - 1) * d
+    if C != cin or T <= 0 or x.dtype != torch.float32 or U.dtype != torch.float32:
+        raise ValueError(f"winograd conv: input {tuple(x.shape)} {x.dtype} does not fit U {tuple(U.shape)} {U.dtype} (dilation {d})")
+    AT, _, BT = _mats(m, r)
+    xc = x.transpose(1, 2)  # (B, L, C)
+    if not xc.is_contiguous():
+        xc = xc.contiguous()
+    y = torch.empty(B, T, cout, dtype=x.dtype)
+    rows_max = max(64, PIECE_BYTES // (4 * n * cin * B))  # rows of one piece (per batch entry)
+    step = max(m * d, rows_max * m // (m * d) * (m * d))  # outputs per piece: whole tiles of every phase
+    nt = torch.get_num_threads()
+    bp = bias.data_ptr() if bias is not None else None
+    xs, ys = xc.element_size() * cin, y.element_size() * cout  # bytes per row
+    for s in range(0, T, step):
+        t = min(step, T - s)
+        q = -(-t // (m * d))  # tiles per phase
+        rows = B * q * d
+        V = torch.empty(n, rows, cin, dtype=x.dtype)  # transformed input tiles
+        lib.qwen3tts_wino_in(xc.data_ptr() + s * xs, B, t + (r - 1) * d, L, cin, V.data_ptr(), BT.data_ptr(), m, n, d, q, nt)
+        M = torch.bmm(V, U)  # (n, rows, Cout): the n channel mixes
+        lib.qwen3tts_wino_out(M.data_ptr(), B, t, T, cout, y.data_ptr() + s * ys, AT.data_ptr(), bp, m, n, d, q, nt)
+    return y.transpose(1, 2)

@@ -1,0 +1,180 @@
+"""Winograd F(4, 7) convolutions of the codec decoder (codec/winograd.py, native/codec.c): the
+transform matrices are exact, the native transforms compute the convolution within float32
+rounding (any dilation, batch, length, piece size), the codec layers use it where they should,
+and a codec with it on stays within the parity and streaming tolerances."""
+
+from __future__ import annotations
+
+import math
+import platform
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import TINY_MODEL, max_abs
+from qwen3tts import native
+from qwen3tts.codec import winograd
+from qwen3tts.codec.layers import CausalConv1d
+
+pytestmark = pytest.mark.skipif(not native.available(), reason="needs the native library (a C compiler)")
+
+
+def test_matrices_are_an_exact_correlation():
+    for m, r in [(4, 7), (2, 3), (2, 7), (6, 3)]:
+        pts = winograd.POINTS[: m + r - 2] if (m, r) == (4, 7) else [0, 1, -1, 2, -2, 0.5, -0.5][: m + r - 2]
+        AT, G, BT = winograd.matrices(m, r, pts)
+        assert AT.shape == (m, m + r - 1) and G.shape == (m + r - 1, r) and BT.shape == (m + r - 1,) * 2
+        g = torch.Generator().manual_seed(m * 10 + r)
+        for _ in range(5):
+            x, w = torch.randn(m + r - 1, dtype=torch.float64, generator=g), torch.randn(r, dtype=torch.float64, generator=g)
+            direct = torch.stack([(w * x[p : p + r]).sum() for p in range(m)])
+            assert max_abs(AT @ ((G @ w) * (BT @ x)), direct) < 1e-12
+    with pytest.raises(ValueError, match="distinct"):
+        winograd.matrices(4, 7, [0, 1, 1, 2, -2, 3, -3, 4, -4])
+
+
+def _case(C, cout, L, d, B, seed):
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(cout, C, 7, generator=g) / math.sqrt(7 * C)
+    b = torch.randn(cout, generator=g) * 0.1
+    x = torch.randn(B, L, C, generator=g).transpose(1, 2)  # channels-last, as in the decoder
+    ref = F.conv1d(x.double(), w.double(), b.double(), dilation=d)
+    direct = F.conv1d(x, w, b, dilation=d)
+    return w, b, x, ref, direct
+
+
+@pytest.mark.parametrize("C,cout,L,d,B", [(96, 96, 2000, 1, 1), (64, 48, 500, 3, 2), (32, 40, 257, 9, 3), (16, 16, 60, 9, 1), (8, 8, 7, 1, 1)])
+def test_native_conv_equals_float64_convolution(C, cout, L, d, B, monkeypatch):
+    """Lengths that are not whole tiles, dilations with several phases, batches, a single output."""
+    w, b, x, ref, direct = _case(C, cout, L, d, B, seed=C + L)
+    U = winograd.transform_weight(w)
+    assert U.shape == (10, C, cout)
+    y = winograd.conv(x, U, b, d, native.load())
+    assert y.shape == ref.shape and y.transpose(1, 2).is_contiguous()
+    scale = ref.abs().max().item()
+    # F(4, 7) rounding: ~2e-5 of the output scale here (a direct float32 conv: ~1-6e-6); on the
+    # full codec the decoded audio hardly moves (test_codec_with_winograd_offline_and_streaming)
+    assert max_abs(y, ref) < 4e-5 * max(scale, 1.0)
+    assert max_abs(direct, ref) < 1e-5 * max(scale, 1.0)
+    assert torch.equal(winograd.conv(x, U, None, d, native.load()) + b[:, None], y)  # the bias is added last
+    monkeypatch.setattr(winograd, "PIECE_BYTES", 1)  # many pieces of 64 rows: the same tiles
+    assert max_abs(winograd.conv(x, U, b, d, native.load()), y) < 1e-6
+
+
+def test_native_conv_refuses_what_does_not_fit():
+    w, b, x, _, _ = _case(16, 16, 40, 1, 1, seed=1)
+    U = winograd.transform_weight(w)
+    with pytest.raises(ValueError, match="does not fit"):
+        winograd.conv(x[:, :8], U, b, 1, native.load())  # channels
+    with pytest.raises(ValueError, match="does not fit"):
+        winograd.conv(x[..., :6], U, b, 1, native.load())  # shorter than the kernel
+    with pytest.raises(ValueError, match="does not fit"):
+        winograd.conv(x.double(), U, b, 1, native.load())
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="the portable build is checked on x86-64 (-march=x86-64-v2)")
+def test_portable_build_transforms(tmp_path, monkeypatch):
+    monkeypatch.setenv("QWEN3TTS_CACHE", str(tmp_path))
+    plain = native.open_library(native.build(march="x86-64-v2"))
+    w, b, x, ref, _ = _case(48, 48, 300, 3, 2, seed=7)
+    U = winograd.transform_weight(w)
+    assert max_abs(winograd.conv(x, U, b, 3, plain), winograd.conv(x, U, b, 3, native.load())) < 1e-6
+
+
+def test_causal_conv_uses_winograd_where_it_pays(monkeypatch):
+    torch.manual_seed(3)
+    big, small = CausalConv1d(96, 96, 7, dilation=3), CausalConv1d(48, 48, 7)
+    k3 = CausalConv1d(96, 96, 3)
+    for m in (big, small, k3):
+        m.use_channels_last()
+    with torch.inference_mode():
+        x = torch.randn(2, 96, 300)
+        y = big(x)
+        assert "_winograd" in big.__dict__
+        small(torch.randn(1, 48, 300)), k3(x)
+        assert "_winograd" not in small.__dict__ and "_winograd" not in k3.__dict__
+        monkeypatch.setenv("QWEN3TTS_WINOGRAD", "0")
+        y_direct = big(x)
+        assert max_abs(y, y_direct) < 1e-4 and max_abs(y, y_direct) > 0  # other arithmetic, same convolution
+        monkeypatch.setenv("QWEN3TTS_WINOGRAD", "fast")
+        with pytest.raises(ValueError, match="QWEN3TTS_WINOGRAD must be 0 or 1"):
+            big(x)
+    monkeypatch.setenv("QWEN3TTS_WINOGRAD", "1")
+    with torch.no_grad():  # new weights (as a checkpoint load does): U is recomputed
+        big.conv.weight.mul_(2)
+        big.conv.bias.zero_()
+        y2 = big(x)
+    assert max_abs(y2, F.conv1d(F.pad(x, (18, 0)), big.conv.weight, None, dilation=3)) < 1e-4
+    def refuse(*a, **k):
+        raise AssertionError("Winograd used for a weight-bound step")
+
+    with torch.inference_mode(), monkeypatch.context() as mp:  # few outputs stay on the GEMM path
+        mp.setattr(winograd, "conv", refuse)
+        y1 = big._conv(torch.randn(1, 96, winograd.MIN_ROWS - 1 + 18))
+        assert y1.shape == (1, 96, winograd.MIN_ROWS - 1)
+    monkeypatch.setenv("QWEN3TTS_NATIVE", "off")  # no native library: direct convolutions
+    fresh = CausalConv1d(96, 96, 7)
+    fresh.use_channels_last()
+    with torch.inference_mode():
+        fresh(x)
+    assert "_winograd" not in fresh.__dict__
+
+
+@pytest.fixture(scope="module")
+def mid_codec():
+    """A random codec of 768 decoder channels (768 -> 384 -> 192 -> 96 -> 48): Winograd runs in
+    10 of its convolutions by default; and the same in float64."""
+    import tempfile
+
+    from qwen3tts.codec.tokenizer import SpeechTokenizer
+    from qwen3tts.config import SpeechTokenizerConfig
+    from qwen3tts.dev.random_model import random_tensor, speech_tokenizer_shapes, write_random_model
+
+    small = {"decoder_dim": 768, "latent_dim": 256, "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
+             "num_attention_heads": 4, "num_key_value_heads": 4}
+    with tempfile.TemporaryDirectory() as tmp:
+        p = write_random_model(tmp, weights=False, config_overrides={"speech_tokenizer/config.json": {"decoder_config": small}})
+        cfg = SpeechTokenizerConfig.from_file(p / "speech_tokenizer")
+    state = {k: random_tensor(k, s, 1) for k, s in speech_tokenizer_shapes(cfg).items()}
+    tok = SpeechTokenizer(cfg)
+    tok.load_state(state)
+    tok64 = SpeechTokenizer(cfg, dtype=torch.float64)
+    tok64.load_state({k: v.double() for k, v in state.items()})
+    return tok, tok64
+
+
+def test_codec_with_winograd_offline_and_streaming(mid_codec, monkeypatch):
+    tok, tok64 = mid_codec
+    codes = torch.randint(0, 2048, (10, 16), generator=torch.Generator().manual_seed(0))
+    ref = tok64.decoder.decode(codes.T[None])[0]
+    y = tok.decode(codes)
+    assert sum("_winograd" in m.__dict__ for m in tok.decoder.modules()) == 10
+    dec = tok.streaming_decoder()
+    streamed = torch.cat([dec.push(codes[i : i + 1]) for i in range(10)])
+    dec = tok.streaming_decoder()
+    streamed3 = torch.cat([dec.push(codes[i : i + 3]) for i in range(0, 10, 3)])
+    monkeypatch.setenv("QWEN3TTS_WINOGRAD", "0")
+    y_direct = tok.decode(codes)
+    err, err_direct = max_abs(y, ref), max_abs(y_direct, ref)
+    assert ref.abs().max() > 0.1
+    assert err < 2e-6 and err < 3 * err_direct  # measured: 3.8e-7 vs 2.2e-7 for direct convolutions
+    assert max_abs(streamed, y) < 1e-5 and max_abs(streamed3, y) < 1e-5  # measured ~4e-7
+
+
+def test_tiny_codec_forced_winograd_matches_the_official_decode(expected, monkeypatch):
+    """Winograd in every k7 convolution of the tiny model (3..48 channels; off by default there):
+    still within the 1e-4 parity of the official decode. (The tiny random vocoder amplifies
+    rounding ~40x: 2.5e-5 here vs 7e-6 with direct convolutions.)"""
+    from qwen3tts import SpeechTokenizer
+
+    monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)
+    monkeypatch.setattr(winograd, "MIN_ROWS", 1)
+    tok = SpeechTokenizer.from_pretrained(TINY_MODEL / "speech_tokenizer")
+    wav = tok.decode(expected["decode.codes"])
+    assert sum("_winograd" in m.__dict__ for m in tok.decoder.modules()) == 14  # decoder[0], 12 residual units, the last conv
+    assert max_abs(wav, expected["decode.wav"]) < 1e-4
+    dec = tok.streaming_decoder()
+    codes = expected["decode.codes"]
+    streamed = torch.cat([dec.push(codes[i : i + 5]) for i in range(0, codes.shape[0], 5)])
+    assert max_abs(streamed, wav) < 1e-4
