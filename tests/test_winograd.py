@@ -111,8 +111,9 @@ def test_causal_conv_uses_winograd_where_it_pays(monkeypatch):
 
     with torch.inference_mode(), monkeypatch.context() as mp:  # few outputs stay on the GEMM path
         mp.setattr(winograd, "conv", refuse)
-        y1 = big._conv(torch.randn(1, 96, winograd.MIN_ROWS - 1 + 18))
-        assert y1.shape == (1, 96, winograd.MIN_ROWS - 1)
+        assert winograd.gemm_rows(1, 32, 1) == 8 and winograd.gemm_rows(4, 32, 9) == 36 and winograd.gemm_rows(2, 5, 3) == 6
+        y1 = big._conv(torch.randn(1, 96, 4 * (winograd.MIN_ROWS - 1) + 18))  # dilation 3: rows = 3 x ceil(60 / 12) = 15
+        assert y1.shape == (1, 96, 60)
     monkeypatch.setenv("QWEN3TTS_NATIVE", "off")  # no native library: direct convolutions
     fresh = CausalConv1d(96, 96, 7)
     fresh.use_channels_last()
@@ -123,8 +124,8 @@ def test_causal_conv_uses_winograd_where_it_pays(monkeypatch):
 
 @pytest.fixture(scope="module")
 def mid_codec():
-    """A random codec of 768 decoder channels (768 -> 384 -> 192 -> 96 -> 48): Winograd runs in
-    10 of its convolutions by default; and the same in float64."""
+    """A random codec of 768 decoder channels (768 -> 384 -> 192 -> 96 -> 48): Winograd runs in the
+    9 residual units of 96..384 channels by default; and the same in float64."""
     import tempfile
 
     from qwen3tts.codec.tokenizer import SpeechTokenizer
@@ -149,7 +150,7 @@ def test_codec_with_winograd_offline_and_streaming(mid_codec, monkeypatch):
     codes = torch.randint(0, 2048, (10, 16), generator=torch.Generator().manual_seed(0))
     ref = tok64.decoder.decode(codes.T[None])[0]
     y = tok.decode(codes)
-    assert sum("_winograd" in m.__dict__ for m in tok.decoder.modules()) == 10
+    assert sum("_winograd" in m.__dict__ for m in tok.decoder.modules()) == 9  # the residual units; decoder[0] (40 outputs, 10 rows) stays direct
     dec = tok.streaming_decoder()
     streamed = torch.cat([dec.push(codes[i : i + 1]) for i in range(10)])
     dec = tok.streaming_decoder()

@@ -149,7 +149,7 @@ class CausalConv1d(nn.Module):
         B, cin, L = x.shape
         k, d, s = c.kernel_size[0], c.dilation[0], c.stride[0]
         n = (L - self.k_eff) // s + 1  # output length
-        U = self._winograd_weight(x) if B * n >= winograd.MIN_ROWS else None
+        U = self._winograd_weight(x) if winograd.gemm_rows(B, n, d) >= winograd.MIN_ROWS else None
         if U is not None:  # k7 with many channels on CPU: Winograd F(4, 7), 2.8x fewer products
             return winograd.conv(x, U, c.bias, d, _native_lib())
         if c.groups == 1 and n * k * cin <= GEMM_CONV_MAX:

@@ -25,7 +25,12 @@ import torch
 TILE = 4  # m: outputs per tile
 POINTS = tuple(Fraction(p) for p in ("0", "2", "-2", "5/4", "-5/4", "4/5", "-4/5", "2/5", "-2/5"))  # + infinity
 MIN_CHANNELS = 96  # fewer channels: the transforms cost about what they save
-MIN_ROWS = 16  # fewer outputs (batch x time): the GEMMs are weight-bound and U is 10/7 of the weight
+MIN_ROWS = 16  # fewer GEMM rows: weight-bound, and U is 10/7 of the weight (direct GEMM instead)
+
+
+def gemm_rows(batch: int, out_len: int, dilation: int, m: int = TILE) -> int:
+    """Rows of each of the n GEMMs for `out_len` outputs: batch x phases x tiles per phase."""
+    return batch * dilation * -(-out_len // (m * dilation))
 
 
 def enabled() -> bool:
