@@ -31,3 +31,4 @@ def test_bench_json_has_the_figures(quantize):
     parts = [res[k] for k in ("talker_ms_per_frame", "predictor_ms_per_frame", "codec_ms_per_frame")]
     assert all(p > 0 for p in parts) and res["frame_ms"] > 0 and res["first_audio_ms"] > 0 and res["peak_rss_mb"] > 100
     assert res["rtf"] > 0 and res["frames_timed"] == 3 and res["sessions"] == 2 and res["sessions_speedup"] > 0
+    assert len(res["sessions_speedup_steady_runs"]) == 1 and res["sessions_speedup_steady_runs"][0] > 0
