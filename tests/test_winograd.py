@@ -122,6 +122,33 @@ def test_causal_conv_uses_winograd_where_it_pays(monkeypatch):
     assert "_winograd" not in fresh.__dict__
 
 
+def test_streaming_steps_read_the_history_in_place(monkeypatch):
+    """Chunks shorter and longer than the history (6 d = 54 columns): Winograd on [history; x]
+    without concatenation, the history updated after; equals the offline convolution."""
+    from qwen3tts.codec.layers import StreamState
+
+    monkeypatch.setattr(winograd, "MIN_ROWS", 1)
+    calls = []
+    conv = winograd.conv
+    monkeypatch.setattr(winograd, "conv", lambda *a, **k: calls.append(k.get("history") is not None) or conv(*a, **k))
+    torch.manual_seed(8)
+    m = CausalConv1d(96, 80 + 16, 7, dilation=9)
+    m.use_channels_last()
+    m.state_key = "c"
+    x = torch.randn(2, 96, 300)
+    with torch.inference_mode():
+        offline = m(x)
+        st = StreamState({"c": m.new_state(2, x.device, x.dtype)})
+        out, s = [], 0
+        for n in [40, 1, 13, 60, 100, 86]:
+            out.append(m(x[..., s : s + n], st))
+            s += n
+    assert calls == [False] + [True] * 6
+    # other tile grids than offline: the F(4, 7) rounding of one convolution (as above), no more
+    assert max_abs(torch.cat(out, dim=-1), offline) < 4e-5 * max(offline.abs().max().item(), 1.0)
+    assert torch.equal(st.bufs["c"][0], x[..., -54:])
+
+
 @pytest.fixture(scope="module")
 def mid_codec():
     """A random codec of 768 decoder channels (768 -> 384 -> 192 -> 96 -> 48): Winograd runs in the
@@ -175,7 +202,8 @@ def test_tiny_codec_forced_winograd_matches_the_official_decode(expected, monkey
     wav = tok.decode(expected["decode.codes"])
     assert sum("_winograd" in m.__dict__ for m in tok.decoder.modules()) == 14  # decoder[0], 12 residual units, the last conv
     assert max_abs(wav, expected["decode.wav"]) < 1e-4
-    dec = tok.streaming_decoder()
     codes = expected["decode.codes"]
-    streamed = torch.cat([dec.push(codes[i : i + 5]) for i in range(0, codes.shape[0], 5)])
-    assert max_abs(streamed, wav) < 1e-4
+    for n in (1, 5):  # 1-frame pushes: chunks shorter than the dilated histories
+        dec = tok.streaming_decoder()
+        streamed = torch.cat([dec.push(codes[i : i + n]) for i in range(0, codes.shape[0], n)])
+        assert max_abs(streamed, wav) < 1e-4

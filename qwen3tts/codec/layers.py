@@ -178,6 +178,22 @@ class CausalConv1d(nn.Module):
             self.__dict__["_winograd"] = w = (key, winograd.transform_weight(c.weight.detach()))
         return w[1]
 
+    def _winograd_step(self, hist: torch.Tensor, x: torch.Tensor) -> torch.Tensor | None:
+        """A streaming step as Winograd reading the history in place (no concatenation), then the
+        history update; None when this step does not run as Winograd."""
+        B, _, N = x.shape
+        d = self.conv.dilation[0]
+        ht = hist.transpose(1, 2)  # (B, pad_left, C): the state's memory
+        if winograd.gemm_rows(B, N, d) < winograd.MIN_ROWS or not ht.is_contiguous():
+            return None
+        U = self._winograd_weight(x)
+        if U is None:
+            return None
+        y = winograd.conv(x, U, self.conv.bias, d, _native_lib(), history=ht)
+        P, xt = self.pad_left, x.transpose(1, 2)  # (B, N, C)
+        ht.copy_(xt[:, N - P :] if N >= P else torch.cat([ht[:, N:], xt], dim=1))
+        return y
+
     def forward_offline(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, C, L) -> (B, C', ceil(L / stride))."""
         L = x.shape[-1]
@@ -202,7 +218,11 @@ class CausalConv1d(nn.Module):
         if self.pad_left == 0:
             return self._conv(x)
         (hist,) = st.bufs[self.state_key]
-        if self.cl:  # (B, C, pad_left + N) as a view of (B, pad_left + N, C)
+        if self.cl:
+            y = self._winograd_step(hist, x)
+            if y is not None:
+                return y
+            # (B, C, pad_left + N) as a view of (B, pad_left + N, C)
             xx = torch.cat([hist.transpose(1, 2), x.transpose(1, 2)], dim=1).transpose(1, 2)
         else:
             xx = torch.cat([hist, x], dim=-1)  # (B, C, pad_left + N)

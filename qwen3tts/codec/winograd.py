@@ -98,35 +98,41 @@ def transform_weight(weight: torch.Tensor, m: int = TILE) -> torch.Tensor:
 PIECE_BYTES = 4 << 20  # transformed input per piece (V: n x rows x Cin floats): stays in cache
 
 
-def conv(x: torch.Tensor, U: torch.Tensor, bias: torch.Tensor | None, dilation: int, lib, m: int = TILE) -> torch.Tensor:
+def conv(x: torch.Tensor, U: torch.Tensor, bias: torch.Tensor | None, dilation: int, lib, m: int = TILE,
+         history: torch.Tensor | None = None) -> torch.Tensor:
     """Valid (unpadded) dilated convolution of x (B, Cin, L), float32 on CPU, by F(m, r):
     (B, Cout, L - (r - 1) d), returned as a channels-last view (memory (B, T, Cout)).
 
+    `history` (B, P, Cin), contiguous: rows that precede x in time (a streaming layer's state),
+    read in place instead of concatenated: the input is [history; x], of P + L rows.
     Long signals run in pieces of whole tiles (independent valid convolutions over overlapping
     input windows), so that the transformed tiles stay in cache between the three passes."""
     n, cin, cout = U.shape
     r = n - m + 1
     B, C, L = x.shape
     d = dilation
-    T = L - (r - 1) * d
-    if C != cin or T <= 0 or x.dtype != torch.float32 or U.dtype != torch.float32:
+    P = 0 if history is None else history.shape[1]
+    T = P + L - (r - 1) * d
+    if (C != cin or T <= 0 or n > 32 or x.dtype != torch.float32 or U.dtype != torch.float32
+            or (history is not None and (history.shape != (B, P, C) or history.dtype != x.dtype or not history.is_contiguous()))):
         raise ValueError(f"winograd conv: input {tuple(x.shape)} {x.dtype} does not fit U {tuple(U.shape)} {U.dtype} (dilation {d})")
     AT, _, BT = _mats(m, r)
     xc = x.transpose(1, 2)  # (B, L, C)
     if not xc.is_contiguous():
         xc = xc.contiguous()
+    hp = history.data_ptr() if P else None
     y = torch.empty(B, T, cout, dtype=x.dtype)
     rows_max = max(64, PIECE_BYTES // (4 * n * cin * B))  # rows of one piece (per batch entry)
     step = max(m * d, rows_max * m // (m * d) * (m * d))  # outputs per piece: whole tiles of every phase
     nt = torch.get_num_threads()
     bp = bias.data_ptr() if bias is not None else None
-    xs, ys = xc.element_size() * cin, y.element_size() * cout  # bytes per row
+    ys = y.element_size() * cout  # bytes per output row
     for s in range(0, T, step):
         t = min(step, T - s)
         q = -(-t // (m * d))  # tiles per phase
         rows = B * q * d
         V = torch.empty(n, rows, cin, dtype=x.dtype)  # transformed input tiles
-        lib.qwen3tts_wino_in(xc.data_ptr() + s * xs, B, t + (r - 1) * d, L, cin, V.data_ptr(), BT.data_ptr(), m, n, d, q, nt)
+        lib.qwen3tts_wino_in(hp, P, P, xc.data_ptr(), L, L, s, B, cin, V.data_ptr(), BT.data_ptr(), m, n, d, q, nt)
         M = torch.bmm(V, U)  # (n, rows, Cout): the n channel mixes
         lib.qwen3tts_wino_out(M.data_ptr(), B, t, T, cout, y.data_ptr() + s * ys, AT.data_ptr(), bp, m, n, d, q, nt)
     return y.transpose(1, 2)

@@ -95,22 +95,23 @@ void qwen3tts_snake_ncw(const float *x, float *y, const float *alpha, const floa
  * A causal k-tap convolution with dilation d over channels-last input x (B, L, C), L = T + (r-1) d,
  * is, per phase ph < d, a plain correlation over the rows ph, ph + d, ...; its outputs are cut
  * into q tiles of m per phase (row R = (b q + t) d + ph, tile t covers outputs (t m + p) d + ph).
- *   in:  V[i, R, :] = sum_k BT[i, k] x[b, (t m + k) d + ph, :]     (zero beyond L), i, k < n = m + r - 1
+ *   in:  V[i, R, :] = sum_k BT[i, k] x[b, off + (t m + k) d + ph, :]     i, k < n = m + r - 1
  *   (GEMMs, by the caller: M[i] = V[i] @ U[i], U[i] = (G W)[i] of shape (C, Cout))
  *   out: y[b, (t m + p) d + ph, :] = sum_i AT[p, i] M[i, R, :] + bias   (rows < T only)
- * x and y have ldb rows per batch entry (a piece of a longer signal: the caller offsets the
- * pointers); L bounds the rows of x that may be read. Plain IEEE single precision, terms in
- * index order, zero coefficients skipped. */
-void qwen3tts_wino_in(const float *x, int B, int64_t L, int64_t ldb, int C, float *V, const float *BT, int m, int n,
-                      int d, int64_t q, int nt) {
+ * The input is the concatenation in time of h (Lh rows per batch entry, ldh apart: a streaming
+ * layer's history, may be empty) and x (Lx rows, ldx apart), zero beyond; `off` (a row of that
+ * concatenation) and the output pointer place a piece of a longer signal. Plain IEEE single
+ * precision, terms in index order, zero coefficients skipped. */
+void qwen3tts_wino_in(const float *h, int64_t Lh, int64_t ldh, const float *x, int64_t Lx, int64_t ldx, int64_t off, int B,
+                      int C, float *V, const float *BT, int m, int n, int d, int64_t q, int nt) {
     const int64_t R = (int64_t)B * q * d;
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (int64_t row = 0; row < R; row++) {
         const int64_t b = row / (q * d), t = (row / d) % q, ph = row % d;
         const float *xk[32];
         for (int k = 0; k < n; k++) {
-            const int64_t i = (t * m + k) * d + ph;
-            xk[k] = i < L ? x + (b * ldb + i) * C : NULL;
+            const int64_t i = off + (t * m + k) * d + ph;
+            xk[k] = i < Lh ? h + (b * ldh + i) * C : i < Lh + Lx ? x + (b * ldx + i - Lh) * C : NULL;
         }
         for (int i = 0; i < n; i++) {
             float *out = V + ((int64_t)i * R + row) * C;
