@@ -80,6 +80,13 @@ def test_portable_build_transforms(tmp_path, monkeypatch):
     w, b, x, ref, _ = _case(48, 48, 300, 3, 2, seed=7)
     U = winograd.transform_weight(w)
     assert max_abs(winograd.conv(x, U, b, 3, plain), winograd.conv(x, U, b, 3, native.load())) < 1e-6
+    xs, w, bias = torch.randn(5, 40), torch.randn(9, 40), torch.randn(9)  # the few-row linear
+    ys = []
+    for lib in (plain, native.load()):
+        y = torch.empty(5, 9)
+        lib.qwen3tts_linear_f32(xs.data_ptr(), 5, 40, w.data_ptr(), bias.data_ptr(), 9, y.data_ptr(), 1)
+        ys.append(y)
+    assert max_abs(ys[0], xs @ w.T + bias) < 1e-5 and max_abs(ys[1], xs @ w.T + bias) < 1e-5
 
 
 def test_causal_conv_uses_winograd_where_it_pays(monkeypatch):
@@ -207,3 +214,34 @@ def test_tiny_codec_forced_winograd_matches_the_official_decode(expected, monkey
         dec = tok.streaming_decoder()
         streamed = torch.cat([dec.push(codes[i : i + n]) for i in range(0, codes.shape[0], n)])
         assert max_abs(streamed, wav) < 1e-4
+
+
+# ------------------------------------------------------------------ few-row float32 linear
+def test_few_rows_linear_equals_linear():
+    from qwen3tts.native import f32
+
+    torch.manual_seed(9)
+    for K, N, bias in [(512, 3072, False), (100, 37, True), (16, 4, True), (33, 5, False)]:
+        lin = torch.nn.Linear(K, N, bias=bias)
+        ref = torch.nn.Linear(K, N, bias=bias)
+        ref.load_state_dict(lin.state_dict())
+        assert f32.FewRowsLinear.adopt(lin) is lin and type(lin) is f32.FewRowsLinear
+        for M in (1, 2, 3, 4, 5, 9, 16, 24, 25):
+            x = torch.randn(M, K) * 3
+            with torch.inference_mode():
+                y, y_ref = lin(x), ref(x)
+            assert y.shape == y_ref.shape == (M, N)
+            assert max_abs(y, y_ref) < 2e-6 * max(y_ref.abs().max().item(), 1.0)
+        x3 = torch.randn(2, 3, K).transpose(0, 1)  # (3, 2, K), not contiguous: 6 rows
+        with torch.inference_mode():
+            assert max_abs(lin(x3), ref(x3)) < 2e-6 * max(ref(x3).abs().max().item(), 1.0)
+        assert lin.state_dict().keys() == ref.state_dict().keys()
+    conv = torch.nn.Conv1d(2, 2, 1)
+    assert f32.FewRowsLinear.adopt(conv) is conv and type(conv) is torch.nn.Conv1d  # only plain Linear
+
+
+def test_codec_decoder_uses_few_rows_linear(tiny_codec):
+    from qwen3tts.native.f32 import FewRowsLinear
+
+    lins = [m for m in tiny_codec.decoder.modules() if isinstance(m, torch.nn.Linear)]
+    assert lins and all(type(m) is FewRowsLinear for m in lins)

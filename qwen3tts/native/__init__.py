@@ -187,3 +187,5 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.qwen3tts_wino_in.restype = None
     lib.qwen3tts_wino_out.argtypes = [P, I, L, L, I, P, P, P, I, I, I, L, I]
     lib.qwen3tts_wino_out.restype = None
+    lib.qwen3tts_linear_f32.argtypes = [P, I, I, P, P, I, P, I]
+    lib.qwen3tts_linear_f32.restype = None

@@ -91,7 +91,16 @@ void qwen3tts_snake_ncw(const float *x, float *y, const float *alpha, const floa
     }
 }
 
-/* ------------------------------------------------------------------ Winograd F(m, r) transforms
+/* ------------------------------------------------------------------ Winograd F(m, r) transforms */
+/* out = a * src (first term) or out += a * src, C channels */
+static inline void axpy_or_set(float *out, float a, const float *src, int C, int first) {
+    if (first)
+        for (int c = 0; c < C; c++) out[c] = a * src[c];
+    else
+        for (int c = 0; c < C; c++) out[c] += a * src[c];
+}
+
+/*
  * A causal k-tap convolution with dilation d over channels-last input x (B, L, C), L = T + (r-1) d,
  * is, per phase ph < d, a plain correlation over the rows ph, ph + d, ...; its outputs are cut
  * into q tiles of m per phase (row R = (b q + t) d + ph, tile t covers outputs (t m + p) d + ph).
@@ -119,13 +128,8 @@ void qwen3tts_wino_in(const float *h, int64_t Lh, int64_t ldh, const float *x, i
             for (int k = 0; k < n; k++) {
                 const float a = BT[i * n + k];
                 if (a == 0.f || xk[k] == NULL) continue;
-                const float *src = xk[k];
-                if (first) {
-                    for (int c = 0; c < C; c++) out[c] = a * src[c];
-                    first = 0;
-                } else {
-                    for (int c = 0; c < C; c++) out[c] += a * src[c];
-                }
+                axpy_or_set(out, a, xk[k], C, first);
+                first = 0;
             }
             if (first) memset(out, 0, sizeof(float) * C);
         }
@@ -146,17 +150,72 @@ void qwen3tts_wino_out(const float *M, int B, int64_t T, int64_t ldb, int C, flo
             for (int i = 0; i < n; i++) {
                 const float a = AT[p * n + i];
                 if (a == 0.f) continue;
-                const float *src = M + ((int64_t)i * R + row) * C;
-                if (first) {
-                    for (int c = 0; c < C; c++) dst[c] = a * src[c];
-                    first = 0;
-                } else {
-                    for (int c = 0; c < C; c++) dst[c] += a * src[c];
-                }
+                axpy_or_set(dst, a, M + ((int64_t)i * R + row) * C, C, first);
+                first = 0;
             }
             if (first) memset(dst, 0, sizeof(float) * C);
             if (bias)
                 for (int c = 0; c < C; c++) dst[c] += bias[c];
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ float32 linear, few rows
+ * y (M, N) = x (M, K) @ w (N, K)^T (+ bias), for the codec decoder's few-row products
+ * (native/f32.py): 4 weight rows x mm <= 4 activation rows per pass in 16 lanes (FMA), each
+ * weight row read from memory once (then from L1 for the next 4 activation rows), one
+ * horizontal sum per output. Summation order: 16 lanes over k, then the lanes. */
+#ifdef Q_VNNI
+static inline __attribute__((always_inline)) void dot_f32_4n(const float *const *xr, int K, const float *const *wr, int mm,
+                                                             const float *pf, float *out) {
+    __m512 acc[4][4];
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++) acc[i][j] = _mm512_setzero_ps();
+    for (int k = 0; k < K; k += 16) {
+        const __mmask16 mk = K - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (K - k)) - 1);
+        if (pf) /* the next 4 weight rows (contiguous), one cache line per step */
+            for (int j = 0; j < 4; j++) _mm_prefetch((const char *)(pf + (size_t)j * K + k), _MM_HINT_T0);
+        __m512 wv[4];
+        for (int j = 0; j < 4; j++) wv[j] = _mm512_maskz_loadu_ps(mk, wr[j] + k);
+        for (int i = 0; i < mm; i++) {
+            const __m512 xv = _mm512_maskz_loadu_ps(mk, xr[i] + k);
+            for (int j = 0; j < 4; j++) acc[i][j] = _mm512_fmadd_ps(xv, wv[j], acc[i][j]);
+        }
+    }
+    for (int i = 0; i < mm; i++)
+        for (int j = 0; j < 4; j++) out[i * 4 + j] = _mm512_reduce_add_ps(acc[i][j]);
+}
+#endif
+
+void qwen3tts_linear_f32(const float *x, int M, int K, const float *w, const float *bias, int N, float *y, int nt) {
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int n0 = 0; n0 < N; n0 += 4) {
+        const float *wr[4];
+        for (int j = 0; j < 4; j++) wr[j] = w + (size_t)(n0 + j < N ? n0 + j : N - 1) * K; /* edge: a repeated row */
+        for (int m0 = 0; m0 < M; m0 += 4) {
+            const int mm = M - m0 < 4 ? M - m0 : 4;
+            const float *xr[4];
+            for (int i = 0; i < 4; i++) xr[i] = x + (size_t)(m0 + (i < mm ? i : 0)) * K;
+            float out[16];
+#ifdef Q_VNNI
+            const float *pf = m0 == 0 && n0 + 8 <= N ? w + (size_t)(n0 + 4) * K : NULL;
+            switch (mm) { /* constant row counts */
+            case 1: dot_f32_4n(xr, K, wr, 1, pf, out); break;
+            case 2: dot_f32_4n(xr, K, wr, 2, pf, out); break;
+            case 3: dot_f32_4n(xr, K, wr, 3, pf, out); break;
+            default: dot_f32_4n(xr, K, wr, 4, pf, out); break;
+            }
+#else
+            for (int i = 0; i < mm; i++)
+                for (int j = 0; j < 4; j++) {
+                    float s = 0.f;
+                    for (int k = 0; k < K; k++) s += xr[i][k] * wr[j][k];
+                    out[i * 4 + j] = s;
+                }
+#endif
+            for (int i = 0; i < mm; i++)
+                for (int j = 0; j < 4 && n0 + j < N; j++)
+                    y[(size_t)(m0 + i) * N + n0 + j] = out[i * 4 + j] + (bias ? bias[n0 + j] : 0.f);
         }
     }
 }
