@@ -201,6 +201,18 @@ static inline void store_out(const Lin *L, int32_t acc, float sxm, int n, float 
     *dst = accumulate ? *dst + v : v;
 }
 
+#ifdef Q_VNNI
+/* store_out for the weight rows n..n+3 at once: the same IEEE operations on each output */
+static inline void store_out4(const Lin *L, __m128i acc, float sxm, int n, float *dst, int accumulate) {
+    const __m128i ws = _mm_loadu_si128((const __m128i *)(L->wsum + n));
+    __m128 v = _mm_cvtepi32_ps(_mm_sub_epi32(acc, _mm_slli_epi32(ws, 7))); /* acc - 128 * wsum */
+    v = _mm_mul_ps(_mm_mul_ps(v, _mm_set1_ps(sxm)), _mm_loadu_ps(L->scale + n));
+    if (L->bias) v = _mm_add_ps(v, _mm_loadu_ps(L->bias + n));
+    if (accumulate) v = _mm_add_ps(_mm_loadu_ps(dst), v);
+    _mm_storeu_ps(dst, v);
+}
+#endif
+
 /* y[m, n] (=|+=) dot(q_m, w_n) rescaled; ldy: row stride of y */
 static void gemm_rows(const Lin *L, const uint8_t *q, const float *sx, int M, float *y, int ldy, int accumulate, int nt) {
     const int N = L->n, Kp = L->kp;
@@ -223,7 +235,7 @@ static void gemm_rows(const Lin *L, const uint8_t *q, const float *sx, int M, fl
                 default: dot_rows_4n(q0, Kp, w, 4, acc); break;
                 }
                 for (int r = 0; r < mm; r++)
-                    for (int j = 0; j < 4; j++) store_out(L, acc[r * 4 + j], sx[m0 + r], n + j, y + (size_t)(m0 + r) * ldy + n + j, accumulate);
+                    store_out4(L, _mm_loadu_si128((const __m128i *)(acc + r * 4)), sx[m0 + r], n, y + (size_t)(m0 + r) * ldy + n, accumulate);
             }
 #endif
             for (; n < n1; n++) {
