@@ -126,6 +126,8 @@ def test_causal_conv_uses_winograd_where_it_pays(monkeypatch):
     fresh.use_channels_last()
     with torch.inference_mode():
         fresh(x)
+        assert "_winograd" in big.__dict__  # a cached U is not used once the library is switched off
+        assert max_abs(big(x), F.conv1d(F.pad(x, (18, 0)), big.conv.weight, big.conv.bias, dilation=3)) < 1e-4
     assert "_winograd" not in fresh.__dict__
 
 

@@ -149,9 +149,9 @@ class CausalConv1d(nn.Module):
         B, cin, L = x.shape
         k, d, s = c.kernel_size[0], c.dilation[0], c.stride[0]
         n = (L - self.k_eff) // s + 1  # output length
-        U = self._winograd_weight(x) if winograd.gemm_rows(B, n, d) >= winograd.MIN_ROWS else None
-        if U is not None:  # k7 with many channels on CPU: Winograd F(4, 7), 2.8x fewer products
-            return winograd.conv(x, U, c.bias, d, _native_lib())
+        plan = self._winograd_plan(x, n)
+        if plan is not None:  # k7 with many channels on CPU: Winograd F(4, 7), 2.8x fewer products
+            return winograd.conv(x, plan[0], c.bias, d, plan[1])
         if c.groups == 1 and n * k * cin <= GEMM_CONV_MAX:
             # short input (a streaming step): one GEMM over the unfolded windows reads the weight
             # once; oneDNN's convolution re-lays the weight per call, which dominates here
@@ -162,34 +162,34 @@ class CausalConv1d(nn.Module):
             return y.view(B, n, -1).transpose(1, 2)
         return F.conv2d(x.unsqueeze(2), c.weight.unsqueeze(2), c.bias, (1, s), 0, (1, d), c.groups).squeeze(2)
 
-    def _winograd_weight(self, x: torch.Tensor) -> torch.Tensor | None:
-        """U = G w (codec/winograd.py) when this convolution runs as Winograd F(4, 7) (float32
-        on CPU with the native library, k = 7, stride 1, >= winograd.MIN_CHANNELS channels in
-        and out, not switched off), cached while the weight is unchanged; else None."""
+    def _winograd_plan(self, x: torch.Tensor, out_len: int):
+        """(U = G w (codec/winograd.py), the native library) when this convolution of `out_len`
+        outputs runs as Winograd F(4, 7): float32 on CPU with the library, k = 7, stride 1,
+        >= winograd.MIN_CHANNELS channels in and out, >= winograd.MIN_ROWS rows per GEMM, not
+        switched off; U is cached while the weight is unchanged. Else None."""
         c = self.conv
         if (c.kernel_size[0] != 7 or c.stride[0] != 1 or c.groups != 1 or min(c.in_channels, c.out_channels) < winograd.MIN_CHANNELS
-                or x.dtype != torch.float32 or x.device.type != "cpu" or not winograd.enabled()):
+                or x.dtype != torch.float32 or x.device.type != "cpu"
+                or winograd.gemm_rows(x.shape[0], out_len, c.dilation[0]) < winograd.MIN_ROWS or not winograd.enabled()):
+            return None
+        lib = _native_lib()
+        if lib is None:
             return None
         key = (_version(c.weight), c.weight.data_ptr())
         w = self.__dict__.get("_winograd")
         if w is None or w[0] != key:
-            if _native_lib() is None:
-                return None
             self.__dict__["_winograd"] = w = (key, winograd.transform_weight(c.weight.detach()))
-        return w[1]
+        return w[1], lib
 
     def _winograd_step(self, hist: torch.Tensor, x: torch.Tensor) -> torch.Tensor | None:
         """A streaming step as Winograd reading the history in place (no concatenation), then the
         history update; None when this step does not run as Winograd."""
         B, _, N = x.shape
-        d = self.conv.dilation[0]
         ht = hist.transpose(1, 2)  # (B, pad_left, C): the state's memory
-        if winograd.gemm_rows(B, N, d) < winograd.MIN_ROWS or not ht.is_contiguous():
+        plan = self._winograd_plan(x, N) if ht.is_contiguous() else None
+        if plan is None:
             return None
-        U = self._winograd_weight(x)
-        if U is None:
-            return None
-        y = winograd.conv(x, U, self.conv.bias, d, _native_lib(), history=ht)
+        y = winograd.conv(x, plan[0], self.conv.bias, self.conv.dilation[0], plan[1], history=ht)
         P, xt = self.pad_left, x.transpose(1, 2)  # (B, N, C)
         ht.copy_(xt[:, N - P :] if N >= P else torch.cat([ht[:, N:], xt], dim=1))
         return y

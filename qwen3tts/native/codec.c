@@ -1,5 +1,6 @@
-/* Native CPU kernels of the codec decoder (see native/__init__.py): SnakeBeta in one pass and
- * the input / output transforms of the Winograd k7 convolutions (codec/winograd.py). */
+/* Native CPU kernels of the codec decoder (see native/__init__.py): SnakeBeta in one pass, the
+ * input / output transforms of the Winograd k7 convolutions (codec/winograd.py) and the
+ * few-row float32 linear (native/f32.py). */
 #include "common.h"
 
 /* ------------------------------------------------------------------ SnakeBeta (codec decoder)
