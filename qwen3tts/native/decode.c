@@ -21,7 +21,7 @@
 
 #define KALIGN 64 /* K is padded to this (zero weights, activation 0) */
 #ifndef PF_AHEAD
-#define PF_AHEAD 512 /* bytes of each weight row fetched ahead of the dot products */
+#define PF_AHEAD 8192 /* bytes ahead of each of the 4 weight rows streamed (past a row end: the rows after it) */
 #endif
 
 typedef struct {
