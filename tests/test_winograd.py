@@ -247,3 +247,53 @@ def test_codec_decoder_uses_few_rows_linear(tiny_codec):
 
     lins = [m for m in tiny_codec.decoder.modules() if isinstance(m, torch.nn.Linear)]
     assert lins and all(type(m) is FewRowsLinear for m in lins)
+
+
+def test_few_rows_linear_refuses_what_it_does_not_serve(monkeypatch):
+    from qwen3tts.native import f32
+
+    g = torch.Generator().manual_seed(4)
+    w, b = torch.randn(12, 40, generator=g), torch.randn(12, generator=g)
+    for M in (f32.MIN_ROWS, 7, f32.MAX_ROWS):
+        x = torch.randn(M, 40, generator=g)
+        assert max_abs(f32.few_rows_linear(x, w, b), F.linear(x, w, b)) < 1e-5
+    x = torch.randn(6, 40, generator=g)
+    assert f32.few_rows_linear(x[:1], w, b) is None  # one row: MKL's matrix-vector product
+    assert f32.few_rows_linear(torch.randn(f32.MAX_ROWS + 1, 40), w, b) is None
+    assert f32.few_rows_linear(x.double(), w.double(), b.double()) is None
+    assert f32.few_rows_linear(x, torch.randn(40, 12).T, b) is None  # a transposed (non-contiguous) weight
+    monkeypatch.setattr(f32, "library", lambda: None)
+    assert f32.few_rows_linear(x, w, b) is None
+
+
+def test_codec_convolutions_run_few_rows_in_the_native_kernel(monkeypatch):
+    """A streaming step of the k7 convolution (run as one GEMM) and of a transposed convolution
+    sends its few rows to the native kernel, and the result is the torch convolution's."""
+    from qwen3tts.codec import layers
+    from qwen3tts.codec.layers import CausalConvTranspose1d, StreamState
+
+    calls = []
+    real = layers.few_rows_linear
+
+    def spy(x, w, bias=None):
+        y = real(x, w, bias)
+        calls.append((x.shape[0], y is not None))
+        return y
+
+    monkeypatch.setattr(layers, "few_rows_linear", spy)
+    torch.manual_seed(5)
+    conv, tconv = CausalConv1d(64, 48, 7), CausalConvTranspose1d(40, 24, 8, 4)
+    w0 = tconv.conv.weight.detach().clone()
+    conv.use_channels_last(), tconv.use_channels_last()
+    assert torch.equal(tconv.conv.weight, w0) and tconv.conv.weight.permute(2, 1, 0).is_contiguous()  # same values, (k, Cout, Cin) memory
+    conv.state_key, tconv.state_key = "c", "t"
+    B, T = 2, 12
+    x, xt = torch.randn(B, 64, T), torch.randn(B, 40, T)
+    with torch.inference_mode():
+        st = StreamState({"c": conv.new_state(B, "cpu", torch.float32), "t": tconv.new_state(B, "cpu", torch.float32)})
+        y = torch.cat([conv(x[..., s : s + 4], st) for s in range(0, T, 4)], dim=-1)  # 3 steps of 2 x 4 rows
+        z = torch.cat([tconv(xt[..., s : s + 3], st) for s in range(0, T, 3)], dim=-1)  # 4 steps of 2 x 3 rows
+        y_ref = F.conv1d(F.pad(x, (6, 0)), conv.conv.weight, conv.conv.bias)
+        z_ref = F.conv_transpose1d(xt, tconv.conv.weight, tconv.conv.bias, stride=4)[..., : T * 4]
+    assert calls and all(ok for _, ok in calls) and {m for m, _ in calls} == {8, 6}
+    assert max_abs(y, y_ref) < 1e-5 and max_abs(z, z_ref) < 1e-5

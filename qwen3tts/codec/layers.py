@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..native.f32 import few_rows_linear
 from . import winograd
 
 
@@ -158,7 +159,9 @@ class CausalConv1d(nn.Module):
             win = x.transpose(1, 2).unfold(1, self.k_eff, s)  # (B, n, Cin, k_eff): a view
             cols = win[..., ::d].transpose(2, 3).reshape(B * n, k * cin)  # (B*n, k*Cin), k major
             w = c.weight.permute(0, 2, 1).reshape(c.out_channels, k * cin)  # (Cout, k*Cin): a view of the re-laid weight
-            y = torch.addmm(c.bias, cols, w.T) if c.bias is not None else cols @ w.T  # (B*n, Cout)
+            y = few_rows_linear(cols, w, c.bias)  # a few rows (streaming steps): the native kernel
+            if y is None:
+                y = torch.addmm(c.bias, cols, w.T) if c.bias is not None else cols @ w.T  # (B*n, Cout)
             return y.view(B, n, -1).transpose(1, 2)
         return F.conv2d(x.unsqueeze(2), c.weight.unsqueeze(2), c.bias, (1, s), 0, (1, d), c.groups).squeeze(2)
 
@@ -245,10 +248,11 @@ class CausalConvTranspose1d(nn.Module):
         self.cl = False  # channels-last output (`use_channels_last`)
 
     def use_channels_last(self) -> None:
-        """Keep the weight physically as (Cin, k, Cout) (same values and shape) and produce the
+        """Keep the weight physically as (k, Cout, Cin) (same values and shape: the GEMM's
+        (k*Cout, Cin) matrix, rows contiguous, as the few-row kernel reads it) and produce the
         output as a (B, Cout, T) view of a (B, T, Cout) buffer (see `CausalConv1d`)."""
         w = self.conv.weight
-        w.data = w.data.permute(0, 2, 1).contiguous().permute(0, 2, 1)
+        w.data = w.data.permute(2, 1, 0).contiguous().permute(2, 1, 0)
         self.cl = True
 
     def new_state(self, batch, device, dtype):
@@ -285,9 +289,10 @@ class CausalConvTranspose1d(nn.Module):
         """The same GEMM + overlap-add in the (time, channel) layout."""
         B, _, N = x.shape
         s, k, cout = self.stride, self.conv.kernel_size[0], self.conv.out_channels
-        w = self.conv.weight.permute(0, 2, 1).reshape(self.conv.in_channels, -1)  # (Cin, k * Cout): a view
+        w = self.conv.weight.permute(2, 1, 0).reshape(k * cout, -1)  # (k * Cout, Cin): a view
         xt = x.transpose(1, 2).reshape(B * N, -1)  # (B*N, Cin)
-        z = (xt @ w).view(B, N, k, cout)  # (B, N, k, Cout)
+        z = few_rows_linear(xt, w)  # a few rows (streaming steps): the native kernel
+        z = (xt @ w.T if z is None else z).view(B, N, k, cout)  # (B, N, k, Cout)
         y = z[:, :, :s].contiguous()  # (B, N, s, Cout): block t
         if self.tail:
             spill = z[:, :, s:]  # (B, N, tail, Cout): spills into block t + 1

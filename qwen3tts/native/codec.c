@@ -168,14 +168,16 @@ void qwen3tts_wino_out(const float *M, int B, int64_t T, int64_t ldb, int C, flo
  * horizontal sum per output. Summation order: 16 lanes over k, then the lanes. */
 #ifdef Q_VNNI
 static inline __attribute__((always_inline)) void dot_f32_4n(const float *const *xr, int K, const float *const *wr, int mm,
-                                                             const float *pf, float *out) {
+                                                             const float *pf, int pass, int passes, float *out) {
     __m512 acc[4][4];
     for (int i = 0; i < 4; i++)
         for (int j = 0; j < 4; j++) acc[i][j] = _mm512_setzero_ps();
     for (int k = 0; k < K; k += 16) {
         const __mmask16 mk = K - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (K - k)) - 1);
-        if (pf) /* the next 4 weight rows (contiguous), one cache line per step */
-            for (int j = 0; j < 4; j++) _mm_prefetch((const char *)(pf + (size_t)j * K + k), _MM_HINT_T0);
+        if (pf) { /* the next 4 weight rows (contiguous): pass p of P over these rows fetches their p-th P-th */
+            const size_t at = ((size_t)pass * K + k) / passes & ~(size_t)15;
+            for (int j = 0; j < 4; j++) _mm_prefetch((const char *)(pf + (size_t)j * K + at), _MM_HINT_T0);
+        }
         __m512 wv[4];
         for (int j = 0; j < 4; j++) wv[j] = _mm512_maskz_loadu_ps(mk, wr[j] + k);
         for (int i = 0; i < mm; i++) {
@@ -199,12 +201,13 @@ void qwen3tts_linear_f32(const float *x, int M, int K, const float *w, const flo
             for (int i = 0; i < 4; i++) xr[i] = x + (size_t)(m0 + (i < mm ? i : 0)) * K;
             float out[16];
 #ifdef Q_VNNI
-            const float *pf = m0 == 0 && n0 + 8 <= N ? w + (size_t)(n0 + 4) * K : NULL;
+            const float *pf = n0 + 8 <= N ? w + (size_t)(n0 + 4) * K : NULL;
+            const int pass = m0 / 4, passes = (M + 3) / 4;
             switch (mm) { /* constant row counts */
-            case 1: dot_f32_4n(xr, K, wr, 1, pf, out); break;
-            case 2: dot_f32_4n(xr, K, wr, 2, pf, out); break;
-            case 3: dot_f32_4n(xr, K, wr, 3, pf, out); break;
-            default: dot_f32_4n(xr, K, wr, 4, pf, out); break;
+            case 1: dot_f32_4n(xr, K, wr, 1, pf, pass, passes, out); break;
+            case 2: dot_f32_4n(xr, K, wr, 2, pf, pass, passes, out); break;
+            case 3: dot_f32_4n(xr, K, wr, 3, pf, pass, passes, out); break;
+            default: dot_f32_4n(xr, K, wr, 4, pf, pass, passes, out); break;
             }
 #else
             for (int i = 0; i < mm; i++)
