@@ -11,8 +11,8 @@ sampling), codec (exact streaming decode of one frame), and all three together; 
 first audio (x-vector and ICL, short sentence, 1-frame chunks: call -> first PCM chunk); real-time
 factor (compute time / audio time, lower is faster); offline codec decode RTF for 10 s of codes;
 peak RSS; threads. Timings are medians over the frames of `--repeats` runs after a warm-up.
-Aggregate throughput of `--sessions` concurrent sessions vs one: `--repeats` alternating pairs
-of runs (1 session, then n), medians of each.
+Aggregate throughput of `--sessions` concurrent sessions vs one: `--repeats` runs in which one
+session and n sessions are stepped side by side (a step of each in turn, each timed), medians.
 """
 
 from __future__ import annotations
@@ -131,20 +131,31 @@ def first_audio(tts, voice, settings_kw) -> float:
     return dt
 
 
-def sessions_throughput(tts, voice, n: int, frames: int, settings_kw) -> float:
-    """Seconds of audio per wall second with `n` sessions stepped together (batch.step),
-    `frames` frames each, 1-frame chunks: (prefills included, steady state after them)."""
+def sessions_side_by_side(tts, voice, n: int, frames: int, settings_kw) -> dict:
+    """1 session and `n` sessions (batch.step, `frames` frames each, 1-frame chunks) run side by
+    side in one loop, one step of each in turn, each step timed on its own: machine noise (on a
+    shared 2-core VM the same step swings 2x over seconds) then hits both alike. Returns
+    {1: (audio s per wall s incl. the prefills, after them), n: (...)}."""
     from qwen3tts.batch import Utterance, step
 
-    t0 = time.perf_counter()
-    utts = [Utterance(tts, TEXT, language="English", voice=voice, max_new_tokens=frames + 1, **settings_kw) for _ in range(n)]
-    step(tts, utts)  # every session's prefill + first frame
-    t1 = time.perf_counter()
-    while not all(u.done for u in utts):
+    sets = {k: [Utterance(tts, TEXT, language="English", voice=voice, max_new_tokens=frames + 1, **settings_kw) for _ in range(k)]
+            for k in (1, n)}
+    first, rest = dict.fromkeys(sets, 0.0), dict.fromkeys(sets, 0.0)
+    for k, utts in sets.items():  # every session's prefill + first frame
+        t0 = time.perf_counter()
         step(tts, utts)
-    t2 = time.perf_counter()
-    total = sum(u.frames for u in utts)
-    return total * 0.08 / (t2 - t0), (total - n) * 0.08 / (t2 - t1)
+        first[k] = time.perf_counter() - t0
+    while not all(u.done for utts in sets.values() for u in utts):
+        for k, utts in sets.items():
+            if not all(u.done for u in utts):
+                t0 = time.perf_counter()
+                step(tts, utts)
+                rest[k] += time.perf_counter() - t0
+    out = {}
+    for k, utts in sets.items():
+        total = sum(u.frames for u in utts)
+        out[k] = (total * 0.08 / (first[k] + rest[k]), (total - k) * 0.08 / rest[k])
+    return out
 
 
 def compare_official(args, tts, ref, icl, kw) -> dict:
@@ -268,12 +279,13 @@ def main():
 
     thr, runs = {}, []
     if args.sessions > 1:
-        sessions_throughput(tts, xvec, 2, 2, kw)  # warm-up of the batched shapes
+        sessions_side_by_side(tts, xvec, args.sessions, 2, kw)  # warm-up of the batched shapes
         got = {1: [], args.sessions: []}
-        for _ in range(args.repeats):  # 1 and n sessions alternate, so that machine drift hits both alike
+        for _ in range(args.repeats):
+            r = sessions_side_by_side(tts, xvec, args.sessions, max(args.frames, 40), kw)
             for n in got:
-                got[n].append(sessions_throughput(tts, xvec, n, max(args.frames, 40), kw))
-            runs.append(round(got[args.sessions][-1][1] / got[1][-1][1], 2))
+                got[n].append(r[n])
+            runs.append(round(r[args.sessions][1] / r[1][1], 2))
         for n, xs in got.items():
             thr[n] = (statistics.median(x[0] for x in xs), statistics.median(x[1] for x in xs))
 
@@ -310,7 +322,7 @@ def main():
         res[f"audio_s_per_s_{n}_sessions"] = round(thr[n][0], 3)
         res["sessions_speedup"] = round(thr[n][0] / thr[1][0], 2)
         res["sessions_speedup_steady"] = round(thr[n][1] / thr[1][1], 2)  # after the prefills
-        res["sessions_speedup_steady_runs"] = runs  # each alternating pair of runs
+        res["sessions_speedup_steady_runs"] = runs  # each side-by-side run
     if graphs:
         res["graph_first_audio_ms"] = round(graphs[0] * 1000, 1)
         res["graph_frame_ms"] = round(statistics.median(graphs[1]) * 1000, 1)
