@@ -172,11 +172,15 @@ static inline __attribute__((always_inline)) void dot_f32_4n(const float *const 
     __m512 acc[4][4];
     for (int i = 0; i < 4; i++)
         for (int j = 0; j < 4; j++) acc[i][j] = _mm512_setzero_ps();
+    /* the next 4 weight rows (contiguous): pass p of P over these rows fetches their p-th P-th,
+     * one cache line per row every P steps */
+    size_t at = ((size_t)pass * K / passes) & ~(size_t)15;
+    int tick = 0;
     for (int k = 0; k < K; k += 16) {
         const __mmask16 mk = K - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (K - k)) - 1);
-        if (pf) { /* the next 4 weight rows (contiguous): pass p of P over these rows fetches their p-th P-th */
-            const size_t at = ((size_t)pass * K + k) / passes & ~(size_t)15;
+        if (pf) {
             for (int j = 0; j < 4; j++) _mm_prefetch((const char *)(pf + (size_t)j * K + at), _MM_HINT_T0);
+            if (++tick == passes) tick = 0, at += 16;
         }
         __m512 wv[4];
         for (int j = 0; j < 4; j++) wv[j] = _mm512_maskz_loadu_ps(mk, wr[j] + k);
