@@ -113,24 +113,48 @@ def test_every_state_is_necessary(tiny_codec):
 
 
 def test_attention_window_is_exactly_needed(tiny_codec):
-    """Keys older than the window must not matter; keys inside it must."""
-    codes = _codes(30, seed=4)
+    """Keys older than the window must not matter; keys inside it must. The ring holds position
+    p in slot p % R; 80 one-frame pushes wrap it twice."""
+    from qwen3tts.codec.transformer import RING_CHUNK
+
+    codes = _codes(80, seed=4)
     W = tiny_codec.config.decoder.sliding_window
+    R = W - 1 + RING_CHUNK
     offline = tiny_codec.decode(codes)
     attn = [m for m in tiny_codec.decoder.modules() if type(m).__name__ == "DecoderAttention"]
-    assert all(m.new_state(1, "cpu", torch.float32)[0].shape[2] == W - 1 for m in attn)
-    for drop, should_matter in ((W - 1, True), (0, False)):
-        # corrupt the oldest cache slot (position pos-(W-1)) vs nothing
+    assert all(m.new_state(1, "cpu", torch.float32)[0].shape[2] == R for m in attn)
+    def stream(age=None):
+        # after frame i, corrupt the key of position (i + 1) - age: the oldest the next frame sees, or one older
         dec = tiny_codec.streaming_decoder()
         out = []
-        for i in range(30):
+        for i in range(80):
             out.append(dec.push(codes[i : i + 1]))
-            if drop:
+            p = i + 1 - age if age is not None else -1
+            if p >= 0:
                 for m in attn:
                     for t in dec.state.bufs[m.state_key]:
-                        t[:, :, 0].zero_()
-        err = max_abs(torch.cat(out), offline)
-        assert (err > 1e-4) == should_matter, err
+                        t[:, :, p % R] = 1e3
+        return torch.cat(out)
+
+    clean = stream()
+    assert max_abs(clean, offline) < FP32_TOL
+    assert max_abs(stream(W - 1), clean) > 1e-4  # inside the window: it matters
+    assert torch.equal(stream(W), clean)  # one older: masked out exactly
+
+
+def test_ring_passes_equal_one_pass(tiny_codec, monkeypatch):
+    """Chunks longer than RING_CHUNK run as several transformer passes: with a ring chunk of 2 the
+    offline decode (32-frame pieces: 16 passes each) and 5-frame pushes give the same audio."""
+    from qwen3tts.codec import transformer
+
+    codes = _codes(70, seed=6)
+    ref = tiny_codec.decode(codes)
+    monkeypatch.setattr(transformer, "RING_CHUNK", 2)
+    small = tiny_codec.decode(codes)
+    dec = tiny_codec.streaming_decoder()
+    assert dec.state.bufs[next(k for k in dec.state.bufs if "self_attn" in k)][0].shape[2] == tiny_codec.config.decoder.sliding_window + 1
+    pushed = torch.cat([dec.push(codes[i : i + 5]) for i in range(0, 70, 5)])
+    assert max_abs(small, ref) < 1e-5 and max_abs(pushed, ref) < 1e-5
 
 
 def test_channels_last_path_equals_ncw_path(tiny_codec):

@@ -3,8 +3,11 @@
 * `DecoderTransformer` mirrors `Qwen3TTSTokenizerV2DecoderTransformerModel` (12.5 Hz): input
   projection, pre-norm layers (RMSNorm eps 1e-5, no q/k norm, RoPE theta 1e4, layer scales,
   SiLU-gated MLP), **sliding window** (key j visible from query i iff i - W < j <= i), final
-  RMSNorm, output projection. Streaming keeps a ring of the last W - 1 post-RoPE keys/values
-  per layer (`[B, H, W-1, D]`, fixed shape) and the absolute frame position.
+  RMSNorm, output projection. Streaming keeps a ring of post-RoPE keys/values per layer
+  (`[B, H, R, D]`, R = W - 1 + RING_CHUNK, fixed shape; position p lives in slot p % R) and the
+  absolute frame position: a pass writes its N <= RING_CHUNK new keys into the ring and attends
+  over the ring in place (masked by each slot's position), so no cache is copied per step;
+  longer chunks run as several passes.
 * `EncoderTransformer` mirrors transformers' `MimiTransformerModel` (25 Hz): LayerNorm (with
   bias) pre-norm, exact-GELU MLP without biases, layer scales, RoPE theta 1e4 and a **plain
   causal mask** (`sliding_window` is not applied by transformers 4.57.3 eager/SDPA; codec.md §5.3).
@@ -37,6 +40,9 @@ class _Attention(Projections):
         return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
 
 
+RING_CHUNK = 32  # frames one transformer pass takes (the ring holds W - 1 + this many keys)
+
+
 class DecoderAttention(_Attention):
     state_key = None
 
@@ -45,16 +51,17 @@ class DecoderAttention(_Attention):
         self.window = window
 
     def new_state(self, batch, device, dtype):
-        shape = (batch, self.kv_heads, self.window - 1, self.head_dim)
+        shape = (batch, self.kv_heads, self.window - 1 + RING_CHUNK, self.head_dim)
         return [torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype)]
 
-    def forward(self, x, cos, sin, mask, st: StreamState):
-        q, k, v = self.qkv(x, cos, sin)
-        ck, cv = st.bufs[self.state_key]
-        K = torch.cat([ck, k], dim=2)  # (B, Hkv, W-1+N, D): keys at positions pos-(W-1) .. pos+N-1
-        V = torch.cat([cv, v], dim=2)
-        ck.copy_(K[:, :, K.shape[2] - ck.shape[2] :])
-        cv.copy_(V[:, :, V.shape[2] - cv.shape[2] :])
+    def forward(self, x, cos, sin, mask, slots, st: StreamState):
+        """slots (B, 1, N, 1): ring slot of each new frame; mask (B, 1, N, R) over the ring."""
+        q, k, v = self.qkv(x, cos, sin)  # (B, H, N, D)
+        ck, cv = st.bufs[self.state_key]  # (B, Hkv, R, D)
+        idx = slots.expand(-1, k.shape[1], -1, k.shape[3])  # (B, Hkv, N, D)
+        ck.scatter_(2, idx, k)
+        cv.scatter_(2, idx, v)
+        K, V = ck, cv
         if self.kv_heads != self.heads:
             K = K.repeat_interleave(self.heads // self.kv_heads, dim=1)
             V = V.repeat_interleave(self.heads // self.kv_heads, dim=1)
@@ -72,8 +79,8 @@ class DecoderLayer(nn.Module):
         self.mlp = MLP(cfg.hidden_size, cfg.intermediate_size)  # SiLU-gated, no biases: the talker MLP
         self.mlp_layer_scale = LayerScale(cfg.hidden_size)
 
-    def forward(self, x, cos, sin, mask, st):
-        x = x + self.self_attn_layer_scale(self.self_attn(self.input_layernorm(x), cos, sin, mask, st))
+    def forward(self, x, cos, sin, mask, slots, st):
+        x = x + self.self_attn_layer_scale(self.self_attn(self.input_layernorm(x), cos, sin, mask, slots, st))
         return x + self.mlp_layer_scale(self.mlp(self.post_attention_layernorm(x)))
 
 
@@ -95,21 +102,33 @@ class DecoderTransformer(nn.Module):
             layer.mlp.fuse()
 
     def forward(self, x: torch.Tensor, st: StreamState) -> torch.Tensor:
-        B, N, _ = x.shape
-        W = self.cfg.sliding_window
-        dev = x.device
         # st.pos: an int (one position for the batch), a list (stacked sessions) or a device
         # tensor (CUDA graph); as (B or 1, 1) positions, one row per session
-        p0 = torch.as_tensor(st.pos, device=dev).reshape(-1, 1)
+        p0 = torch.as_tensor(st.pos, device=x.device).reshape(-1, 1)
+        N = x.shape[1]
+        if N <= RING_CHUNK:
+            return self._pass(x, p0, st)
+        return torch.cat([self._pass(x[:, s : s + RING_CHUNK], p0 + s, st) for s in range(0, N, RING_CHUNK)], dim=1)
+
+    def _pass(self, x: torch.Tensor, p0: torch.Tensor, st: StreamState) -> torch.Tensor:
+        """x (B, N <= RING_CHUNK, latent) at positions p0 (B or 1, 1) + 0..N-1."""
+        B, N, _ = x.shape
+        W = self.cfg.sliding_window
+        R = W - 1 + RING_CHUNK
+        dev = x.device
         qpos = p0 + torch.arange(N, device=dev)  # (B, N): absolute positions of the new frames
-        kpos = p0 - (W - 1) + torch.arange(W - 1 + N, device=dev)  # (B, W-1+N): cache + new
+        last = p0 + (N - 1)  # (B, 1): the newest position once this pass's keys are written
+        kpos = last - (last - torch.arange(R, device=dev)) % R  # (B, R): position held by each slot (< 0: none yet)
         k, q = kpos[:, None, :], qpos[:, :, None]
-        mask = ((k >= 0) & (k <= q) & (k > q - W))[:, None]  # (B, 1, N, W-1+N)
+        mask = ((k >= 0) & (k <= q) & (k > q - W))[:, None]  # (B, 1, N, R)
+        slots = (qpos % R)[:, None, :, None]  # (B, 1, N, 1)
+        if slots.shape[0] != B:
+            slots = slots.expand(B, -1, -1, -1)
         cos, sin = rope_tables(qpos, self.cfg.head_dim, self.cfg.rope_theta, x.dtype)  # (B, N, D)
         cos, sin = cos[:, None], sin[:, None]  # (B, 1, N, D)
         h = self.input_proj(x)
         for layer in self.layers:
-            h = layer(h, cos, sin, mask, st)
+            h = layer(h, cos, sin, mask, slots, st)
         return self.output_proj(self.norm(h))
 
 
