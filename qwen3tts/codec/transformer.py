@@ -55,10 +55,11 @@ class DecoderAttention(_Attention):
         return [torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype)]
 
     def forward(self, x, cos, sin, mask, slots, st: StreamState):
-        """slots (B, 1, N, 1): ring slot of each new frame; mask (B, 1, N, R) over the ring."""
+        """slots (B or 1, 1, N, 1): ring slot of each new frame; mask (B or 1, 1, N, R) over the ring."""
         q, k, v = self.qkv(x, cos, sin)  # (B, H, N, D)
         ck, cv = st.bufs[self.state_key]  # (B, Hkv, R, D)
-        idx = slots.expand(-1, k.shape[1], -1, k.shape[3])  # (B, Hkv, N, D)
+        B, Hkv, N, D = k.shape
+        idx = slots.expand(B, Hkv, N, D)
         ck.scatter_(2, idx, k)
         cv.scatter_(2, idx, v)
         K, V = ck, cv
@@ -112,18 +113,16 @@ class DecoderTransformer(nn.Module):
 
     def _pass(self, x: torch.Tensor, p0: torch.Tensor, st: StreamState) -> torch.Tensor:
         """x (B, N <= RING_CHUNK, latent) at positions p0 (B or 1, 1) + 0..N-1."""
-        B, N, _ = x.shape
+        N = x.shape[1]
         W = self.cfg.sliding_window
         R = W - 1 + RING_CHUNK
         dev = x.device
-        qpos = p0 + torch.arange(N, device=dev)  # (B, N): absolute positions of the new frames
-        last = p0 + (N - 1)  # (B, 1): the newest position once this pass's keys are written
-        kpos = last - (last - torch.arange(R, device=dev)) % R  # (B, R): position held by each slot (< 0: none yet)
+        qpos = p0 + torch.arange(N, device=dev)  # (B or 1, N): absolute positions of the new frames
+        last = p0 + (N - 1)  # (B or 1, 1): the newest position once this pass's keys are written
+        kpos = last - (last - torch.arange(R, device=dev)) % R  # (B or 1, R): position held by each slot (< 0: none yet)
         k, q = kpos[:, None, :], qpos[:, :, None]
-        mask = ((k >= 0) & (k <= q) & (k > q - W))[:, None]  # (B, 1, N, R)
-        slots = (qpos % R)[:, None, :, None]  # (B, 1, N, 1)
-        if slots.shape[0] != B:
-            slots = slots.expand(B, -1, -1, -1)
+        mask = ((k >= 0) & (k <= q) & (k > q - W))[:, None]  # (B or 1, 1, N, R)
+        slots = (qpos % R)[:, None, :, None]  # (B or 1, 1, N, 1)
         cos, sin = rope_tables(qpos, self.cfg.head_dim, self.cfg.rope_theta, x.dtype)  # (B, N, D)
         cos, sin = cos[:, None], sin[:, None]  # (B, 1, N, D)
         h = self.input_proj(x)
