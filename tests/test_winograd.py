@@ -267,11 +267,13 @@ def test_few_rows_linear_refuses_what_it_does_not_serve(monkeypatch):
 
 
 def test_codec_convolutions_run_few_rows_in_the_native_kernel(monkeypatch):
-    """A streaming step of the k7 convolution (run as one GEMM) and of a transposed convolution
-    sends its few rows to the native kernel, and the result is the torch convolution's."""
+    """Without oneDNN (which serves them first: tests/test_dnn.py), a streaming step of the k7
+    convolution (run as one GEMM) and of a transposed convolution sends its few rows to the
+    native kernel, and the result is the torch convolution's."""
     from qwen3tts.codec import layers
     from qwen3tts.codec.layers import CausalConvTranspose1d, StreamState
 
+    monkeypatch.setenv("QWEN3TTS_ONEDNN", "0")
     calls = []
     real = layers.few_rows_linear
 

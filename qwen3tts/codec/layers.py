@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..native import dnn
 from ..native.f32 import few_rows_linear
 from . import winograd
 
@@ -153,27 +154,42 @@ class CausalConv1d(nn.Module):
         plan = self._winograd_plan(x, n)
         if plan is not None:  # k7 with many channels on CPU: Winograd F(4, 7), 2.8x fewer products
             return winograd.conv(x, plan[0], c.bias, d, plan[1])
-        if c.groups == 1 and n * k * cin <= GEMM_CONV_MAX:
-            # short input (a streaming step): one GEMM over the unfolded windows reads the weight
-            # once; oneDNN's convolution re-lays the weight per call, which dominates here
+        gemm = c.groups == 1 and (n * k * cin <= GEMM_CONV_MAX or (k == 1 and s == 1 and dnn.applies(x, c.weight)))
+        if not gemm:
+            return F.conv2d(x.unsqueeze(2), c.weight.unsqueeze(2), c.bias, (1, s), 0, (1, d), c.groups).squeeze(2)
+        # one GEMM over the unfolded windows reads the weight once (F.conv2d re-lays the weight
+        # per call, which dominates for short inputs): in oneDNN with the weight packed once
+        # (native/dnn.py); without it a few rows (a streaming step) in the native few-row kernel
+        cols, w = self._unfold(x, n)
+        y = dnn.linear(self, "_dnn", cols, w, c.bias)
+        if y is None:
+            y = few_rows_linear(cols, w, c.bias)
+        if y is None:
+            y = torch.addmm(c.bias, cols, w.T) if c.bias is not None else cols @ w.T  # (B*n, Cout)
+        return y.view(B, n, -1).transpose(1, 2)
+
+    def _unfold(self, x: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the unfolded input windows (B*n, k*Cin), k major; the weight as (Cout, k*Cin), a view)."""
+        c = self.conv
+        k, d, s = c.kernel_size[0], c.dilation[0], c.stride[0]
+        if k == 1 and s == 1:  # the input rows themselves (a view of channels-last memory)
+            cols = x.transpose(1, 2).reshape(x.shape[0] * n, c.in_channels)
+        else:
             win = x.transpose(1, 2).unfold(1, self.k_eff, s)  # (B, n, Cin, k_eff): a view
-            cols = win[..., ::d].transpose(2, 3).reshape(B * n, k * cin)  # (B*n, k*Cin), k major
-            w = c.weight.permute(0, 2, 1).reshape(c.out_channels, k * cin)  # (Cout, k*Cin): a view of the re-laid weight
-            y = few_rows_linear(cols, w, c.bias)  # a few rows (streaming steps): the native kernel
-            if y is None:
-                y = torch.addmm(c.bias, cols, w.T) if c.bias is not None else cols @ w.T  # (B*n, Cout)
-            return y.view(B, n, -1).transpose(1, 2)
-        return F.conv2d(x.unsqueeze(2), c.weight.unsqueeze(2), c.bias, (1, s), 0, (1, d), c.groups).squeeze(2)
+            cols = win[..., ::d].transpose(2, 3).reshape(x.shape[0] * n, k * c.in_channels)  # (B*n, k*Cin)
+        w = c.weight.permute(0, 2, 1).reshape(c.out_channels, k * c.in_channels)  # a view of the re-laid weight
+        return cols, w
 
     def _winograd_plan(self, x: torch.Tensor, out_len: int):
-        """(U = G w (codec/winograd.py), the native library) when this convolution of `out_len`
-        outputs runs as Winograd F(4, 7): float32 on CPU with the library, k = 7, stride 1,
-        >= winograd.MIN_CHANNELS channels in and out, >= winograd.MIN_ROWS rows per GEMM, not
-        switched off; U is cached while the weight is unchanged. Else None."""
+        """(U, the native library) when this convolution of `out_len` outputs runs as Winograd
+        F(4, 7): float32 on CPU with the library, k = 7, stride 1, >= winograd.MIN_CHANNELS
+        channels in and out, >= winograd.MIN_ROWS rows per GEMM, not switched off. U = G w
+        (codec/winograd.py), packed for oneDNN where it is on; cached while the weight is
+        unchanged. Else None."""
         c = self.conv
+        rows = winograd.gemm_rows(x.shape[0], out_len, c.dilation[0])
         if (c.kernel_size[0] != 7 or c.stride[0] != 1 or c.groups != 1 or min(c.in_channels, c.out_channels) < winograd.MIN_CHANNELS
-                or x.dtype != torch.float32 or x.device.type != "cpu"
-                or winograd.gemm_rows(x.shape[0], out_len, c.dilation[0]) < winograd.MIN_ROWS or not winograd.enabled()):
+                or x.dtype != torch.float32 or x.device.type != "cpu" or rows < winograd.MIN_ROWS or not winograd.enabled()):
             return None
         lib = _native_lib()
         if lib is None:
@@ -181,8 +197,12 @@ class CausalConv1d(nn.Module):
         key = (_version(c.weight), c.weight.data_ptr())
         w = self.__dict__.get("_winograd")
         if w is None or w[0] != key:
-            self.__dict__["_winograd"] = w = (key, winograd.transform_weight(c.weight.detach()))
-        return w[1], lib
+            self.__dict__["_winograd"] = w = (key, winograd.transform_weight(c.weight.detach()), None)
+        if not dnn.enabled():
+            return w[1], lib
+        if w[2] is None:
+            self.__dict__["_winograd"] = w = (key, w[1], winograd.pack_mix(w[1], rows))
+        return w[2], lib
 
     def _winograd_step(self, hist: torch.Tensor, x: torch.Tensor) -> torch.Tensor | None:
         """A streaming step as Winograd reading the history in place (no concatenation), then the
@@ -291,7 +311,9 @@ class CausalConvTranspose1d(nn.Module):
         s, k, cout = self.stride, self.conv.kernel_size[0], self.conv.out_channels
         w = self.conv.weight.permute(2, 1, 0).reshape(k * cout, -1)  # (k * Cout, Cin): a view
         xt = x.transpose(1, 2).reshape(B * N, -1)  # (B*N, Cin)
-        z = few_rows_linear(xt, w)  # a few rows (streaming steps): the native kernel
+        z = dnn.linear(self, "_dnn", xt, w)  # oneDNN, the weight packed once
+        if z is None:
+            z = few_rows_linear(xt, w)  # without it, a few rows (streaming steps): the native kernel
         z = (xt @ w.T if z is None else z).view(B, N, k, cout)  # (B, N, k, Cout)
         y = z[:, :, :s].contiguous()  # (B, N, s, Cout): block t
         if self.tail:

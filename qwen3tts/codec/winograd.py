@@ -17,6 +17,7 @@ decoded audio differs from a float64 decode by as much as the direct float32 dec
 
 from __future__ import annotations
 
+import ctypes
 import os
 from fractions import Fraction
 
@@ -98,24 +99,38 @@ def transform_weight(weight: torch.Tensor, m: int = TILE) -> torch.Tensor:
 PIECE_BYTES = 4 << 20  # transformed input per piece (V: n x rows x Cin floats): stays in cache
 
 
-def conv(x: torch.Tensor, U: torch.Tensor, bias: torch.Tensor | None, dilation: int, lib, m: int = TILE,
+def pack_mix(U: torch.Tensor, rows_hint: int = 256) -> list:
+    """The n channel mixes of U (n, Cin, Cout) as n oneDNN products with packed weights
+    (native/dnn.py): mix i maps V[i] (rows, Cin) to V[i] @ U[i]."""
+    from ..native.dnn import PackedLinear
+
+    return [PackedLinear(u.T, max(rows_hint, 32)) for u in U]  # u.T: (Cout, Cin)
+
+
+def conv(x: torch.Tensor, U, bias: torch.Tensor | None, dilation: int, lib, m: int = TILE,
          history: torch.Tensor | None = None) -> torch.Tensor:
     """Valid (unpadded) dilated convolution of x (B, Cin, L), float32 on CPU, by F(m, r):
     (B, Cout, L - (r - 1) d), returned as a channels-last view (memory (B, T, Cout)).
 
+    `U`: the transformed weight (n, Cin, Cout) (the channel mixes run as `torch.bmm`), or
+    `pack_mix(U)` (n oneDNN products, ~2-3x faster on CPU; the same sums to rounding).
     `history` (B, P, Cin), contiguous: rows that precede x in time (a streaming layer's state),
     read in place instead of concatenated: the input is [history; x], of P + L rows.
     Long signals run in pieces of whole tiles (independent valid convolutions over overlapping
     input windows), so that the transformed tiles stay in cache between the three passes."""
-    n, cin, cout = U.shape
+    packed = not isinstance(U, torch.Tensor)
+    if packed:
+        n, (cout, cin) = len(U), U[0].shape
+    else:
+        n, cin, cout = U.shape
     r = n - m + 1
     B, C, L = x.shape
     d = dilation
     P = 0 if history is None else history.shape[1]
     T = P + L - (r - 1) * d
-    if (C != cin or T <= 0 or n > 32 or x.dtype != torch.float32 or U.dtype != torch.float32
+    if (C != cin or T <= 0 or n > 32 or x.dtype != torch.float32 or (not packed and U.dtype != torch.float32)
             or (history is not None and (history.shape != (B, P, C) or history.dtype != x.dtype or not history.is_contiguous()))):
-        raise ValueError(f"winograd conv: input {tuple(x.shape)} {x.dtype} does not fit U {tuple(U.shape)} {U.dtype} (dilation {d})")
+        raise ValueError(f"winograd conv: input {tuple(x.shape)} {x.dtype} does not fit U of {n} x {cin} x {cout} (dilation {d})")
     AT, _, BT = _mats(m, r)
     xc = x.transpose(1, 2)  # (B, L, C)
     if not xc.is_contiguous():
@@ -132,7 +147,12 @@ def conv(x: torch.Tensor, U: torch.Tensor, bias: torch.Tensor | None, dilation: 
         q = -(-t // (m * d))  # tiles per phase
         rows = B * q * d
         V = torch.empty(n, rows, cin, dtype=x.dtype)  # transformed input tiles
-        lib.qwen3tts_wino_in(hp, P, P, xc.data_ptr(), L, L, s, B, cin, V.data_ptr(), BT.data_ptr(), m, n, d, q, nt)
-        M = torch.bmm(V, U)  # (n, rows, Cout): the n channel mixes
-        lib.qwen3tts_wino_out(M.data_ptr(), B, t, T, cout, y.data_ptr() + s * ys, AT.data_ptr(), bp, m, n, d, q, nt)
+        lib.qwen3tts_wino_in(hp, P, P, xc.data_ptr(), L, L, s, B, cin, V.data_ptr(), rows * cin, cin, BT.data_ptr(), m, n, d, q, nt)
+        if packed:  # the n channel mixes: n oneDNN products
+            M = [mix(v) for mix, v in zip(U, V)]  # n x (rows, Cout)
+            ptrs = (ctypes.c_void_p * n)(*(t.data_ptr() for t in M))
+        else:
+            M = torch.bmm(V, U)  # (n, rows, Cout)
+            ptrs = (ctypes.c_void_p * n)(*(M.data_ptr() + i * M.stride(0) * M.element_size() for i in range(n)))
+        lib.qwen3tts_wino_out(ptrs, cout, B, t, T, cout, y.data_ptr() + s * ys, AT.data_ptr(), bp, m, n, d, q, nt)
     return y.transpose(1, 2)

@@ -108,12 +108,14 @@ static inline void axpy_or_set(float *out, float a, const float *src, int C, int
  *   in:  V[i, R, :] = sum_k BT[i, k] x[b, off + (t m + k) d + ph, :]     i, k < n = m + r - 1
  *   (GEMMs, by the caller: M[i] = V[i] @ U[i], U[i] = (G W)[i] of shape (C, Cout))
  *   out: y[b, (t m + p) d + ph, :] = sum_i AT[p, i] M[i, R, :] + bias   (rows < T only)
+ * V[i, R, :] starts at element i * si + R * sr of V; M[i, R, :] at element R * sr of M[i] (the
+ * n products may be separate tensors).
  * The input is the concatenation in time of h (Lh rows per batch entry, ldh apart: a streaming
  * layer's history, may be empty) and x (Lx rows, ldx apart), zero beyond; `off` (a row of that
  * concatenation) and the output pointer place a piece of a longer signal. Plain IEEE single
  * precision, terms in index order, zero coefficients skipped. */
 void qwen3tts_wino_in(const float *h, int64_t Lh, int64_t ldh, const float *x, int64_t Lx, int64_t ldx, int64_t off, int B,
-                      int C, float *V, const float *BT, int m, int n, int d, int64_t q, int nt) {
+                      int C, float *V, int64_t si, int64_t sr, const float *BT, int m, int n, int d, int64_t q, int nt) {
     const int64_t R = (int64_t)B * q * d;
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (int64_t row = 0; row < R; row++) {
@@ -124,7 +126,7 @@ void qwen3tts_wino_in(const float *h, int64_t Lh, int64_t ldh, const float *x, i
             xk[k] = i < Lh ? h + (b * ldh + i) * C : i < Lh + Lx ? x + (b * ldx + i - Lh) * C : NULL;
         }
         for (int i = 0; i < n; i++) {
-            float *out = V + ((int64_t)i * R + row) * C;
+            float *out = V + i * si + row * sr;
             int first = 1;
             for (int k = 0; k < n; k++) {
                 const float a = BT[i * n + k];
@@ -137,8 +139,8 @@ void qwen3tts_wino_in(const float *h, int64_t Lh, int64_t ldh, const float *x, i
     }
 }
 
-void qwen3tts_wino_out(const float *M, int B, int64_t T, int64_t ldb, int C, float *y, const float *AT, const float *bias,
-                       int m, int n, int d, int64_t q, int nt) {
+void qwen3tts_wino_out(const float *const *M, int64_t sr, int B, int64_t T, int64_t ldb, int C, float *y, const float *AT,
+                       const float *bias, int m, int n, int d, int64_t q, int nt) {
     const int64_t R = (int64_t)B * q * d;
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (int64_t row = 0; row < R; row++) {
@@ -151,7 +153,7 @@ void qwen3tts_wino_out(const float *M, int B, int64_t T, int64_t ldb, int C, flo
             for (int i = 0; i < n; i++) {
                 const float a = AT[p * n + i];
                 if (a == 0.f) continue;
-                axpy_or_set(dst, a, M + ((int64_t)i * R + row) * C, C, first);
+                axpy_or_set(dst, a, M[i] + row * sr, C, first);
                 first = 0;
             }
             if (first) memset(dst, 0, sizeof(float) * C);

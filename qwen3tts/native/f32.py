@@ -1,11 +1,13 @@
-"""`FewRowsLinear`: an `nn.Linear` whose float32 CPU products of a few rows run in the native
-library (`qwen3tts_linear_f32`, codec.c). Used by the codec decoder (its transformer, ConvNeXt
-blocks and projections), which sees a few rows per call (one per frame and stream): MKL's GEMM
-for 2..24 rows ran well below the memory bandwidth there (the transformer's 116 MB at 4 rows:
-10.2 -> 5.3 ms; 12 rows: 11.0 -> 7.5 ms; at 1 and 32 rows both are alike). Same parameters and state_dict as nn.Linear;
-anything else (other dtypes, devices, more rows, no library) goes to F.linear. `few_rows_linear` is
-the same product for other callers: the codec's convolutions that run as one GEMM (the k7
-convolution into the decoder, the transposed convolutions) see 4..16 rows per streaming step."""
+"""`FewRowsLinear`: an `nn.Linear` for the codec decoder's float32 CPU products (its transformer,
+ConvNeXt blocks and projections), which see a few rows per call (one per frame and stream).
+They run in oneDNN with the weight packed once (native/dnn.py: 34-39 GB/s streamed at 1-4 rows
+on the EPYC of docs/benchmarks.md, MKL's GEMM 8-21 GB/s); without oneDNN, 2..24 rows run in
+the native library (`qwen3tts_linear_f32`, codec.c: 4 weight rows x 4 activation rows of FMAs
+per pass, the next weight rows prefetched; the transformer's 116 MB at 4 rows 10.2 -> 5.3 ms
+against MKL on the Xeon of sessions 5-6). Same parameters and state_dict as nn.Linear; anything
+else (other dtypes, devices, no library) goes to F.linear. `few_rows_linear` is the native
+product for other callers: the codec's convolutions that run as one GEMM (the k7 convolution
+into the decoder, the transposed convolutions) see 4..16 rows per streaming step."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import library
+from . import dnn, library
 
 MIN_ROWS, MAX_ROWS = 2, 24  # one row: MKL's matrix-vector product is as fast; from ~32 rows: its blocked GEMM
 
@@ -47,7 +49,10 @@ class FewRowsLinear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         K = self.in_features
-        y = few_rows_linear(x.reshape(-1, K), self.weight, self.bias) if K and x.shape[-1] == K else None
+        x2 = x.reshape(-1, K) if K and x.shape[-1] == K else None
+        y = dnn.linear(self, "_dnn", x2, self.weight, self.bias) if x2 is not None else None  # oneDNN, packed once
+        if y is None and x2 is not None:
+            y = few_rows_linear(x2, self.weight, self.bias)  # without oneDNN: the native kernel for a few rows
         if y is None:
             return F.linear(x, self.weight, self.bias)
         return y.view(*x.shape[:-1], self.out_features)

@@ -1,0 +1,106 @@
+"""oneDNN products with packed weights (native/dnn.py): they compute the float32 product within
+rounding for every row count (one packed weight serves them all), are cached per weight and
+rebuilt when it changes, are switched off by QWEN3TTS_ONEDNN=0, and the codec decoder routes
+its products through them (the Winograd channel mixes, the transposed and GEMM-sized
+convolutions, the linears) with the decoded audio unchanged to rounding."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import max_abs
+from qwen3tts import native
+from qwen3tts.native import dnn
+
+pytestmark = pytest.mark.skipif(not dnn.enabled(), reason="torch without oneDNN")
+
+
+def _rel(y, ref) -> float:
+    return max_abs(y, ref) / max(ref.abs().max().item(), 1.0)
+
+
+def test_packed_linear_equals_the_float64_product_at_every_row_count():
+    g = torch.Generator().manual_seed(0)
+    for N, K in [(96, 96), (300, 77), (17, 512)]:
+        w, b = torch.randn(N, K, generator=g) / math.sqrt(K), torch.randn(N, generator=g)
+        p = dnn.PackedLinear(w, rows_hint=64)
+        for M in (1, 2, 5, 24, 33, 64, 257):
+            x = torch.randn(M, K, generator=g)
+            ref = x.double() @ w.double().T + b.double()
+            y = p(x, b)
+            assert y.shape == (M, N) and y.dtype == torch.float32 and y.is_contiguous()
+            assert _rel(y, ref) < 2e-6
+            assert _rel(p(x), ref - b.double()) < 2e-6  # no bias
+            assert _rel(p(x.T.contiguous().T, b), ref) < 2e-6  # a non-contiguous input (made contiguous)
+    with pytest.raises(ValueError, match="got input"):
+        p(torch.randn(3, 5))
+    with pytest.raises(ValueError, match="is \\(N, K\\)"):
+        dnn.PackedLinear(torch.randn(2, 3, 4))
+
+
+def test_linear_is_cached_per_weight_and_rebuilt_when_it_changes(monkeypatch):
+    owner = torch.nn.Linear(40, 12)
+    x = torch.randn(6, 40)
+    y = dnn.linear(owner, "_dnn", x, owner.weight, owner.bias)
+    assert max_abs(y, F.linear(x, owner.weight, owner.bias)) < 1e-5
+    packed = owner.__dict__["_dnn"][1]
+    dnn.linear(owner, "_dnn", torch.randn(50, 40), owner.weight, owner.bias)
+    assert owner.__dict__["_dnn"][1] is packed  # one packed weight for any row count
+    with torch.no_grad():
+        owner.weight.mul_(-2)  # an in-place update (a checkpoint load)
+    y2 = dnn.linear(owner, "_dnn", x, owner.weight, owner.bias)
+    assert owner.__dict__["_dnn"][1] is not packed and max_abs(y2, F.linear(x, owner.weight, owner.bias)) < 1e-5
+    # what it does not serve: None, the caller uses torch
+    assert dnn.linear(owner, "_d", x.double(), owner.weight.double()) is None
+    assert dnn.linear(owner, "_d", x[:, :30], owner.weight) is None
+    monkeypatch.setenv("QWEN3TTS_ONEDNN", "0")
+    assert not dnn.enabled() and dnn.linear(owner, "_d", x, owner.weight) is None
+    monkeypatch.setenv("QWEN3TTS_ONEDNN", "maybe")
+    with pytest.raises(ValueError, match="QWEN3TTS_ONEDNN must be 0 or 1"):
+        dnn.enabled()
+
+
+@pytest.mark.skipif(not native.available(), reason="needs the native library (a C compiler)")
+def test_winograd_mixes_in_onednn_equal_the_batched_gemms():
+    from qwen3tts.codec import winograd
+
+    g = torch.Generator().manual_seed(2)
+    for C, cout, L, d, B in [(96, 80, 700, 3, 2), (48, 48, 37, 1, 1)]:
+        w = torch.randn(cout, C, 7, generator=g) / math.sqrt(7 * C)
+        b = torch.randn(cout, generator=g)
+        x = torch.randn(B, L, C, generator=g).transpose(1, 2)
+        hist = torch.randn(B, 6 * d, C, generator=g)
+        U = winograd.transform_weight(w)
+        mixes = winograd.pack_mix(U)
+        assert len(mixes) == 10 and mixes[0].shape == (cout, C)
+        for h in (None, hist):
+            y_bmm = winograd.conv(x, U, b, d, native.load(), history=h)
+            y_dnn = winograd.conv(x, mixes, b, d, native.load(), history=h)
+            assert y_dnn.shape == y_bmm.shape and y_dnn.transpose(1, 2).is_contiguous()
+            assert _rel(y_dnn, y_bmm) < 2e-6
+        xh = torch.cat([hist.transpose(1, 2), x], dim=-1)
+        assert _rel(winograd.conv(x, mixes, b, d, native.load(), history=hist), F.conv1d(xh, w, b, dilation=d)) < 4e-5
+
+
+def test_codec_decoder_routes_its_products_through_onednn(tiny_codec, monkeypatch):
+    from conftest import TINY_MODEL
+    from qwen3tts import SpeechTokenizer
+
+    codes = torch.randint(0, tiny_codec.config.decoder.codebook_size, (30, 16), generator=torch.Generator().manual_seed(1))
+    tok = SpeechTokenizer.from_pretrained(TINY_MODEL / "speech_tokenizer")
+    y = tok.decode(codes)
+    packed = [n for n, m in tok.decoder.named_modules() if "_dnn" in m.__dict__]
+    kinds = {type(m).__name__ for m in tok.decoder.modules() if "_dnn" in m.__dict__}
+    assert {"CausalConv1d", "CausalConvTranspose1d", "FewRowsLinear"} <= kinds, kinds
+    dec = tok.streaming_decoder()
+    streamed = torch.cat([dec.push(codes[i : i + 1]) for i in range(30)])
+    monkeypatch.setenv("QWEN3TTS_ONEDNN", "0")
+    tok_off = SpeechTokenizer.from_pretrained(TINY_MODEL / "speech_tokenizer")
+    y_off = tok_off.decode(codes)
+    assert not any("_dnn" in m.__dict__ for m in tok_off.decoder.modules())
+    assert len(packed) > 10
+    assert max_abs(y, y_off) < 1e-5 and max_abs(streamed, y) < 1e-5
