@@ -6,46 +6,41 @@
 /* ------------------------------------------------------------------ SnakeBeta (codec decoder)
  * y = x + inv_beta[c] * sin(x * alpha[c])^2 over channels-last rows (rows, C), one pass
  * (codec/layers.py `SnakeBeta`: alpha = exp(log alpha), inv_beta = 1 / (exp(log beta) + 1e-9),
- * both given). sin: Cephes sinf (range reduction by pi/4 in three parts, degree-7/8
- * polynomials), within ~2 ulp for |v| < 8192; lanes beyond that use libm's sinf. */
+ * both given). sin^2 has period pi: v = k pi/2 + r, |r| <= pi/4 (Cody-Waite reduction in three
+ * parts, Cephes' constants doubled: k * part is exact for |v| < 8192), then sin^2 v = sin^2 r
+ * (k even) or 1 - sin^2 r (k odd), sin^2 r = z (1 - z/3 + 2z^2/45 - z^3/315 + 2z^4/14175
+ * - 2z^5/467775), z = r^2 (the series; truncation < 4e-9 at |r| = pi/4). Within ~2e-7 absolute
+ * of the exact sin^2; lanes with |v| > 8192 use libm's sinf. */
 #ifdef Q_VNNI
-static inline __m512 sin_ps(__m512 v) {
+static inline __m512 sin2_ps(__m512 v) {
     const __m512 ax = _mm512_abs_ps(v);
     const __mmask16 big = _mm512_cmp_ps_mask(ax, _mm512_set1_ps(8192.f), _CMP_GT_OQ);
-    __m512i j = _mm512_cvttps_epi32(_mm512_mul_ps(ax, _mm512_set1_ps(1.27323954473516f)));
-    j = _mm512_and_si512(_mm512_add_epi32(j, _mm512_set1_epi32(1)), _mm512_set1_epi32(~1));
-    const __m512 y = _mm512_cvtepi32_ps(j);
-    __m512 x = _mm512_sub_ps(ax, _mm512_mul_ps(y, _mm512_set1_ps(0.78515625f)));
-    x = _mm512_sub_ps(x, _mm512_mul_ps(y, _mm512_set1_ps(2.4187564849853515625e-4f)));
-    x = _mm512_sub_ps(x, _mm512_mul_ps(y, _mm512_set1_ps(3.77489497744594108e-8f)));
-    const __m512 z = _mm512_mul_ps(x, x);
-    /* cos polynomial */
-    __m512 c = _mm512_set1_ps(2.443315711809948e-5f);
-    c = _mm512_add_ps(_mm512_mul_ps(c, z), _mm512_set1_ps(-1.388731625493765e-3f));
-    c = _mm512_add_ps(_mm512_mul_ps(c, z), _mm512_set1_ps(4.166664568298827e-2f));
-    c = _mm512_mul_ps(_mm512_mul_ps(c, z), z);
-    c = _mm512_sub_ps(c, _mm512_mul_ps(z, _mm512_set1_ps(0.5f)));
-    c = _mm512_add_ps(c, _mm512_set1_ps(1.0f));
-    /* sin polynomial */
-    __m512 s = _mm512_set1_ps(-1.9515295891e-4f);
-    s = _mm512_add_ps(_mm512_mul_ps(s, z), _mm512_set1_ps(8.3321608736e-3f));
-    s = _mm512_add_ps(_mm512_mul_ps(s, z), _mm512_set1_ps(-1.6666654611e-1f));
-    s = _mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(s, z), x), x);
-    const __mmask16 use_cos = _mm512_test_epi32_mask(j, _mm512_set1_epi32(2));
-    __m512 r = _mm512_mask_blend_ps(use_cos, s, c);
-    /* sign: that of v, flipped when j & 4 */
-    const __m512i flip = _mm512_slli_epi32(_mm512_and_si512(j, _mm512_set1_epi32(4)), 29);
-    const __m512i sgn = _mm512_xor_si512(_mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32((int)0x80000000)), flip);
-    r = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(r), sgn));
+    const __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(ax, _mm512_set1_ps(0.636619772367581343f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(1.5703125f), ax);
+    r = _mm512_fnmadd_ps(k, _mm512_set1_ps(4.837512969970703125e-4f), r);
+    r = _mm512_fnmadd_ps(k, _mm512_set1_ps(7.54978995489188216e-8f), r);
+    const __m512 z = _mm512_mul_ps(r, r);
+    __m512 p = _mm512_set1_ps(-4.27563e-6f); /* -2 / 467775 */
+    p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(1.41093474e-4f));  /* 2 / 14175 */
+    p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(-3.17460317e-3f)); /* -1 / 315 */
+    p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(4.44444444e-2f));  /* 2 / 45 */
+    p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(-3.33333333e-1f)); /* -1 / 3 */
+    p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(1.0f));
+    const __m512 s2 = _mm512_mul_ps(p, z);
+    const __mmask16 odd = _mm512_test_epi32_mask(_mm512_cvtps_epi32(k), _mm512_set1_epi32(1));
+    __m512 res = _mm512_mask_sub_ps(s2, odd, _mm512_set1_ps(1.0f), s2);
     if (big) {
         float buf[16], in[16];
-        _mm512_storeu_ps(buf, r);
+        _mm512_storeu_ps(buf, res);
         _mm512_storeu_ps(in, v);
         for (int i = 0; i < 16; i++)
-            if (big >> i & 1) buf[i] = sinf(in[i]);
-        r = _mm512_loadu_ps(buf);
+            if (big >> i & 1) {
+                const float sv = sinf(in[i]);
+                buf[i] = sv * sv;
+            }
+        res = _mm512_loadu_ps(buf);
     }
-    return r;
+    return res;
 }
 #endif
 
@@ -58,8 +53,8 @@ void qwen3tts_snake(const float *x, float *y, const float *alpha, const float *i
 #ifdef Q_VNNI
         for (; c + 16 <= C; c += 16) {
             const __m512 v = _mm512_loadu_ps(xr + c);
-            const __m512 s = sin_ps(_mm512_mul_ps(v, _mm512_loadu_ps(alpha + c)));
-            _mm512_storeu_ps(yr + c, _mm512_add_ps(v, _mm512_mul_ps(_mm512_loadu_ps(inv_beta + c), _mm512_mul_ps(s, s))));
+            const __m512 s2 = sin2_ps(_mm512_mul_ps(v, _mm512_loadu_ps(alpha + c)));
+            _mm512_storeu_ps(yr + c, _mm512_add_ps(v, _mm512_mul_ps(_mm512_loadu_ps(inv_beta + c), s2)));
         }
 #endif
         for (; c < C; c++) {
@@ -81,8 +76,8 @@ void qwen3tts_snake_ncw(const float *x, float *y, const float *alpha, const floa
         const __m512 av = _mm512_set1_ps(a), ibv = _mm512_set1_ps(ib);
         for (; t + 16 <= T; t += 16) {
             const __m512 v = _mm512_loadu_ps(xr + t);
-            const __m512 s = sin_ps(_mm512_mul_ps(v, av));
-            _mm512_storeu_ps(yr + t, _mm512_add_ps(v, _mm512_mul_ps(ibv, _mm512_mul_ps(s, s))));
+            const __m512 s2 = sin2_ps(_mm512_mul_ps(v, av));
+            _mm512_storeu_ps(yr + t, _mm512_add_ps(v, _mm512_mul_ps(ibv, s2)));
         }
 #endif
         for (; t < T; t++) {
