@@ -79,7 +79,8 @@ def test_portable_build_transforms(tmp_path, monkeypatch):
     plain = native.open_library(native.build(march="x86-64-v2"))
     w, b, x, ref, _ = _case(48, 48, 300, 3, 2, seed=7)
     U = winograd.transform_weight(w)
-    assert max_abs(winograd.conv(x, U, b, 3, plain), winograd.conv(x, U, b, 3, native.load())) < 1e-6
+    # the AVX-512 transforms (a tile row in registers) do the plain loops' operations: the same floats
+    assert torch.equal(winograd.conv(x, U, b, 3, plain), winograd.conv(x, U, b, 3, native.load()))
     xs, w, bias = torch.randn(5, 40), torch.randn(9, 40), torch.randn(9)  # the few-row linear
     ys = []
     for lib in (plain, native.load()):

@@ -108,10 +108,50 @@ static inline void axpy_or_set(float *out, float a, const float *src, int C, int
  * The input is the concatenation in time of h (Lh rows per batch entry, ldh apart: a streaming
  * layer's history, may be empty) and x (Lx rows, ldx apart), zero beyond; `off` (a row of that
  * concatenation) and the output pointer place a piece of a longer signal. Plain IEEE single
- * precision, terms in index order, zero coefficients skipped. */
+ * precision (no FMA), terms in index order, zero coefficients skipped; with AVX-512 one tile row
+ * is transformed in registers, 16 channels at a time, with the same operations. */
+/* per transform row: the nonzero coefficients of each output, in index order */
+typedef struct {
+    int cnt[32], idx[32][32];
+    float a[32][32];
+} coef_lists;
+
+static void nonzero_lists(const float *A, int rows, int n, coef_lists *L) {
+    for (int i = 0; i < rows; i++) {
+        L->cnt[i] = 0;
+        for (int k = 0; k < n; k++)
+            if (A[i * n + k] != 0.f) {
+                L->idx[i][L->cnt[i]] = k;
+                L->a[i][L->cnt[i]++] = A[i * n + k];
+            }
+    }
+}
+
+#ifdef Q_VNNI
+/* one tile row of the input transform in registers, 16 channels at a time, over all n x n
+ * coefficients (constant n: unrolled, each product one multiply with a broadcast operand). The
+ * same values as the plain loop below: a zero coefficient or a missing (zero) input row adds an
+ * exact zero, so the sums agree with the sparse ones in order and rounding. */
+static inline __attribute__((always_inline)) void wino_in_row(const float *const *xk, int n, int C, float *out0, int64_t si,
+                                                              const float *BT) {
+    for (int c = 0; c < C; c += 16) {
+        const __mmask16 mk = C - c >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (C - c)) - 1);
+        __m512 xv[32];
+        for (int k = 0; k < n; k++) xv[k] = xk[k] ? _mm512_maskz_loadu_ps(mk, xk[k] + c) : _mm512_setzero_ps();
+        for (int i = 0; i < n; i++) {
+            __m512 acc = _mm512_mul_ps(_mm512_set1_ps(BT[i * n]), xv[0]);
+            for (int k = 1; k < n; k++) acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_set1_ps(BT[i * n + k]), xv[k]));
+            _mm512_mask_storeu_ps(out0 + i * si + c, mk, acc);
+        }
+    }
+}
+#endif
+
 void qwen3tts_wino_in(const float *h, int64_t Lh, int64_t ldh, const float *x, int64_t Lx, int64_t ldx, int64_t off, int B,
                       int C, float *V, int64_t si, int64_t sr, const float *BT, int m, int n, int d, int64_t q, int nt) {
     const int64_t R = (int64_t)B * q * d;
+    coef_lists L;
+    nonzero_lists(BT, n, n, &L);
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (int64_t row = 0; row < R; row++) {
         const int64_t b = row / (q * d), t = (row / d) % q, ph = row % d;
@@ -120,13 +160,19 @@ void qwen3tts_wino_in(const float *h, int64_t Lh, int64_t ldh, const float *x, i
             const int64_t i = off + (t * m + k) * d + ph;
             xk[k] = i < Lh ? h + (b * ldh + i) * C : i < Lh + Lx ? x + (b * ldx + i - Lh) * C : NULL;
         }
+#ifdef Q_VNNI
+        if (n == 10) { /* F(4, 7) */
+            wino_in_row(xk, 10, C, V + row * sr, si, BT);
+            continue;
+        }
+#endif
         for (int i = 0; i < n; i++) {
             float *out = V + i * si + row * sr;
             int first = 1;
-            for (int k = 0; k < n; k++) {
-                const float a = BT[i * n + k];
-                if (a == 0.f || xk[k] == NULL) continue;
-                axpy_or_set(out, a, xk[k], C, first);
+            for (int j = 0; j < L.cnt[i]; j++) {
+                const int k = L.idx[i][j];
+                if (xk[k] == NULL) continue;
+                axpy_or_set(out, L.a[i][j], xk[k], C, first);
                 first = 0;
             }
             if (first) memset(out, 0, sizeof(float) * C);
@@ -134,21 +180,48 @@ void qwen3tts_wino_in(const float *h, int64_t Lh, int64_t ldh, const float *x, i
     }
 }
 
+#ifdef Q_VNNI
+static inline __attribute__((always_inline)) void wino_out_row(const float *const *Mr, int n, int m, int C, float *dst0, int64_t ds,
+                                                               int pmax, const float *bias, const float *AT) {
+    for (int c = 0; c < C; c += 16) {
+        const __mmask16 mk = C - c >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (C - c)) - 1);
+        __m512 mv[32];
+        for (int i = 0; i < n; i++) mv[i] = _mm512_maskz_loadu_ps(mk, Mr[i] + c);
+        const __m512 bv = bias ? _mm512_maskz_loadu_ps(mk, bias + c) : _mm512_setzero_ps();
+        for (int p = 0; p < m; p++) {
+            if (p >= pmax) break;
+            __m512 acc = _mm512_mul_ps(_mm512_set1_ps(AT[p * n]), mv[0]);
+            for (int i = 1; i < n; i++) acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_set1_ps(AT[p * n + i]), mv[i]));
+            if (bias) acc = _mm512_add_ps(acc, bv);
+            _mm512_mask_storeu_ps(dst0 + p * ds + c, mk, acc);
+        }
+    }
+}
+#endif
+
 void qwen3tts_wino_out(const float *const *M, int64_t sr, int B, int64_t T, int64_t ldb, int C, float *y, const float *AT,
                        const float *bias, int m, int n, int d, int64_t q, int nt) {
     const int64_t R = (int64_t)B * q * d;
+    coef_lists L;
+    nonzero_lists(AT, m, n, &L);
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (int64_t row = 0; row < R; row++) {
         const int64_t b = row / (q * d), t = (row / d) % q, ph = row % d;
-        for (int p = 0; p < m; p++) {
-            const int64_t o = (t * m + p) * d + ph;
-            if (o >= T) break;
-            float *dst = y + (b * ldb + o) * C;
+        const int64_t o0 = t * m * d + ph; /* output of p: o0 + p d */
+        const int pmax = o0 >= T ? 0 : (int)((T - 1 - o0) / d + 1); /* outputs of this tile below T */
+#ifdef Q_VNNI
+        if (n == 10 && m == 4) { /* F(4, 7) */
+            const float *Mr[10];
+            for (int i = 0; i < 10; i++) Mr[i] = M[i] + row * sr;
+            wino_out_row(Mr, 10, 4, C, y + (b * ldb + o0) * C, (int64_t)d * C, pmax, bias, AT);
+            continue;
+        }
+#endif
+        for (int p = 0; p < m && p < pmax; p++) {
+            float *dst = y + (b * ldb + o0 + (int64_t)p * d) * C;
             int first = 1;
-            for (int i = 0; i < n; i++) {
-                const float a = AT[p * n + i];
-                if (a == 0.f) continue;
-                axpy_or_set(dst, a, M[i] + row * sr, C, first);
+            for (int j = 0; j < L.cnt[p]; j++) {
+                axpy_or_set(dst, L.a[p][j], M[L.idx[p][j]] + row * sr, C, first);
                 first = 0;
             }
             if (first) memset(dst, 0, sizeof(float) * C);
