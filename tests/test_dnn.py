@@ -104,3 +104,22 @@ def test_codec_decoder_routes_its_products_through_onednn(tiny_codec, monkeypatc
     assert not any("_dnn" in m.__dict__ for m in tok_off.decoder.modules())
     assert len(packed) > 10
     assert max_abs(y, y_off) < 1e-5 and max_abs(streamed, y) < 1e-5
+
+
+def test_failing_onednn_ops_fall_back_to_torch_with_one_warning(monkeypatch):
+    """A torch whose oneDNN ops exist but fail: switched off for the process, torch's result."""
+    owner = torch.nn.Linear(16, 8)
+    x = torch.randn(5, 16)
+
+    def broken(*a, **k):
+        raise RuntimeError("no kernel for this platform")
+
+    monkeypatch.setattr(dnn, "PackedLinear", broken)
+    monkeypatch.setattr(dnn._have_ops, "ok", True)
+    with pytest.warns(RuntimeWarning, match="oneDNN products unavailable"):
+        assert dnn.linear(owner, "_dnn", x, owner.weight, owner.bias) is None
+    assert not dnn.enabled()  # monkeypatch restores the flag afterwards
+    from qwen3tts.native.f32 import FewRowsLinear
+
+    lin = FewRowsLinear.adopt(torch.nn.Linear(16, 8))
+    assert max_abs(lin(x), F.linear(x, lin.weight, lin.bias)) < 1e-5  # the fallback serves it

@@ -26,6 +26,7 @@ agree to rounding (tests/test_dnn.py).
 from __future__ import annotations
 
 import os
+import warnings
 
 import torch
 
@@ -86,7 +87,14 @@ def cached(owner, slot: str, source: torch.Tensor, build) -> PackedLinear:
 
 def linear(owner, slot: str, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor | None:
     """x (M, K) @ w (N, K)^T (+ bias) through oneDNN with `w` packed once (cached on `owner`
-    under `slot`), or None where oneDNN does not apply (then the caller uses torch)."""
+    under `slot`), or None where oneDNN does not apply (then the caller uses torch). A torch
+    whose oneDNN ops exist but fail (a platform without these kernels) switches it off for the
+    process, with one warning."""
     if x.dim() != 2 or w.dim() != 2 or x.shape[1] != w.shape[1] or not applies(x, w):
         return None
-    return cached(owner, slot, w, lambda: PackedLinear(w, max(x.shape[0], 32)))(x, bias)
+    try:
+        return cached(owner, slot, w, lambda: PackedLinear(w, max(x.shape[0], 32)))(x, bias)
+    except (RuntimeError, NotImplementedError) as e:
+        _have_ops.ok = False
+        warnings.warn(f"oneDNN products unavailable ({e}); using torch's kernels (slower)", RuntimeWarning, stacklevel=2)
+        return None
