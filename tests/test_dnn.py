@@ -123,3 +123,29 @@ def test_failing_onednn_ops_fall_back_to_torch_with_one_warning(monkeypatch):
 
     lin = FewRowsLinear.adopt(torch.nn.Linear(16, 8))
     assert max_abs(lin(x), F.linear(x, lin.weight, lin.bias)) < 1e-5  # the fallback serves it
+
+
+def test_onednn_linear_equals_linear_and_serves_the_talker(tiny_tts, monkeypatch):
+    g = torch.Generator().manual_seed(7)
+    ref = torch.nn.Linear(64, 48)
+    lin = dnn.OneDNNLinear.adopt(torch.nn.Linear(64, 48))
+    lin.load_state_dict(ref.state_dict())
+    assert type(lin) is dnn.OneDNNLinear and lin.state_dict().keys() == ref.state_dict().keys()
+    for shape in [(1, 64), (4, 64), (2, 3, 64), (300, 64)]:
+        x = torch.randn(*shape, generator=g)
+        with torch.inference_mode():
+            y, y_ref = lin(x), ref(x)
+        assert y.shape == y_ref.shape and max_abs(y, y_ref) < 2e-6 * max(y_ref.abs().max().item(), 1.0)
+    xt = torch.randn(3, 2, 64, generator=g).transpose(0, 1)  # not contiguous
+    assert max_abs(lin(xt), ref(xt)) < 1e-5
+    nb = dnn.OneDNNLinear.adopt(torch.nn.Linear(64, 8, bias=False))
+    assert max_abs(nb(xt), F.linear(xt, nb.weight)) < 1e-5
+    bf = dnn.OneDNNLinear.adopt(torch.nn.Linear(64, 8).to(torch.bfloat16))  # other dtypes: F.linear
+    assert torch.equal(bf(xt.bfloat16()), F.linear(xt.bfloat16(), bf.weight, bf.bias))
+    monkeypatch.setenv("QWEN3TTS_ONEDNN", "0")
+    assert torch.equal(lin(xt), F.linear(xt, lin.weight, lin.bias))
+    # the talker's and code predictor's linears (fused q/k/v and gate/up included) are adopted
+    talker = tiny_tts.talker
+    lins = [m for m in talker.modules() if isinstance(m, torch.nn.Linear)]
+    assert lins and all(type(m) is dnn.OneDNNLinear for m in lins)
+    assert type(talker.model.layers[0].self_attn.qkv_proj) is dnn.OneDNNLinear

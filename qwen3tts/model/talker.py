@@ -67,9 +67,15 @@ class Talker(nn.Module):
         self.code_predictor = CodePredictor(cfg.code_predictor, cfg.hidden_size)
 
     def fuse(self) -> None:
-        """Load-time fusions for speed (q/k/v and gate/up); numerics are unchanged."""
+        """Load-time fusions for speed (q/k/v and gate/up; numerics are unchanged), and every
+        linear's float32 CPU product in oneDNN (`native/dnn.py` OneDNNLinear; the same product,
+        summed in another order)."""
+        from ..native.dnn import OneDNNLinear
+
         self.model.fuse()
         self.code_predictor.model.fuse()
+        for m in self.modules():
+            OneDNNLinear.adopt(m)
 
     # ---- embeddings (talker.md §2.3)
     def text_embed(self, ids: torch.Tensor) -> torch.Tensor:
