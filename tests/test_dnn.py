@@ -149,3 +149,5 @@ def test_onednn_linear_equals_linear_and_serves_the_talker(tiny_tts, monkeypatch
     lins = [m for m in talker.modules() if isinstance(m, torch.nn.Linear)]
     assert lins and all(type(m) is dnn.OneDNNLinear for m in lins)
     assert type(talker.model.layers[0].self_attn.qkv_proj) is dnn.OneDNNLinear
+    enc = [m for m in tiny_tts.speech_tokenizer.encoder.modules() if isinstance(m, torch.nn.Linear)]
+    assert enc and all(type(m) is dnn.OneDNNLinear for m in enc)  # the codec encoder's transformer

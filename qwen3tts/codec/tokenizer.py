@@ -18,6 +18,7 @@ import torch
 
 from ..audio import load_audio
 from ..config import SpeechTokenizerConfig
+from ..native.dnn import OneDNNLinear
 from ..native.f32 import FewRowsLinear
 from ..weights import load_into, read_safetensors, split_by_prefix
 from .decoder import CodecDecoder
@@ -129,7 +130,9 @@ class SpeechTokenizer:
             for m in self.decoder.modules():
                 if isinstance(m, (CausalConv1d, CausalConvTranspose1d)):
                     m.use_channels_last()
-                FewRowsLinear.adopt(m)  # few-row float32 products in the native library
+                FewRowsLinear.adopt(m)  # float32 products in oneDNN (packed) or the native library
+            for m in self.encoder.modules():
+                OneDNNLinear.adopt(m)  # the encoder transformer's linears in oneDNN (voice prompts)
 
     # ---- helpers
     def _check_range(self, c: torch.Tensor) -> None:
