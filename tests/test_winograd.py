@@ -300,3 +300,36 @@ def test_codec_convolutions_run_few_rows_in_the_native_kernel(monkeypatch):
         z_ref = F.conv_transpose1d(xt, tconv.conv.weight, tconv.conv.bias, stride=4)[..., : T * 4]
     assert calls and all(ok for _, ok in calls) and {m for m, _ in calls} == {8, 6}
     assert max_abs(y, y_ref) < 1e-5 and max_abs(z, z_ref) < 1e-5
+
+
+def test_fused_kernel_equals_float64_and_serves_up_to_192_channels(monkeypatch, tmp_path):
+    """`qwen3tts_wino_fused`: the whole convolution in L2-sized chunks (transforms + its own
+    register-blocked channel mixes) for <= 192 channels; history read in place; any batch."""
+    lib = native.load()
+    if not lib.qwen3tts_native_vnni():
+        pytest.skip("the fused kernel is AVX-512 only")
+    g = torch.Generator().manual_seed(11)
+    for C, cout, L, d, B in [(96, 80, 301, 9, 2), (40, 24, 50, 1, 3), (192, 192, 700, 3, 1), (8, 8, 7, 1, 1)]:
+        w = torch.randn(cout, C, 7, generator=g) / math.sqrt(7 * C)
+        b = torch.randn(cout, generator=g) * 0.1
+        x = torch.randn(B, L, C, generator=g).transpose(1, 2)
+        hist = torch.randn(B, 6 * d, C, generator=g)
+        ref = F.conv1d(torch.cat([hist.transpose(1, 2), x], -1).double(), w.double(), b.double(), dilation=d)
+        U = winograd.transform_weight(w)
+        assert winograd.fused(C, cout, lib)
+        y = winograd.conv(x, U, b, d, lib, history=hist)
+        with monkeypatch.context() as mp:
+            mp.setattr(winograd, "FUSED_CHUNK", 8)  # 8 tile rows per chunk: the same sums
+            y8 = winograd.conv(x, U, b, d, lib, history=hist)
+        with monkeypatch.context() as mp:
+            mp.setattr(winograd, "FUSED_MAX_CHANNELS", 0)  # the unfused passes (torch.bmm mixes)
+            assert not winograd.fused(C, cout, lib)
+            y_bmm = winograd.conv(x, U, b, d, lib, history=hist)
+        scale = max(ref.abs().max().item(), 1.0)
+        assert y.shape == ref.shape and y.transpose(1, 2).is_contiguous()
+        assert max_abs(y, ref) < 4e-5 * scale and torch.equal(y, y8)
+        assert max_abs(y, y_bmm) < 2e-6 * scale
+    assert not winograd.fused(384, 384, lib) and not winograd.fused(96, 384, lib)  # wide: oneDNN's mixes are faster
+    monkeypatch.setenv("QWEN3TTS_CACHE", str(tmp_path))
+    plain = native.open_library(native.build(march="x86-64-v2"))
+    assert not winograd.fused(96, 96, plain)  # no AVX-512: the unfused passes

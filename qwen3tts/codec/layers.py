@@ -198,8 +198,8 @@ class CausalConv1d(nn.Module):
         w = self.__dict__.get("_winograd")
         if w is None or w[0] != key:
             self.__dict__["_winograd"] = w = (key, winograd.transform_weight(c.weight.detach()), None)
-        if not dnn.enabled():
-            return w[1], lib
+        if not dnn.enabled() or winograd.fused(c.in_channels, c.out_channels, lib):
+            return w[1], lib  # U itself: the fused native kernel (few channels) or torch.bmm
         if w[2] is None:
             self.__dict__["_winograd"] = w = (key, w[1], winograd.pack_mix(w[1], rows))
         return w[2], lib

@@ -99,6 +99,29 @@ def transform_weight(weight: torch.Tensor, m: int = TILE) -> torch.Tensor:
 PIECE_BYTES = 4 << 20  # transformed input per piece (V: n x rows x Cin floats): stays in cache
 
 
+FUSED_MAX_CHANNELS = 192  # up to this many channels (in and out) the fused native kernel runs the whole convolution
+FUSED_CHUNK = 64 * 96  # tile rows x channels per chunk: V and M (10 x 4 x 64 x 96 bytes each) stay in L2
+
+
+def fused(cin: int, cout: int, lib, m: int = TILE) -> bool:
+    """Does `qwen3tts_wino_fused` serve this F(m, 7) convolution? (AVX-512 build, F(4, 7), at
+    most FUSED_MAX_CHANNELS channels: there the unfused transforms are memory-bound.)"""
+    return (m == 4 and max(cin, cout) <= FUSED_MAX_CHANNELS and hasattr(lib, "qwen3tts_wino_fused")
+            and getattr(lib, "_vnni", None) is not False and _vnni(lib))
+
+
+def _vnni(lib) -> bool:
+    try:
+        v = bool(lib.qwen3tts_native_vnni())
+    except AttributeError:
+        v = False
+    try:
+        lib._vnni = v
+    except (AttributeError, TypeError):
+        pass
+    return v
+
+
 def pack_mix(U: torch.Tensor, rows_hint: int = 256) -> list:
     """The n channel mixes of U (n, Cin, Cout) as n oneDNN products with packed weights
     (native/dnn.py): mix i maps V[i] (rows, Cin) to V[i] @ U[i]."""
@@ -137,6 +160,16 @@ def conv(x: torch.Tensor, U, bias: torch.Tensor | None, dilation: int, lib, m: i
         xc = xc.contiguous()
     hp = history.data_ptr() if P else None
     y = torch.empty(B, T, cout, dtype=x.dtype)
+    if not packed and fused(cin, cout, lib, m) and U.is_contiguous():
+        # the whole convolution in one native call, chunks of TR tile rows in each thread's L2
+        q = -(-T // (m * d))  # tiles per phase
+        TR = max(8, FUSED_CHUNK // max(cin, cout) // 8 * 8)  # tile rows per chunk
+        bp = bias.data_ptr() if bias is not None else None
+        rc = lib.qwen3tts_wino_fused(hp, P, P, xc.data_ptr(), L, L, B, cin, cout, U.data_ptr(), BT.data_ptr(), AT.data_ptr(), bp,
+                                     q, T, T, y.data_ptr(), TR, d, torch.get_num_threads())
+        if rc != 0:
+            raise MemoryError("winograd conv: the native kernel could not allocate its buffers")
+        return y.transpose(1, 2)
     rows_max = max(64, PIECE_BYTES // (4 * n * cin * B))  # rows of one piece (per batch entry)
     step = max(m * d, rows_max * m // (m * d) * (m * d))  # outputs per piece: whole tiles of every phase
     nt = torch.get_num_threads()

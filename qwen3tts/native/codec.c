@@ -231,6 +231,101 @@ void qwen3tts_wino_out(const float *const *M, int64_t sr, int B, int64_t T, int6
     }
 }
 
+/* ------------------------------------------------------------------ Winograd F(4, 7), fused
+ * The whole convolution of qwen3tts_wino_in / _out (same arguments) with the channel mixes in
+ * between, in chunks of TR tile rows per thread: the chunk's transformed input V (n, TR, C),
+ * its products M[i] = V[i] @ U[i] (U: (n, C, Cout), row-major) and the output transform, all
+ * in the thread's L2; the unfused passes stream V and M (2.5x the activations each) through
+ * memory, which bounds them at <= 192 channels. The products: a register-blocked kernel, 8
+ * rows x 32 output channels of FMA accumulators per block (sums over k in order, one FMA
+ * each). AVX-512 only (the caller checks qwen3tts_native_vnni). */
+#ifdef Q_VNNI
+static inline __attribute__((always_inline)) void mix_block(const float *A, int64_t lda, int rb, const float *Bm, int K, int N, int c0,
+                                                            float *Cm, int64_t ldc) {
+    const __mmask16 m0 = N - c0 >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (N - c0)) - 1);
+    const __mmask16 m1 = N - c0 >= 32 ? (__mmask16)0xFFFF : N - c0 <= 16 ? (__mmask16)0 : (__mmask16)((1u << (N - c0 - 16)) - 1);
+    __m512 acc[8][2];
+    for (int r = 0; r < 8; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    for (int k = 0; k < K; k++) {
+        const __m512 b0 = _mm512_maskz_loadu_ps(m0, Bm + (int64_t)k * N + c0);
+        const __m512 b1 = _mm512_maskz_loadu_ps(m1, Bm + (int64_t)k * N + c0 + 16);
+        for (int r = 0; r < rb; r++) {
+            const __m512 a = _mm512_set1_ps(A[r * lda + k]);
+            acc[r][0] = _mm512_fmadd_ps(a, b0, acc[r][0]);
+            acc[r][1] = _mm512_fmadd_ps(a, b1, acc[r][1]);
+        }
+    }
+    for (int r = 0; r < rb; r++) {
+        _mm512_mask_storeu_ps(Cm + r * ldc + c0, m0, acc[r][0]);
+        _mm512_mask_storeu_ps(Cm + r * ldc + c0 + 16, m1, acc[r][1]);
+    }
+}
+
+static void mix_rows(const float *A, int R, int K, const float *Bm, int N, float *Cm) {
+    for (int r0 = 0; r0 < R; r0 += 8) {
+        const int rb = R - r0 < 8 ? R - r0 : 8;
+        for (int c0 = 0; c0 < N; c0 += 32) {
+            if (rb == 8)
+                mix_block(A + (int64_t)r0 * K, K, 8, Bm, K, N, c0, Cm + (int64_t)r0 * N, N); /* constant rows: registers */
+            else
+                mix_block(A + (int64_t)r0 * K, K, rb, Bm, K, N, c0, Cm + (int64_t)r0 * N, N);
+        }
+    }
+}
+#endif
+
+int qwen3tts_wino_fused(const float *h, int64_t Lh, int64_t ldh, const float *x, int64_t Lx, int64_t ldx, int B, int C, int Cout,
+                        const float *U, const float *BT, const float *AT, const float *bias, int64_t q, int64_t T, int64_t ldb,
+                        float *y, int TR, int d, int nt) {
+#ifdef Q_VNNI
+    enum { m = 4, n = 10 };
+    const int64_t R = (int64_t)B * q * d;
+    const int64_t chunks = (R + TR - 1) / TR;
+    int fail = 0;
+#pragma omp parallel num_threads(nt)
+    {
+        float *V = aligned_alloc(64, ((size_t)n * TR * C * sizeof(float) + 63) / 64 * 64);
+        float *M = aligned_alloc(64, ((size_t)n * TR * Cout * sizeof(float) + 63) / 64 * 64);
+        if (!V || !M) {
+#pragma omp atomic write
+            fail = 1;
+        }
+#pragma omp for schedule(static)
+        for (int64_t ch = 0; ch < chunks; ch++) {
+            if (!V || !M) continue;
+            const int64_t r0 = ch * TR;
+            const int rows = (int)(R - r0 < TR ? R - r0 : TR);
+            for (int rr = 0; rr < rows; rr++) { /* input transform: V[i, rr, :] */
+                const int64_t row = r0 + rr, b = row / (q * d), t = (row / d) % q, ph = row % d;
+                const float *xk[n];
+                for (int k = 0; k < n; k++) {
+                    const int64_t i = (t * m + k) * d + ph;
+                    xk[k] = i < Lh ? h + (b * ldh + i) * C : i < Lh + Lx ? x + (b * ldx + i - Lh) * C : NULL;
+                }
+                wino_in_row(xk, n, C, V + (int64_t)rr * C, (int64_t)TR * C, BT);
+            }
+            for (int i = 0; i < n; i++) /* the channel mixes */
+                mix_rows(V + (int64_t)i * TR * C, rows, C, U + (int64_t)i * C * Cout, Cout, M + (int64_t)i * TR * Cout);
+            for (int rr = 0; rr < rows; rr++) { /* output transform */
+                const int64_t row = r0 + rr, b = row / (q * d), t = (row / d) % q, ph = row % d;
+                const int64_t o0 = t * m * d + ph;
+                const int pmax = o0 >= T ? 0 : (int)((T - 1 - o0) / d + 1);
+                const float *Mr[n];
+                for (int i = 0; i < n; i++) Mr[i] = M + ((int64_t)i * TR + rr) * Cout;
+                wino_out_row(Mr, n, m, Cout, y + (b * ldb + o0) * Cout, (int64_t)d * Cout, pmax, bias, AT);
+            }
+        }
+        free(V);
+        free(M);
+    }
+    return fail ? -1 : 0;
+#else
+    (void)h; (void)Lh; (void)ldh; (void)x; (void)Lx; (void)ldx; (void)B; (void)C; (void)Cout; (void)U; (void)BT; (void)AT;
+    (void)bias; (void)q; (void)T; (void)ldb; (void)y; (void)TR; (void)d; (void)nt;
+    return -2;
+#endif
+}
+
 /* ------------------------------------------------------------------ float32 linear, few rows
  * y (M, N) = x (M, K) @ w (N, K)^T (+ bias), for the codec decoder's few-row products
  * (native/f32.py): 4 weight rows x mm <= 4 activation rows per pass in 16 lanes (FMA), each
