@@ -180,3 +180,20 @@ def test_channels_last_path_equals_ncw_path(tiny_codec):
     codes = _codes(40, seed=3)
     assert max_abs(tiny_codec.decode(codes), plain.decode(codes)) < 1e-5
     assert max_abs(_push_split(tiny_codec, codes, [1, 3]), _push_split(plain, codes, [1, 3])) < 1e-5
+
+
+def test_cpu_attention_equals_sdpa_over_the_ring():
+    """The codec transformer's CPU attention (two batched GEMMs) is SDPA's, for ring masks with
+    1..32 queries, batches and a mask shared by the batch."""
+    import torch.nn.functional as F
+
+    from qwen3tts.codec.transformer import _attend_cpu
+
+    g = torch.Generator().manual_seed(3)
+    for B, H, N, R, D, mb in [(1, 16, 1, 103, 64, 1), (4, 16, 1, 103, 64, 4), (2, 4, 32, 103, 16, 1), (3, 2, 5, 9, 8, 3)]:
+        q, K, V = (torch.randn(B, H, n, D, generator=g) for n in (N, R, R))
+        mask = torch.rand(mb, 1, N, R, generator=g) > 0.5
+        mask[..., 0] = True  # every query sees at least one key (its own, in the decoder)
+        want = F.scaled_dot_product_attention(q, K, V, attn_mask=mask)
+        got = _attend_cpu(q, K, V, mask)
+        assert got.shape == want.shape and (got - want).abs().max().item() < 1e-5
