@@ -97,12 +97,28 @@ def linear(owner, slot: str, x: torch.Tensor, w: torch.Tensor, bias: torch.Tenso
     try:
         return cached(owner, slot, w, lambda: PackedLinear(w, max(x.shape[0], 32)))(x, bias)
     except (RuntimeError, NotImplementedError) as e:
-        _have_ops.ok = False
-        warnings.warn(f"oneDNN products unavailable ({e}); using torch's kernels (slower)", RuntimeWarning, stacklevel=2)
+        _switch_off(e)
         return None
 
 
-class OneDNNLinear(nn.Linear):
+def _switch_off(e: Exception) -> None:
+    """oneDNN's ops exist but fail here: off for the process, one warning."""
+    _have_ops.ok = False
+    warnings.warn(f"oneDNN products unavailable ({e}); using torch's kernels (slower)", RuntimeWarning, stacklevel=3)
+
+
+class AdoptableLinear(nn.Linear):
+    """An `nn.Linear` subclass that plain `nn.Linear` modules can be turned into in place."""
+
+    @classmethod
+    def adopt(cls, lin: nn.Module) -> nn.Module:
+        """Turn a plain `nn.Linear` into this class in place (same parameters); returns it."""
+        if type(lin) is nn.Linear:
+            lin.__class__ = cls
+        return lin
+
+
+class OneDNNLinear(AdoptableLinear):
     """An `nn.Linear` whose float32 CPU products run in oneDNN's matmul on the weight as it is
     (no packed copy: the talker's 2.4 GB of float32 weights are not duplicated). At 1-4 rows this
     streams the weight at 21-29 GB/s where MKL's GEMM streams 9-23 (the EPYC of
@@ -110,21 +126,13 @@ class OneDNNLinear(nn.Linear):
     (`Talker.fuse`). Same parameters and state_dict as nn.Linear; other dtypes and devices, or
     oneDNN off, go to F.linear."""
 
-    @classmethod
-    def adopt(cls, lin: nn.Module) -> nn.Module:
-        """Turn a plain `nn.Linear` into a OneDNNLinear in place (same parameters); returns it."""
-        if type(lin) is nn.Linear:
-            lin.__class__ = cls
-        return lin
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         K = self.in_features
         if K and x.shape[-1] == K and self.weight.is_contiguous() and applies(x, self.weight):
             try:
                 y = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, K).contiguous(), self.weight, self.bias, "none", [], "")
             except (RuntimeError, NotImplementedError) as e:
-                _have_ops.ok = False
-                warnings.warn(f"oneDNN products unavailable ({e}); using torch's kernels (slower)", RuntimeWarning, stacklevel=2)
+                _switch_off(e)
             else:
                 return y.view(*x.shape[:-1], self.out_features)
         return F.linear(x, self.weight, self.bias)

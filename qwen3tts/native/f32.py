@@ -12,7 +12,6 @@ into the decoder, the transposed convolutions) see 4..16 rows per streaming step
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from . import dnn, library
@@ -39,14 +38,7 @@ def few_rows_linear(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None 
     return y
 
 
-class FewRowsLinear(nn.Linear):
-    @classmethod
-    def adopt(cls, lin: nn.Module) -> nn.Module:
-        """Turn a plain `nn.Linear` into a FewRowsLinear in place (same parameters); returns it."""
-        if type(lin) is nn.Linear:
-            lin.__class__ = cls
-        return lin
-
+class FewRowsLinear(dnn.AdoptableLinear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         K = self.in_features
         x2 = x.reshape(-1, K) if K and x.shape[-1] == K else None
