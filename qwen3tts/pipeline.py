@@ -298,6 +298,18 @@ class Qwen3TTS:
                 yield chunk
         self.last_warnings = u.warnings
 
+    def warm_up(self, frames: int = 3) -> float:
+        """Run one short greedy synthesis (no reference voice, `frames` frames, 1-frame chunks)
+        and return its seconds: the first call after loading pays one-time costs (the native
+        library's load, oneDNN's kernel generation and weight packing, first-touch allocations:
+        first audio ~280 vs ~95 ms on the CPU of docs/benchmarks.md), which a server pays at
+        startup instead of in its first request."""
+        t0 = time.perf_counter()
+        for _ in self.stream("Hello.", language="auto", frames_per_chunk=1, max_new_tokens=max(1, frames),
+                             do_sample=False, subtalker_dosample=False):
+            pass
+        return time.perf_counter() - t0
+
 
 @dataclass
 class _Plan:

@@ -164,3 +164,12 @@ def test_primed_codec_state_is_cached_and_exact(tts, voices, generations, expect
     assert len(tts._primed) == 1
     b = torch.cat([c.audio for c in tts.stream(case["text"], **kw)])
     assert len(tts._primed) == 1 and torch.equal(a, b)
+
+
+def test_warm_up_runs_a_short_synthesis_and_changes_nothing(tiny_tts):
+    kw = dict(language="English", do_sample=False, subtalker_dosample=False, max_new_tokens=6)
+    before = tiny_tts.generate("Warm up check.", **kw)
+    dt = tiny_tts.warm_up(frames=2)
+    after = tiny_tts.generate("Warm up check.", **kw)
+    assert dt > 0
+    assert torch.equal(before.codes, after.codes) and torch.equal(before.audio, after.audio)

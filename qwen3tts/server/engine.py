@@ -120,6 +120,11 @@ class Engine:
             self.tts = Qwen3TTS.from_pretrained(self.model_ref, device=self.device, dtype=getattr(torch, self.dtype), progress=prog,
                                                 quantize=self.quantize)
             self.languages = list(self.tts.languages)
+            self.progress = ("warm-up", 1.0)
+            try:  # one-time costs now, not in the first request (a failure here is the first request's to report)
+                self.tts.warm_up()
+            except Exception:  # noqa: BLE001
+                pass
             if self.voices is not None:
                 self.voices.model_tag = str(self.tts.path)
                 if self.voices.default_id:
