@@ -187,7 +187,7 @@ def test_cpu_attention_equals_sdpa_over_the_ring():
     1..32 queries, batches and a mask shared by the batch."""
     import torch.nn.functional as F
 
-    from qwen3tts.codec.transformer import _attend_cpu
+    from qwen3tts.codec.transformer import _attend_cpu, additive_mask
 
     g = torch.Generator().manual_seed(3)
     for B, H, N, R, D, mb in [(1, 16, 1, 103, 64, 1), (4, 16, 1, 103, 64, 4), (2, 4, 32, 103, 16, 1), (3, 2, 5, 9, 8, 3)]:
@@ -195,5 +195,5 @@ def test_cpu_attention_equals_sdpa_over_the_ring():
         mask = torch.rand(mb, 1, N, R, generator=g) > 0.5
         mask[..., 0] = True  # every query sees at least one key (its own, in the decoder)
         want = F.scaled_dot_product_attention(q, K, V, attn_mask=mask)
-        got = _attend_cpu(q, K, V, mask)
+        got = _attend_cpu(q, K, V, additive_mask(mask, q.dtype))
         assert got.shape == want.shape and (got - want).abs().max().item() < 1e-5

@@ -55,7 +55,8 @@ class DecoderAttention(_Attention):
         return [torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype)]
 
     def forward(self, x, cos, sin, mask, slots, st: StreamState):
-        """slots (B or 1, 1, N, 1): ring slot of each new frame; mask (B or 1, 1, N, R) over the ring."""
+        """slots (B or 1, 1, N, 1): ring slot of each new frame; mask (B or 1, 1, N, R) over the ring:
+        bool, or on CPU the same as an additive float mask (0 / -inf, made once per pass)."""
         q, k, v = self.qkv(x, cos, sin)  # (B, H, N, D)
         ck, cv = st.bufs[self.state_key]  # (B, Hkv, R, D)
         B, Hkv, N, D = k.shape
@@ -73,14 +74,18 @@ class DecoderAttention(_Attention):
         return self.out(a)
 
 
-def _attend_cpu(q: torch.Tensor, K: torch.Tensor, V: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """softmax(q K^T / sqrt(D) + mask) V as two batched GEMMs: for the few queries of a streaming
+def additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A bool attention mask as the additive one `_attend_cpu` takes: 0 where visible, -inf elsewhere."""
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
+
+
+def _attend_cpu(q: torch.Tensor, K: torch.Tensor, V: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """softmax(q K^T / sqrt(D) + bias) V as two batched GEMMs: for the few queries of a streaming
     pass (1..32 over a 103-slot ring) SDPA's CPU kernel costs more than the arithmetic (a 1-frame
     push of 4 streams 79.9 -> 72.2 ms, of one 41.4 -> 37.8 ms). q (B, H, N, D), K / V (B, H, R, D),
-    mask (B or 1, 1, N, R) bool (every query sees at least itself)."""
+    bias (B or 1, 1, N, R) additive (`additive_mask`; every query sees at least itself)."""
     B, H, N, D = q.shape
     R = K.shape[2]
-    bias = torch.zeros(mask.shape, dtype=q.dtype).masked_fill_(~mask, float("-inf"))
     bias = bias.expand(B, H, N, R).reshape(B * H, N, R)  # (B*H, N, R)
     s = torch.baddbmm(bias, q.reshape(B * H, N, D), K.reshape(B * H, R, D).transpose(1, 2), alpha=D**-0.5)
     return torch.bmm(torch.softmax(s, dim=-1), V.reshape(B * H, R, D)).view(B, H, N, D)
@@ -138,6 +143,8 @@ class DecoderTransformer(nn.Module):
         kpos = last - (last - torch.arange(R, device=dev)) % R  # (B or 1, R): position held by each slot (< 0: none yet)
         k, q = kpos[:, None, :], qpos[:, :, None]
         mask = ((k >= 0) & (k <= q) & (k > q - W))[:, None]  # (B or 1, 1, N, R)
+        if dev.type == "cpu":  # the CPU attention adds it: made once for all layers
+            mask = additive_mask(mask, x.dtype)
         slots = (qpos % R)[:, None, :, None]  # (B or 1, 1, N, 1)
         cos, sin = rope_tables(qpos, self.cfg.head_dim, self.cfg.rope_theta, x.dtype)  # (B, N, D)
         cos, sin = cos[:, None], sin[:, None]  # (B, 1, N, D)

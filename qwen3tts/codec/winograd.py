@@ -106,20 +106,7 @@ FUSED_CHUNK = 64 * 96  # tile rows x channels per chunk: V and M (10 x 4 x 64 x 
 def fused(cin: int, cout: int, lib, m: int = TILE) -> bool:
     """Does `qwen3tts_wino_fused` serve this F(m, 7) convolution? (AVX-512 build, F(4, 7), at
     most FUSED_MAX_CHANNELS channels: there the unfused transforms are memory-bound.)"""
-    return (m == 4 and max(cin, cout) <= FUSED_MAX_CHANNELS and hasattr(lib, "qwen3tts_wino_fused")
-            and getattr(lib, "_vnni", None) is not False and _vnni(lib))
-
-
-def _vnni(lib) -> bool:
-    try:
-        v = bool(lib.qwen3tts_native_vnni())
-    except AttributeError:
-        v = False
-    try:
-        lib._vnni = v
-    except (AttributeError, TypeError):
-        pass
-    return v
+    return m == 4 and max(cin, cout) <= FUSED_MAX_CHANNELS and bool(lib.qwen3tts_native_vnni())
 
 
 def pack_mix(U: torch.Tensor, rows_hint: int = 256) -> list:

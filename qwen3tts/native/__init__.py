@@ -4,8 +4,8 @@ Why: on CPU a decode step is a few large matrix-vector products and ~45 small op
 from Python each small op costs microseconds of dispatch, which added up to about a third of a
 frame in w8a8 mode (docs/benchmarks.md). `decode.c` runs a whole stack of layers (w8a8
 numerics, see quant.py) in one call, with OpenMP threads shared with torch's own pool;
-`codec.c` has the codec decoder's SnakeBeta, the transforms of its Winograd convolutions and
-its few-row float32 linear.
+`codec.c` has the codec decoder's SnakeBeta, the transforms of its Winograd convolutions (and
+the whole convolution fused for <= 192 channels) and its few-row float32 linear.
 
 Built with `cc -O3 -march=native -fopenmp -ffp-contract=off` into
 `$QWEN3TTS_CACHE/native/` (default `~/.cache/qwen3tts/native/`), keyed by the source, the

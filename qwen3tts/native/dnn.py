@@ -1,4 +1,5 @@
-"""oneDNN float32 matrix products with pre-packed weights, for the codec decoder on CPU.
+"""oneDNN float32 matrix products on CPU: with pre-packed weights for the codec decoder, on the
+weights as they are for the talker, code predictor and codec encoder (`OneDNNLinear`).
 
 Not in the official model: the same products, computed by the oneDNN (MKL-DNN) library that
 ships inside the torch CPU wheel (`torch.ops.mkldnn._linear_pointwise`, the op torch's inductor
@@ -13,10 +14,10 @@ have that property: its packed layout depends on the input length, and a weight 
 another length ran at 1-50 GFLOPS (a per-call re-layout), so convolutions are run as products
 over their (unfolded) inputs instead.
 
-Used by the codec decoder for its products with more than a few rows: the 1x1 and GEMM-sized
-convolutions, the channel mixes of the Winograd k7 convolutions, the transposed convolutions
-and the linears; the few-row (streaming) products stay in the native few-row kernel
-(native/f32.py), which streams the weights faster.
+Used by the codec decoder for all its float32 products, streaming steps of a few rows included
+(packed weights stream at 34-39 GB/s there, the native few-row kernel of native/f32.py at 23-32,
+which now serves only when oneDNN is off): the 1x1 and GEMM-sized convolutions, the channel
+mixes of the wide Winograd k7 convolutions, the transposed convolutions and the linears.
 
 `QWEN3TTS_ONEDNN=0` switches it off (torch's kernels: MKL GEMMs), for comparisons; it is also
 off where torch was built without oneDNN. Float32 sums in another order than MKL's: results
