@@ -33,6 +33,7 @@ FLAGS = [
     ("max-upload-mb", float, 10.0, "voice upload size limit"),
     ("max-new-tokens", int, None, "talker token budget per text piece (default: the model's generation_config)"),
     ("frames-per-chunk", int, 1, "80 ms frames per audio message"),
+    ("drain-seconds", float, 30.0, "on SIGTERM: /readyz turns 503, new sessions are refused, requests in progress get this long to finish"),
 ]
 
 
@@ -62,7 +63,8 @@ def main(argv=None) -> int:
     cfg = ServerConfig(model=a.model, voices_dir=a.voices_dir, default_voice=a.default_voice, host=a.host, port=a.port,
                        preload=a.preload, device=a.device, dtype=a.dtype, quantize=a.quantize, auth_token=a.auth_token, max_sessions=a.max_sessions,
                        max_queue=a.max_queue, max_chars=a.max_chars, idle_timeout=a.idle_timeout, request_timeout=a.request_timeout,
-                       max_upload_mb=a.max_upload_mb, greedy=a.greedy, max_new_tokens=a.max_new_tokens, frames_per_chunk=a.frames_per_chunk)
+                       max_upload_mb=a.max_upload_mb, greedy=a.greedy, max_new_tokens=a.max_new_tokens, frames_per_chunk=a.frames_per_chunk,
+                       drain_seconds=a.drain_seconds)
     server = SpeakServer(cfg)
     print(f"qwen3tts speak server on http://{cfg.host}:{cfg.port}/speak (ws://{cfg.host}:{cfg.port}/api/v1/speak)", file=sys.stderr, flush=True)
     web.run_app(server.app, host=cfg.host, port=cfg.port, print=None, shutdown_timeout=5.0)

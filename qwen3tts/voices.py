@@ -5,15 +5,26 @@
     VOICES_DIR/<id>/prompt.safetensors cached VoicePrompt (reference codes + x-vector), keyed by a
                                        fingerprint of clip + transcript + mode + model
 
-Writes are atomic (a voice is built in a temp folder and renamed into place; the cached prompt is
-written to a temp file and renamed), so a crash never leaves a half-written voice. A corrupt
-manifest or a missing clip makes that one voice unusable with a clear error; the others still
-load. An in-memory LRU with TTL sits in front of the disk cache. This module does not import
-torch (the server lists and adds voices without it); computing a prompt needs the model.
+Writes are atomic and durable: a voice is built in a temp folder, its files and the folder are
+fsynced, then it is renamed into place (and the store folder fsynced), so a crash never leaves a
+half-written voice; `.tmp-*` / `.trash-*` leftovers of a crash are removed when a store opens.
+
+Several processes may share one store (replicas on an NFS / EFS / CephFS volume): create,
+replace and delete hold a cross-process lock (`fcntl.lockf` on `VOICES_DIR/.lock`, which NFSv4
+and CephFS honour across hosts, plus a thread lock within the process), so two uploads of one id
+give exactly one success and one `EXISTS`, wherever they land. Reads take no lock: listing reads
+the folder every time, and the prompt caches (memory LRU with TTL, then disk) are keyed by a
+fingerprint of the voice's content (clip bytes + transcript + mode + model), so a voice replaced
+by another process is never served stale. A corrupt manifest, a missing or undecodable clip makes
+that one voice unusable with a clear error (no file system paths in it); the others still load.
+This module does not import torch (the server lists and adds voices without it); computing a
+prompt needs the model.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import io
 import json
@@ -30,14 +41,16 @@ from pathlib import Path
 ID_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 MIN_SECONDS, MAX_SECONDS = 3.0, 30.0
 CLIP_NAME, PROMPT_NAME, MANIFEST = "reference.wav", "prompt.safetensors", "manifest.json"
+LOCK_NAME = ".lock"
+LEFTOVER_PREFIXES = (".tmp-", ".trash-")
 
 
 class VoiceError(Exception):
     """`code`: BAD_ID | EXISTS | NOT_FOUND | BAD_AUDIO | BAD_DURATION | NO_TRANSCRIPT | BAD_MODE |
-    IS_DEFAULT | BROKEN; `status`: the HTTP status the server answers with."""
+    BAD_LANGUAGE | IS_DEFAULT | BROKEN; `status`: the HTTP status the server answers with."""
 
     STATUS = {"BAD_ID": 400, "EXISTS": 409, "NOT_FOUND": 404, "BAD_AUDIO": 400, "BAD_DURATION": 400, "NO_TRANSCRIPT": 400,
-              "BAD_MODE": 400, "IS_DEFAULT": 409, "BROKEN": 500}
+              "BAD_MODE": 400, "BAD_LANGUAGE": 400, "IS_DEFAULT": 409, "BROKEN": 500}
 
     def __init__(self, code: str, message: str):
         super().__init__(message)
@@ -56,11 +69,12 @@ class VoiceInfo:
     reference: str = CLIP_NAME
     durationSec: float = 0.0  # noqa: N815 (protocol field name)
     isDefault: bool = False  # noqa: N815
+    replaced: bool = False  # set by VoiceStore.add(replace=True) when an older voice was swapped out
 
     def public(self) -> dict:
         d = asdict(self)
-        d.pop("reference")
-        d.pop("transcript")
+        for k in ("reference", "transcript", "replaced"):
+            d.pop(k)
         return d
 
 
@@ -88,17 +102,77 @@ def decode_clip(data) -> tuple["object", int]:
     return wav, 24000
 
 
+def config_languages(model_dir: str | os.PathLike | None) -> list[str] | None:
+    """The languages a local checkpoint's text prompt knows ('auto' + `codec_language_id` keys,
+    as `prompt.supported_languages` names them), read from its config.json without loading it;
+    None when the model is not a local folder."""
+    try:
+        cfg = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+        ids = cfg["talker_config"]["codec_language_id"]
+    except (TypeError, OSError, ValueError, KeyError):
+        return None
+    return ["auto"] + [k.capitalize() for k in ids if "dialect" not in k] + [k for k in ids if "dialect" in k]
+
+
+def normalize_language(language: str | None, known: list[str] | None) -> str:
+    """'auto' for empty; else the known spelling of `language` (case-insensitive), or BAD_LANGUAGE.
+    With `known` None (the model's list is not known yet) any non-empty name is kept."""
+    lang = (language or "").strip() or "auto"
+    if known is None:
+        return lang[:64]
+    for k in known:
+        if k.lower() == lang.lower():
+            return k
+    raise VoiceError("BAD_LANGUAGE", f"unsupported language {lang[:64]!r}; supported: {', '.join(known)}")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class VoiceStore:
     def __init__(self, root: str | os.PathLike, default_id: str | None = None, cache_size: int = 16, ttl: float = 3600.0,
-                 model_tag: str = ""):
+                 model_tag: str = "", languages: list[str] | None = None):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.default_id = default_id
         self.model_tag = model_tag  # part of the prompt fingerprint: prompts depend on the model
+        self.languages = languages  # accepted voice languages (None: not known, not checked)
         self._lock = threading.RLock()
-        self._mem: OrderedDict[str, tuple[float, str, object]] = OrderedDict()  # id -> (time, fingerprint, VoicePrompt)
+        self._mem: OrderedDict[str, tuple[float, object]] = OrderedDict()  # fingerprint -> (time, VoicePrompt)
         self.cache_size, self.ttl = cache_size, ttl
         self.prompt_computations = 0  # counted for tests and metrics
+        self.cleaned = self._clean_leftovers()
+
+    @contextlib.contextmanager
+    def locked(self):
+        """Exclusive over every process sharing the store (and every thread of this one)."""
+        with self._lock:
+            fd = os.open(self.root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)  # releases the lock
+
+    def _clean_leftovers(self) -> int:
+        """Remove `.tmp-*` / `.trash-*` folders a crash left behind (under the lock: another
+        process's write in progress holds it, so only dead writers' leftovers are seen)."""
+        n = 0
+        with self.locked():
+            for d in self.root.iterdir():
+                if d.name.startswith(LEFTOVER_PREFIXES):
+                    if d.is_dir():
+                        shutil.rmtree(d, ignore_errors=True)
+                    else:
+                        with contextlib.suppress(OSError):
+                            d.unlink()
+                    n += 1
+        return n
 
     # ------------------------------------------------------------------ reading
     def _dir(self, voice_id: str) -> Path:
@@ -118,17 +192,37 @@ class VoiceStore:
                 mode=str(m.get("mode") or "icl"), reference=str(m.get("reference") or CLIP_NAME),
                 durationSec=float(m.get("durationSec") or 0.0),
             )
-        except (OSError, ValueError, TypeError) as e:
+        except FileNotFoundError:
+            if not d.is_dir():  # deleted (or being replaced) by another process just now
+                raise VoiceError("NOT_FOUND", f"voice {voice_id!r} not found") from None
+            raise VoiceError("BROKEN", f"voice {voice_id!r} has no manifest.json") from None
+        except OSError as e:
+            raise VoiceError("BROKEN", f"voice {voice_id!r} has an unreadable manifest.json ({e.strerror})") from None
+        except (ValueError, TypeError) as e:
             raise VoiceError("BROKEN", f"voice {voice_id!r} has an unreadable manifest.json ({e})") from None
         if info.mode not in ("icl", "xvector"):
             raise VoiceError("BROKEN", f"voice {voice_id!r}: unknown mode {info.mode!r}")
         if Path(info.reference).name != info.reference or not (d / info.reference).is_file():
             raise VoiceError("BROKEN", f"voice {voice_id!r}: reference clip {info.reference!r} is missing")
+        self._check_clip(voice_id, d / info.reference)
         info.isDefault = voice_id == self.default_id
         return info
 
+    @staticmethod
+    def _check_clip(voice_id: str, path: Path) -> None:
+        """The clip's header must decode and hold samples (read the header only: cheap)."""
+        import soundfile as sf
+
+        try:
+            frames = sf.info(str(path)).frames
+        except Exception:  # noqa: BLE001 - any decoder failure
+            frames = None
+        if not frames:
+            what = "is empty" if frames == 0 else "does not decode as audio"
+            raise VoiceError("BROKEN", f"voice {voice_id!r}: reference clip {path.name!r} {what}")
+
     def list(self) -> tuple[list[VoiceInfo], dict[str, str]]:
-        """(usable voices sorted by id, {id: error} for broken ones)."""
+        """(usable voices sorted by id, {id: error} for broken ones), read from the folder now."""
         ok, broken = [], {}
         for d in sorted(self.root.iterdir()):
             if not d.is_dir() or d.name.startswith(".") or not ID_RE.fullmatch(d.name):
@@ -136,7 +230,8 @@ class VoiceStore:
             try:
                 ok.append(self.get(d.name))
             except VoiceError as e:
-                broken[d.name] = e.message
+                if e.code != "NOT_FOUND":  # deleted meanwhile: simply gone
+                    broken[d.name] = e.message
         return ok, broken
 
     def exists(self, voice_id: str) -> bool:
@@ -147,8 +242,10 @@ class VoiceStore:
 
     # ------------------------------------------------------------------ writing
     def add(self, audio, transcript: str = "", name: str | None = None, voice_id: str | None = None, language: str = "auto",
-            description: str = "", mode: str | None = None) -> VoiceInfo:
-        """Validate and store a voice atomically. `audio`: bytes, a path, or (samples, rate)."""
+            description: str = "", mode: str | None = None, replace: bool = False) -> VoiceInfo:
+        """Validate and store a voice atomically. `audio`: bytes, a path, or (samples, rate).
+        `replace`: an existing voice of that id is swapped for the new one (`info.replaced` says
+        whether there was one); otherwise an existing id is `EXISTS`."""
         import soundfile as sf
 
         mode = mode or ("icl" if (transcript or "").strip() else "xvector")
@@ -158,58 +255,91 @@ class VoiceStore:
             raise VoiceError("NO_TRANSCRIPT", "an 'icl' voice needs the exact transcript of the clip")
         voice_id = validate_id(voice_id) if voice_id else slugify(name or "voice")
         name = (name or voice_id).strip()[:200]
+        language = normalize_language(language, self.languages)
+        if not replace and self._dir(voice_id).exists():  # early answer; checked again under the lock
+            raise VoiceError("EXISTS", f"voice {voice_id!r} already exists")
         wav, sr = decode_clip(audio)
         secs = len(wav) / sr
         if secs < MIN_SECONDS or secs > MAX_SECONDS:
             raise VoiceError("BAD_DURATION", f"the clip is {secs:.1f} s long; it must be {MIN_SECONDS:.0f} to {MAX_SECONDS:.0f} s")
-        manifest = {"id": voice_id, "name": name, "language": language or "auto", "description": description or "",
+        manifest = {"id": voice_id, "name": name, "language": language, "description": description or "",
                     "reference": CLIP_NAME, "transcript": (transcript or "").strip(), "mode": mode, "durationSec": round(secs, 3)}
-        with self._lock:
-            if self._dir(voice_id).exists():
+        dest, replaced = self._dir(voice_id), False
+        with self.locked():
+            if dest.exists() and not replace:
                 raise VoiceError("EXISTS", f"voice {voice_id!r} already exists")
             tmp = self.root / f".tmp-{uuid.uuid4().hex}"
             tmp.mkdir()
+            trash = None
             try:
                 sf.write(str(tmp / CLIP_NAME), wav, sr, subtype="PCM_16")
                 _write_json(tmp / MANIFEST, manifest)
-                os.rename(tmp, self._dir(voice_id))
+                for f in (CLIP_NAME, MANIFEST):
+                    _fsync_file(tmp / f)
+                _fsync_dir(tmp)
+                if dest.exists():  # replace: the old voice goes to the trash, the new one takes its place
+                    trash = self.root / f".trash-{uuid.uuid4().hex}"
+                    os.rename(dest, trash)
+                    replaced = True
+                try:
+                    os.rename(tmp, dest)  # fails if a non-empty folder of that name appeared (a writer without the lock)
+                except OSError:
+                    if trash is not None:
+                        os.rename(trash, dest)
+                        trash = None
+                    raise VoiceError("EXISTS", f"voice {voice_id!r} already exists") from None
+                _fsync_dir(self.root)
             finally:
                 if tmp.exists():
                     shutil.rmtree(tmp, ignore_errors=True)
-        return self.get(voice_id)
+        if trash is not None:
+            shutil.rmtree(trash, ignore_errors=True)
+        info = self.get(voice_id)
+        info.replaced = replaced
+        return info
 
     def remove(self, voice_id: str) -> None:
-        with self._lock:
-            d = self._dir(voice_id)
+        d = self._dir(voice_id)
+        with self.locked():
             if not d.is_dir():
                 raise VoiceError("NOT_FOUND", f"voice {voice_id!r} not found")
             if voice_id == self.default_id:
                 raise VoiceError("IS_DEFAULT", f"voice {voice_id!r} is the server's default voice")
             trash = self.root / f".trash-{uuid.uuid4().hex}"
             os.rename(d, trash)
-            self._mem.pop(voice_id, None)
+            _fsync_dir(self.root)
         shutil.rmtree(trash, ignore_errors=True)
 
     # ------------------------------------------------------------------ prompts
-    def fingerprint(self, info: VoiceInfo) -> str:
-        h = hashlib.sha256()
-        h.update((self._dir(info.id) / info.reference).read_bytes())
+    def _content(self, info: VoiceInfo) -> tuple[bytes, str]:
+        """(clip bytes, fingerprint): the clip is read once, so the prompt is computed from exactly
+        the bytes the fingerprint names even if another process replaces the voice meanwhile."""
+        try:
+            data = (self._dir(info.id) / info.reference).read_bytes()
+        except FileNotFoundError:
+            raise VoiceError("NOT_FOUND", f"voice {info.id!r} not found") from None
+        except OSError as e:
+            raise VoiceError("BROKEN", f"voice {info.id!r}: reference clip unreadable ({e.strerror})") from None
+        h = hashlib.sha256(data)
         h.update(json.dumps([info.transcript, info.mode, self.model_tag]).encode())
-        return h.hexdigest()
+        return data, h.hexdigest()
+
+    def fingerprint(self, info: VoiceInfo) -> str:
+        return self._content(info)[1]
 
     def prompt(self, voice_id: str, tts):
-        """The voice's VoicePrompt: memory (LRU + TTL) -> disk (if the fingerprint matches) ->
-        computed with `tts` and saved atomically."""
+        """The voice's VoicePrompt: memory (LRU + TTL, by fingerprint) -> disk (if the fingerprint
+        matches) -> computed with `tts` and saved atomically."""
         from .voice import VoicePrompt
 
         info = self.get(voice_id)
-        fp = self.fingerprint(info)
+        data, fp = self._content(info)
         now = time.monotonic()
         with self._lock:
-            hit = self._mem.get(voice_id)
-            if hit and hit[1] == fp and now - hit[0] < self.ttl:
-                self._mem.move_to_end(voice_id)
-                return hit[2]
+            hit = self._mem.get(fp)
+            if hit and now - hit[0] < self.ttl:
+                self._mem.move_to_end(fp)
+                return hit[1]
         path = self._dir(voice_id) / PROMPT_NAME
         prompt = None
         if path.exists():
@@ -220,20 +350,31 @@ class VoiceStore:
             except (ValueError, OSError):
                 prompt = None  # corrupt cache: rebuild
         if prompt is None:
-            prompt = tts.create_voice_prompt(self._dir(voice_id) / info.reference, ref_text=info.transcript or None,
-                                             x_vector_only=info.mode == "xvector")
+            try:
+                prompt = tts.create_voice_prompt(data, ref_text=info.transcript or None, x_vector_only=info.mode == "xvector")
+            except Exception as e:  # noqa: BLE001 - the clip passed the header check but not the decoder
+                raise VoiceError("BROKEN", f"voice {voice_id!r}: could not build a prompt from the reference clip "
+                                           f"({type(e).__name__})") from None
             prompt.fingerprint = fp
             self.prompt_computations += 1
-            try:
-                prompt.save(path)
-            except OSError:
-                pass  # a read-only store still works, just without the disk cache
+            self._save_prompt(voice_id, info, fp, prompt, path)
         with self._lock:
-            self._mem[voice_id] = (now, fp, prompt)
-            self._mem.move_to_end(voice_id)
+            self._mem[fp] = (now, prompt)
+            self._mem.move_to_end(fp)
             while len(self._mem) > self.cache_size:
                 self._mem.popitem(last=False)
         return prompt
+
+    def _save_prompt(self, voice_id: str, info: VoiceInfo, fp: str, prompt, path: Path) -> None:
+        """Write the disk cache only if the voice is still the one it was computed for (under the
+        lock: a voice deleted or replaced meanwhile by another process is not resurrected)."""
+        try:
+            with self.locked():
+                cur = self.get(voice_id)
+                if self._content(cur)[1] == fp:
+                    prompt.save(path)
+        except (OSError, VoiceError):
+            pass  # gone, replaced, or a read-only store: it still works, just without the disk cache
 
     def default_prompt(self, tts):
         """(VoicePrompt or None, warning or None): the default voice, or no reference at all."""
@@ -243,6 +384,14 @@ class VoiceStore:
             return self.prompt(self.default_id, tts), None
         except VoiceError as e:
             return None, f"default voice unusable ({e.message}): speaking without a reference voice"
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _write_json(path: Path, obj) -> None:

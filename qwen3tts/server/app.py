@@ -14,8 +14,9 @@ from pathlib import Path
 
 from aiohttp import web
 
-from ..voices import VoiceError, VoiceStore
+from ..voices import VoiceError, VoiceStore, config_languages
 from .engine import Engine, Request
+from .lifecycle import Lifecycle
 from .metrics import Metrics
 from .session import Session, encode_pcm
 
@@ -45,6 +46,7 @@ class ServerConfig:
     greedy: bool = False
     max_new_tokens: int | None = None
     frames_per_chunk: int = 1
+    drain_seconds: float = 30.0
 
 
 def _json_error(status: int, code: str, message: str) -> web.Response:
@@ -66,6 +68,7 @@ class SpeakServer:
         r.add_get("/api/v1/speak", self.ws_speak)
         r.add_get("/api/v1/voices", self.voices_list)
         r.add_post("/api/v1/voices", self.voices_add)
+        r.add_put("/api/v1/voices/{voice_id}", self.voices_add)  # create or replace that id
         r.add_delete("/api/v1/voices/{voice_id}", self.voices_delete)
         r.add_get("/healthz", self.healthz)
         r.add_get("/metrics", self.metrics_page)
@@ -76,6 +79,8 @@ class SpeakServer:
         r.add_get("/v1/audio/voices", self.openai_voices)
         self.app.on_startup.append(self._startup)
         self.app.on_shutdown.append(self._shutdown)
+        self.lifecycle = Lifecycle(self, cfg.drain_seconds)  # /readyz, drain on SIGTERM, load gauges
+        self.lifecycle.install(self.app)
 
     async def _startup(self, app):
         if self.cfg.preload:
@@ -153,13 +158,18 @@ class SpeakServer:
             return _json_error(400, "BAD_REQUEST", f"malformed multipart body ({e})")
         if not audio:
             return _json_error(400, "BAD_AUDIO", "missing 'audio' file")
+        replace = request.method == "PUT"
+        voice_id = request.match_info.get("voice_id") or fields.get("id") or None
+        if self.voices.languages is None:
+            self.voices.languages = self.engine.languages if self.engine.status == "loaded" else config_languages(self.cfg.model)
         try:
             info = await asyncio.get_running_loop().run_in_executor(None, lambda: self.voices.add(
-                audio, transcript=fields.get("transcript", ""), name=fields.get("name"), voice_id=fields.get("id") or None,
-                language=fields.get("language", "auto"), description=fields.get("description", ""), mode=fields.get("mode") or None))
+                audio, transcript=fields.get("transcript", ""), name=fields.get("name"), voice_id=voice_id,
+                language=fields.get("language", "auto"), description=fields.get("description", ""), mode=fields.get("mode") or None,
+                replace=replace))
         except VoiceError as e:
             return _json_error(e.status, e.code, e.message)
-        return web.json_response({"voice": info.public()}, status=201)
+        return web.json_response({"voice": info.public()}, status=200 if info.replaced else 201)
 
     async def voices_delete(self, request):
         if not self._http_authed(request):

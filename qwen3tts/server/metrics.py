@@ -1,4 +1,6 @@
-"""Prometheus text exposition for the speak server (no client library needed)."""
+"""Prometheus text exposition for the speak server (no client library needed). Counters and
+histograms live here; live gauges (sessions, requests, capacity, readiness) come from
+`gauge_source` (the server's `Lifecycle.gauges`) when one is set."""
 
 from __future__ import annotations
 
@@ -40,6 +42,7 @@ class Metrics:
         self.first_audio = Histogram(FIRST_AUDIO_BUCKETS)
         self.rtf = Histogram(RTF_BUCKETS)
         self.audio_seconds = 0.0
+        self.gauge_source = None  # callable -> {name: (help, value)}
 
     def request(self):
         with self._lock:
@@ -70,4 +73,6 @@ class Metrics:
             lines += ["# TYPE qwen3tts_sessions gauge", f"qwen3tts_sessions {sessions}",
                       "# TYPE qwen3tts_queue_depth gauge", f"qwen3tts_queue_depth {queue_depth}",
                       "# TYPE qwen3tts_model_loaded gauge", f"qwen3tts_model_loaded {1 if model_status == 'loaded' else 0}"]
+        for name, (help_, value) in (self.gauge_source() if self.gauge_source else {}).items():
+            lines += [f"# HELP {name} {help_}", f"# TYPE {name} gauge", f"{name} {value:g}"]
         return "\n".join(lines) + "\n"
