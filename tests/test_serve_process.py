@@ -21,6 +21,7 @@ from server_util import free_port
 def test_sigterm_stops_sessions_cleanly(tmp_path):
     port = free_port()
     env = dict(os.environ, QWEN3TTS_PORT=str(port), QWEN3TTS_MODEL=str(TINY_MODEL), QWEN3TTS_GREEDY="1", QWEN3TTS_MAX_NEW_TOKENS="200",
+               QWEN3TTS_DRAIN_SECONDS="0",  # no grace: the request in progress is cut (the drain is tested in test_replicas.py)
                OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     p = subprocess.Popen([sys.executable, "-m", "qwen3tts.serve", "--voices-dir", str(tmp_path / "v")], env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -137,3 +137,77 @@ def test_broken_voices_are_isolated(tmp_path, tts):
     s.default_id = "good"
     prompt, warning = s.default_prompt(tts)
     assert prompt is not None and warning is None and prompt.mode == "xvector"
+
+
+def _race_add(root, seed, results):
+    try:
+        VoiceStore(root).add((clip(3.2, seed), 24000), voice_id="same")
+        results.put("ok")
+    except VoiceError as e:
+        results.put(e.code)
+
+
+def test_same_id_from_several_processes(tmp_path):
+    """The store lock is across processes: of 4 processes adding one id, one wins, the rest get EXISTS."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_race_add, args=(tmp_path, i, results)) for i in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert sorted(results.get(timeout=5) for _ in procs) == ["EXISTS", "EXISTS", "EXISTS", "ok"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "same"]
+
+
+def test_writes_fsync_before_rename_and_replace(tmp_path, monkeypatch):
+    import os
+
+    synced, real_fsync, real_rename = [], os.fsync, os.rename
+
+    def fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real_fsync(fd)
+
+    def rename(a, b):
+        synced.append(("rename", str(a), str(b)))
+        return real_rename(a, b)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "rename", rename)
+    s = VoiceStore(tmp_path)
+    s.add((clip(3.2, 1), 24000), voice_id="v", language="english")
+    ren = next(i for i, x in enumerate(synced) if isinstance(x, tuple))
+    tmp = synced[ren][1]
+    assert {tmp + "/reference.wav", tmp + "/manifest.json", tmp} <= set(synced[:ren])  # files and folder before the rename
+    assert synced[ren + 1] == str(tmp_path)  # then the store folder
+    old = s.get("v")
+    info = s.add((clip(3.5, 2), 24000), voice_id="v", replace=True)
+    assert info.replaced and info.durationSec != old.durationSec and old.language == "english"  # no language list known: kept as given
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "v"]  # the old one is not left in a trash folder
+    with pytest.raises(VoiceError) as e:
+        s.add((clip(3.2), 24000), voice_id="v")
+    assert e.value.code == "EXISTS"
+
+
+def test_leftovers_cleaned_and_languages_checked(tmp_path):
+    (tmp_path / ".tmp-abc").mkdir()
+    (tmp_path / ".tmp-abc" / "reference.wav").write_bytes(b"half")
+    (tmp_path / ".trash-def").mkdir()
+    (tmp_path / ".tmp-x.safetensors").write_bytes(b"")
+    s = VoiceStore(tmp_path, languages=["auto", "English", "German"])
+    assert s.cleaned == 3 and sorted(p.name for p in tmp_path.iterdir()) == [".lock"]
+    with pytest.raises(VoiceError) as e:
+        s.add((clip(3.2), 24000), voice_id="x", language="Klingon")
+    assert e.value.code == "BAD_LANGUAGE" and e.value.status == 400 and "English, German" in e.value.message
+    assert s.add((clip(3.2), 24000), voice_id="x", language="GERMAN").language == "German"
+    assert s.add((clip(3.2), 24000), voice_id="y", language="").language == "auto"
+
+
+def test_config_languages_match_the_model(tts):
+    from qwen3tts.voices import config_languages
+
+    assert config_languages(TINY_MODEL) == tts.languages
+    assert config_languages("Qwen/not-a-local-folder") is None
