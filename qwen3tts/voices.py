@@ -24,6 +24,7 @@ prompt needs the model.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import hashlib
 import io
@@ -96,10 +97,28 @@ def decode_clip(data) -> tuple["object", int]:
     try:
         wav = load_audio(data)
     except AudioError as e:
-        raise VoiceError("BAD_AUDIO", f"could not read the audio clip: {e}") from None
+        raise VoiceError("BAD_AUDIO", f"could not read the audio clip: {public_text(str(e))}") from None
     except Exception as e:  # any decoder failure
         raise VoiceError("BAD_AUDIO", f"could not read the audio clip ({type(e).__name__})") from None
     return wav, 24000
+
+
+def public_text(msg: str) -> str:
+    """A decoder's message without object addresses or file system paths (it goes to clients)."""
+    msg = re.sub(r"Error opening <[^<>]*>: ", "", msg)
+    msg = re.sub(r"<[^<>]* at 0x[0-9a-fA-F]+>", "the clip", msg)
+    return re.sub(r"(?<![\w.])/(?:[^\s'\":/]+/)*([^\s'\":/]+)", r"\1", msg)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two folders atomically (Linux renameat2 RENAME_EXCHANGE), so readers never see the id
+    missing during a replace; False where the call or the file system does not support it."""
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return fn(at_fdcwd, os.fsencode(str(a)), at_fdcwd, os.fsencode(str(b)), rename_exchange) == 0
 
 
 def config_languages(model_dir: str | os.PathLike | None) -> list[str] | None:
@@ -277,20 +296,22 @@ class VoiceStore:
                 for f in (CLIP_NAME, MANIFEST):
                     _fsync_file(tmp / f)
                 _fsync_dir(tmp)
-                if dest.exists():  # replace: the old voice goes to the trash, the new one takes its place
-                    trash = self.root / f".trash-{uuid.uuid4().hex}"
-                    os.rename(dest, trash)
+                if dest.exists():  # replace: the new voice takes the old one's place, the old one is removed
                     replaced = True
-                try:
-                    os.rename(tmp, dest)  # fails if a non-empty folder of that name appeared (a writer without the lock)
-                except OSError:
-                    if trash is not None:
-                        os.rename(trash, dest)
-                        trash = None
-                    raise VoiceError("EXISTS", f"voice {voice_id!r} already exists") from None
+                    if not _exchange(tmp, dest):  # atomic swap where supported; else via the trash
+                        trash = self.root / f".trash-{uuid.uuid4().hex}"
+                        os.rename(dest, trash)
+                if not replaced or trash is not None:
+                    try:
+                        os.rename(tmp, dest)  # fails if a non-empty folder of that name appeared (a writer without the lock)
+                    except OSError:
+                        if trash is not None:
+                            os.rename(trash, dest)
+                            trash = None
+                        raise VoiceError("EXISTS", f"voice {voice_id!r} already exists") from None
                 _fsync_dir(self.root)
             finally:
-                if tmp.exists():
+                if tmp.exists():  # a failed write, or the old voice after a swap
                     shutil.rmtree(tmp, ignore_errors=True)
         if trash is not None:
             shutil.rmtree(trash, ignore_errors=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import time
+import re
 
 import aiohttp
 import numpy as np
@@ -165,11 +165,13 @@ def test_broken_clip_unavailable_and_language_checked(pair):
             ws, m = await session(http, b.ws_url, "garbage")
             await ws.close()
             bad_lang = await post_voice(http, a.url, clip_bytes(), voice_id="klingon", language="Klingon")
+            junk = await post_voice(http, a.url, b"definitely not audio", voice_id="junk")
             for vid in broken:
                 async with http.delete(a.url + f"/api/v1/voices/{vid}") as r:
                     assert r.status == 204
-            return listing, m, bad_lang
-    listing, m, (st, body) = asyncio.run(go())
+            return listing, m, bad_lang, junk
+    listing, m, (st, body), junk = asyncio.run(go())
+    assert junk[0] == 400 and junk[1]["error"]["code"] == "BAD_AUDIO" and not re.search(r"0x|<|/", junk[1]["error"]["message"])
     assert not set(broken) & {v["id"] for v in listing["voices"]}
     assert "does not decode" in listing["unavailable"]["garbage"] and "does not decode" in listing["unavailable"]["zero-bytes"]
     assert "is empty" in listing["unavailable"]["empty"]

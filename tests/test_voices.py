@@ -211,3 +211,40 @@ def test_config_languages_match_the_model(tts):
 
     assert config_languages(TINY_MODEL) == tts.languages
     assert config_languages("Qwen/not-a-local-folder") is None
+
+
+def test_replace_never_hides_the_voice(tmp_path):
+    """Readers during replaces always find the voice (an atomic swap where the file system has one)."""
+    import threading
+
+    s = VoiceStore(tmp_path)
+    s.add((clip(3.2, 0), 24000), voice_id="v")
+    seen, stop = [], threading.Event()
+
+    def read():
+        while not stop.is_set():
+            try:
+                seen.append(s.get("v").durationSec)
+            except VoiceError as e:
+                seen.append(e.code)
+
+    t = threading.Thread(target=read)
+    t.start()
+    for i in range(20):
+        assert VoiceStore(tmp_path).add((clip(3.2 + 0.1 * (i % 2), i), 24000), voice_id="v", replace=True).replaced
+    stop.set()
+    t.join()
+    assert seen and not [x for x in seen if isinstance(x, str)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "v"]
+
+
+def test_exchange_swaps_folders(tmp_path):
+    from qwen3tts.voices import _exchange
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x").write_text("a")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "x").write_text("b")
+    assert _exchange(tmp_path / "a", tmp_path / "b")  # Linux local file systems have RENAME_EXCHANGE
+    assert (tmp_path / "a" / "x").read_text() == "b" and (tmp_path / "b" / "x").read_text() == "a"
+    assert not _exchange(tmp_path / "a", tmp_path / "missing")
