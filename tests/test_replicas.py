@@ -229,11 +229,16 @@ def _balanced(a, b, lb, voices):
             x, y = busy[0], (b if busy[0] is a else a)
             x.sigterm()
             ready_codes = []
-            while not ready_codes or ready_codes[-1] == 200:
+            for _ in range(600):
                 ready_codes.append(http_get(x.url + "/readyz")[0])
+                if ready_codes[-1] != 200:
+                    break
             name = "r0" if x is a else "r1"
-            while haproxy_status(lb.stats_url)[name] != "DOWN":  # the balancer's health check saw /readyz 503
+            for _ in range(600):  # the balancer's health check sees /readyz 503 (a bound, not a timing check)
+                if haproxy_status(lb.stats_url)[name] == "DOWN":
+                    break
                 await asyncio.sleep(0.05)
+            assert haproxy_status(lb.stats_url) == {name: "DOWN", ("r1" if name == "r0" else "r0"): "UP"}
             new_sessions = []
             for _ in range(3):  # new sessions land on the other replica
                 ws2 = await http.ws_connect(lb.ws_url)
@@ -278,8 +283,9 @@ def test_sigterm_drains_then_stops(pair):
                 pass
             during = gauges(r.url)
             r.sigterm()
-            while (ready := http_get(r.url + "/readyz"))[0] == 200:
-                pass
+            for _ in range(600):
+                if (ready := http_get(r.url + "/readyz"))[0] != 200:
+                    break
             draining = gauges(r.url)
             ws2, refused = await session(http, r.ws_url)
             await ws2.receive(timeout=10)
