@@ -56,11 +56,14 @@ class Replica:
         self.proc = subprocess.Popen(cmd, env=env, stdout=self._log_file, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float = 180.0) -> None:
+        """Poll /readyz until 200; every answer is kept in `ready_seen`."""
+        self.ready_seen: list[tuple[int, dict]] = []
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, f"server exited early: {self.log.read_text()[-2000:]}"
             try:
-                if http_get(self.url + "/readyz", timeout=2)[0] == 200:
+                self.ready_seen.append(http_get(self.url + "/readyz", timeout=2))
+                if self.ready_seen[-1][0] == 200:
                     return
             except OSError:
                 pass

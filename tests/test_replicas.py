@@ -90,9 +90,12 @@ def pair(tmp_path_factory):
             assert "Traceback" not in r.log.read_text(), r.log.read_text()[-3000:]
 
 
-def test_crash_leftovers_cleaned_at_start(pair):
-    _, voices, _ = pair
+def test_crash_leftovers_cleaned_at_start_and_readiness(pair):
+    reps, voices, _ = pair
     assert sorted(p.name for p in voices.iterdir()) == [".lock"]
+    for r in reps:  # /readyz: 503 "loading" while the preloaded model loads and warms up, then 200 "ready"
+        assert r.ready_seen[-1] == (200, {"status": "ready"})
+        assert all(seen == (503, {"status": "loading"}) for seen in r.ready_seen[:-1])
 
 
 def test_same_id_races_give_one_201_and_one_409(pair):
