@@ -97,7 +97,7 @@ def decode_clip(data) -> tuple["object", int]:
     try:
         wav = load_audio(data)
     except AudioError as e:
-        raise VoiceError("BAD_AUDIO", f"could not read the audio clip: {public_text(str(e))}") from None
+        raise VoiceError("BAD_AUDIO", f"could not read the audio clip: {e}") from None
     except Exception as e:  # any decoder failure
         raise VoiceError("BAD_AUDIO", f"could not read the audio clip ({type(e).__name__})") from None
     return wav, 24000
@@ -277,7 +277,10 @@ class VoiceStore:
         language = normalize_language(language, self.languages)
         if not replace and self._dir(voice_id).exists():  # early answer; checked again under the lock
             raise VoiceError("EXISTS", f"voice {voice_id!r} already exists")
-        wav, sr = decode_clip(audio)
+        try:
+            wav, sr = decode_clip(audio)
+        except VoiceError as e:
+            raise VoiceError(e.code, public_text(e.message)) from None
         secs = len(wav) / sr
         if secs < MIN_SECONDS or secs > MAX_SECONDS:
             raise VoiceError("BAD_DURATION", f"the clip is {secs:.1f} s long; it must be {MIN_SECONDS:.0f} to {MAX_SECONDS:.0f} s")

@@ -90,13 +90,16 @@ class Lifecycle:
         return ws_waiting + max(0, eng.queue_depth() - len(getattr(eng, "_active", ())))
 
     def gauges(self) -> dict[str, tuple[str, float]]:
-        """{metric name: (help, value)} for /metrics."""
+        """{metric name: (help, value)} for /metrics. Sessions and capacity come from the server's
+        shared admission counter when it has one."""
+        adm = getattr(self.server, "admission", None)
+        sessions = adm.in_use if adm is not None else len(self.server.sessions) + self.http_active
+        capacity = adm.capacity if adm is not None else self.server.cfg.max_sessions
         return {
-            "qwen3tts_active_sessions": ("open WebSocket sessions plus in-flight HTTP synthesis requests",
-                                         len(self.server.sessions) + self.http_active),
+            "qwen3tts_active_sessions": ("open WebSocket sessions plus in-flight HTTP synthesis requests", sessions),
             "qwen3tts_active_requests": ("requests accepted and not finished, all routes", self.active_requests()),
             "qwen3tts_waiting_requests": ("requests accepted, not generating yet", self.queue_depth()),
-            "qwen3tts_capacity_sessions": ("the admission limit (--max-sessions)", self.server.cfg.max_sessions),
+            "qwen3tts_capacity_sessions": ("the admission limit (--max-sessions)", capacity),
             "qwen3tts_ready": ("1 when /readyz answers 200", 1 if self.state == "ready" else 0),
             "qwen3tts_draining": ("1 while the server drains after SIGTERM", 1 if self.draining else 0),
         }
