@@ -318,9 +318,9 @@ class VoiceStore:
                     shutil.rmtree(tmp, ignore_errors=True)
         if trash is not None:
             shutil.rmtree(trash, ignore_errors=True)
-        info = self.get(voice_id)
-        info.replaced = replaced
-        return info
+        # from the manifest just written, not re-read: another process may already have deleted it
+        return VoiceInfo(id=voice_id, name=name, language=language, description=manifest["description"], transcript=manifest["transcript"],
+                         mode=mode, durationSec=manifest["durationSec"], isDefault=voice_id == self.default_id, replaced=replaced)
 
     def remove(self, voice_id: str) -> None:
         d = self._dir(voice_id)
