@@ -14,6 +14,7 @@ from aiohttp import web
 
 from ..voices import VoiceError, VoiceStore
 from .engine import Engine
+from .forms import FormError, read_voice_form
 from .metrics import Metrics
 from .openai import OpenAIRoutes
 from .session import Session
@@ -129,25 +130,10 @@ class SpeakServer:
         limit = int(self.cfg.max_upload_mb * 2**20)
         if request.content_length and request.content_length > limit + 65536:
             return _json_error(413, "TOO_LARGE", f"upload over the {self.cfg.max_upload_mb:g} MB limit")
-        if not request.content_type.startswith("multipart/"):
-            return _json_error(400, "BAD_REQUEST", "send multipart/form-data with an 'audio' file")
-        fields, audio = {}, None
         try:
-            reader = await request.multipart()
-            async for part in reader:
-                if part.name == "audio":
-                    buf = bytearray()
-                    while chunk := await part.read_chunk(65536):
-                        buf += chunk
-                        if len(buf) > limit:
-                            return _json_error(413, "TOO_LARGE", f"audio over the {self.cfg.max_upload_mb:g} MB limit")
-                    audio = bytes(buf)
-                elif part.name in ("transcript", "name", "id", "language", "mode", "description"):
-                    fields[part.name] = (await part.text())[:10000]
-        except web.HTTPRequestEntityTooLarge:
-            return _json_error(413, "TOO_LARGE", f"upload over the {self.cfg.max_upload_mb:g} MB limit")
-        except (ValueError, AssertionError, UnicodeDecodeError) as e:
-            return _json_error(400, "BAD_REQUEST", f"malformed multipart body ({e})")
+            fields, audio = await read_voice_form(request, limit)
+        except FormError as e:
+            return _json_error(e.status, e.code, e.message)
         if not audio:
             return _json_error(400, "BAD_AUDIO", "missing 'audio' file")
         try:

@@ -19,8 +19,17 @@ import numpy as np
 
 RATE = 24000
 CONTENT_TYPES = {"mp3": "audio/mpeg", "opus": "audio/ogg", "flac": "audio/flac", "wav": "audio/wav", "pcm": "audio/pcm"}
-SUPPORTED = tuple(CONTENT_TYPES)
 _LIBSNDFILE = {"mp3": ("MP3", "MPEG_LAYER_III", False), "opus": ("OGG", "OPUS", True), "flac": ("FLAC", "PCM_16", False)}
+
+
+def _available() -> tuple[str, ...]:
+    """The formats this machine's libsndfile can write (MP3 needs libsndfile >= 1.1)."""
+    import soundfile
+
+    return tuple(f for f in CONTENT_TYPES if f not in _LIBSNDFILE or _LIBSNDFILE[f][1] in soundfile.available_subtypes(_LIBSNDFILE[f][0]))
+
+
+SUPPORTED = _available()
 
 
 def wav_header_streaming(rate: int) -> bytes:
