@@ -182,7 +182,7 @@ class OpenAIRoutes:
         languages = {x.lower(): x for x in srv.engine.languages}
         if p.language.lower() not in languages:
             return json_error(400, "UNSUPPORTED_FORMAT", f"'language' must be one of {', '.join(srv.engine.languages)}")
-        headers = {"X-Sample-Rate": str(formats.RATE)}
+        headers = {"X-Sample-Rate": str(formats.RATE), "X-Audio-Format": p.fmt}
         if p.speed not in (None, 1, 1.0):
             headers["X-Speed-Ignored"] = "speed is not supported by Qwen3-TTS and was ignored"
         instruct = p.instructions if p.instructions and srv.engine.takes_instructions else None
@@ -215,8 +215,7 @@ class OpenAIRoutes:
         resp: web.StreamResponse | None = None
         if p.sse or enc.streams:
             ctype = "text/event-stream" if p.sse else enc.content_type
-            resp = web.StreamResponse(status=200, headers={**headers, "Content-Type": ctype, "Cache-Control": "no-cache",
-                                                           "X-Audio-Format": p.fmt})
+            resp = web.StreamResponse(status=200, headers={**headers, "Content-Type": ctype, "Cache-Control": "no-cache"})
             resp.enable_chunked_encoding()
             await resp.prepare(request)
 
