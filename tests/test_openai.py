@@ -237,3 +237,35 @@ def test_client_gone_cancels_the_request(long_srv, fmt, reset, when):
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     s.close()
     assert wait_depth(long_srv, 0, 10) == 0  # well below the 300 s request timeout
+
+
+def test_instructions_reach_a_voice_design_checkpoint(tmp_path):
+    """The tiny model relabelled VoiceDesign: `instructions` go to the model (the audio equals the
+    library's stream with that `instruct`, and differs from the one without)."""
+    import shutil
+
+    import torch
+
+    from qwen3tts import Qwen3TTS
+
+    model = tmp_path / "vd"
+    shutil.copytree(TINY_MODEL, model)
+    cfg = json.loads((model / "config.json").read_text())
+    cfg["tts_model_type"] = "voice_design"
+    (model / "config.json").write_text(json.dumps(cfg))
+    eng = Engine(str(model), voices=VoiceStore(tmp_path / "voices"), greedy=True, max_new_tokens=8)
+    s = ServerThread(ServerConfig(), eng)
+    try:
+        client = openai.OpenAI(base_url=s.url + "/v1", api_key="unused", max_retries=0)
+        said = "A calm, deep voice."
+        with_instr, h = speech(client, response_format="pcm", instructions=said, extra_body={"language": "English"})
+        without, _ = speech(client, response_format="pcm", extra_body={"language": "English"})
+    finally:
+        s.stop()
+        eng.shutdown()
+    assert "X-Instructions-Ignored" not in h
+    lib = Qwen3TTS.from_pretrained(model)
+    kw = dict(language="English", do_sample=False, subtalker_dosample=False, max_new_tokens=8)
+    want = torch.cat([c.audio for c in lib.stream(TEXT, instruct=said, **kw)])
+    assert with_instr == (np.clip(want.numpy(), -1, 1) * 32767.0).round().astype("<i2").tobytes()
+    assert with_instr != without
