@@ -112,3 +112,122 @@ def test_live_server_fuzz(fuzz_server):
             return stats, done
     stats, done = asyncio.run(go())
     assert done["type"] == "complete" and stats["errors"] >= len(examples)
+
+
+# ---------------------------------------------------------------------------- HTTP routes
+
+SPEECH_KEYS = ["input", "model", "voice", "response_format", "stream_format", "speed", "instructions", "language"]
+odd_text = st.one_of(st.text(max_size=30), st.text(st.characters(codec="utf-8"), max_size=10), st.sampled_from(
+    ["Hi.", "\x00", "\ud800", "a\u202eb", "\ufeff", "🙂" * 3, " ", "x" * 250, "Hello\r\nthere", "<script>"]))
+big_number = st.sampled_from([2**64, -2**63, 10**30, 1e308, -0.0, 5e-324, 0, 1, 4.0, 0.25])
+speech_value = st.one_of(json_value, odd_text, big_number, st.sampled_from(
+    ["mp3", "opus", "flac", "wav", "pcm", "aac", "MP3", "sse", "audio", "alloy", "default", "tts-1", "English"]))
+speech_body = st.dictionaries(st.one_of(st.sampled_from(SPEECH_KEYS), st.text(max_size=6)), speech_value, max_size=7).map(
+    lambda d: {"input": "Hi.", **d} if "input" not in d else d)
+
+
+def _garble(data: bytes, cuts) -> bytes:
+    for at, junk in cuts:
+        at = at % (len(data) + 1)
+        data = data[:at] + junk + data[at + len(junk):]
+    return data
+
+
+speech_raw = st.one_of(
+    speech_body.map(lambda d: json.dumps(d).encode()),
+    st.tuples(speech_body.map(lambda d: json.dumps(d).encode()), st.lists(st.tuples(st.integers(0, 400), st.binary(max_size=4)), max_size=3))
+    .map(lambda t: _garble(*t)),
+    st.binary(max_size=60),
+    json_value.map(lambda v: json.dumps(v).encode()),
+    st.integers(1, 60_000).map(lambda n: b"[" * n),
+    st.integers(1, 5000).map(lambda n: b'{"input": "Hi.", "speed": 1' + b"0" * n + b"}"),
+    st.sampled_from([b'{"input": "Hi.", "speed": NaN}', b'{"input": "Hi.", "speed": -Infinity}', b"", b"null", b"{}"]),
+)
+CONTENT_TYPES = st.sampled_from(["application/json", "text/plain", "application/json; charset=bogus", "multipart/form-data",
+                                 "application/x-www-form-urlencoded", "", "*/*", "application/json; boundary=\u00ff", "audio/wav; q=x"])
+header_value = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=40)
+extra_headers = st.dictionaries(st.sampled_from(["Accept", "Authorization", "Accept-Encoding", "X-Request-Id", "Origin", "Range"]),
+                                header_value, max_size=3)
+
+PART_NAMES = st.one_of(st.sampled_from(["audio", "transcript", "name", "id", "language", "mode", "description", "_charset_"]),
+                       st.text(st.characters(min_codepoint=32, max_codepoint=126, exclude_characters='"\\'), max_size=10))
+PART_HEADERS = st.lists(st.sampled_from([
+    "Content-Type: audio/wav", "Content-Type: text/plain; charset=bogus", "Content-Type: text/plain; charset=latin-1",
+    "Content-Type: multipart/mixed; boundary=inner", "Content-Transfer-Encoding: base64", "Content-Transfer-Encoding: bogus",
+    "Content-Encoding: gzip", "Content-Encoding: deflate", "X-Big: " + "a" * 9000, "Content-Length: -1", "Content-Type: \u00ff/\u00ff"]),
+    max_size=2)
+
+
+def _part_data(wav: bytes):
+    return st.one_of(st.binary(max_size=80), odd_text.map(lambda t: t.encode("utf-8", "surrogatepass")),
+                     st.integers(0, len(wav)).map(lambda n: wav[:n]), st.just(wav),
+                     st.just(b"--inner\r\n\r\nx\r\n--inner--\r\n"))
+
+
+def multipart_bodies(wav: bytes):
+    part = st.tuples(PART_NAMES, st.booleans(), PART_HEADERS, _part_data(wav))
+
+    def build(parts, boundary, declared, tail):
+        out = b""
+        for name, with_file, headers, data in parts:
+            disp = f'Content-Disposition: form-data; name="{name}"' + ('; filename="a.wav"' if with_file else "")
+            out += f"--{boundary}\r\n{disp}\r\n".encode("utf-8", "surrogatepass") + "".join(h + "\r\n" for h in headers).encode() + b"\r\n" + data + b"\r\n"
+        out += f"--{boundary}--\r\n".encode() if tail else b""
+        return f"multipart/form-data; boundary={declared or boundary}", out
+
+    return st.builds(build, st.lists(part, max_size=4), st.sampled_from(["XyZb", "b", "a" * 70]), st.sampled_from([None, None, "other"]),
+                     st.booleans())
+
+
+def test_http_routes_fuzz(fuzz_server, caplog, capfd):
+    """Fuzzed OpenAI JSON bodies (garbled JSON, wrong types, huge numbers, odd unicode, random
+    content types and headers) and multipart voice uploads (odd charsets, nesting, huge part
+    headers, encodings, truncated clips): every answer is < 500, and the server logs no traceback."""
+    import logging
+
+    from conftest import TINY
+
+    wav = (TINY / "reference.wav").read_bytes()
+    speech_cases, upload_cases = [], []
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(speech_raw, CONTENT_TYPES, extra_headers)
+    def collect_speech(body, ctype, headers):
+        speech_cases.append((body, ctype, headers))
+
+    @settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(multipart_bodies(wav), extra_headers)
+    def collect_uploads(form, headers):
+        upload_cases.append((form, headers))
+
+    collect_speech()
+    collect_uploads()
+
+    async def go():
+        statuses = []
+        async with aiohttp.ClientSession() as http:
+            gate = asyncio.Semaphore(8)  # several at once: the engine batches the ones that synthesize
+
+            async def one(body, ctype, headers):
+                h = {**headers, "Content-Type": ctype} if ctype else headers
+                async with gate, http.post(fuzz_server.url + "/v1/audio/speech", data=body, headers=h) as r:
+                    await r.read()
+                    statuses.append(("speech", r.status, body[:80]))
+
+            await asyncio.gather(*(one(*case) for case in speech_cases))
+            for (ctype, body), headers in upload_cases:
+                async with http.post(fuzz_server.url + "/api/v1/voices", data=body, headers={**headers, "Content-Type": ctype}) as r:
+                    await r.read()
+                    statuses.append(("voices", r.status, body[:80]))
+            async with http.post(fuzz_server.url + "/v1/audio/speech", json={"input": "Still fine.", "response_format": "pcm"}) as r:
+                final = r.status, len(await r.read())
+        return statuses, final
+
+    with caplog.at_level(logging.WARNING):
+        statuses, final = asyncio.run(go())
+    bad = [s for s in statuses if s[1] >= 500]
+    assert not bad, bad[:5]
+    assert final[0] == 200 and final[1] > 0
+    assert len(statuses) >= 200 and {s[1] for s in statuses} & {200, 201} and 400 in {s[1] for s in statuses}
+    out, err = capfd.readouterr()
+    assert "Traceback" not in out + err and "Traceback" not in caplog.text and not [r for r in caplog.records if r.exc_info]

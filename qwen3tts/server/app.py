@@ -1,5 +1,5 @@
 """The aiohttp application: `/api/v1/speak` (WebSocket), the voices API, `/healthz`, `/metrics`,
-the `/speak` page, and an OpenAI-compatible `/v1/audio/speech`. Protocol and I/O only: the model
+the `/speak` page; the OpenAI-compatible routes live in `openai.py`. Protocol and I/O only: the model
 lives behind `Engine`; this module never imports torch.
 """
 
@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import struct
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,13 +14,14 @@ from aiohttp import web
 
 from ..voices import VoiceError, VoiceStore, config_languages
 from .engine import Engine, Request
+from .forms import FormError, read_voice_form
 from .lifecycle import Lifecycle
 from .metrics import Metrics
-from .session import Session, encode_pcm
+from .openai import OpenAIRoutes
+from .session import Session
 
 SERVER_KEY = web.AppKey("server", object)
 STATIC = Path(__file__).resolve().parent / "static"
-OPENAI_VOICES = {"alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "sage", "shimmer", "verse"}
 
 
 @dataclass
@@ -75,8 +74,7 @@ class SpeakServer:
         r.add_get("/", self.index)
         r.add_get("/speak", self.page)
         r.add_static("/static", STATIC)
-        r.add_post("/v1/audio/speech", self.openai_speech)
-        r.add_get("/v1/audio/voices", self.openai_voices)
+        OpenAIRoutes(self).register(r)
         self.app.on_startup.append(self._startup)
         self.app.on_shutdown.append(self._shutdown)
         self.lifecycle = Lifecycle(self, cfg.drain_seconds)  # /readyz, drain on SIGTERM, load gauges
@@ -137,25 +135,10 @@ class SpeakServer:
         limit = int(self.cfg.max_upload_mb * 2**20)
         if request.content_length and request.content_length > limit + 65536:
             return _json_error(413, "TOO_LARGE", f"upload over the {self.cfg.max_upload_mb:g} MB limit")
-        if not request.content_type.startswith("multipart/"):
-            return _json_error(400, "BAD_REQUEST", "send multipart/form-data with an 'audio' file")
-        fields, audio = {}, None
         try:
-            reader = await request.multipart()
-            async for part in reader:
-                if part.name == "audio":
-                    buf = bytearray()
-                    while chunk := await part.read_chunk(65536):
-                        buf += chunk
-                        if len(buf) > limit:
-                            return _json_error(413, "TOO_LARGE", f"audio over the {self.cfg.max_upload_mb:g} MB limit")
-                    audio = bytes(buf)
-                elif part.name in ("transcript", "name", "id", "language", "mode", "description"):
-                    fields[part.name] = (await part.text())[:10000]
-        except web.HTTPRequestEntityTooLarge:
-            return _json_error(413, "TOO_LARGE", f"upload over the {self.cfg.max_upload_mb:g} MB limit")
-        except (ValueError, AssertionError, UnicodeDecodeError) as e:
-            return _json_error(400, "BAD_REQUEST", f"malformed multipart body ({e})")
+            fields, audio = await read_voice_form(request, limit)
+        except FormError as e:
+            return _json_error(e.status, e.code, e.message)
         if not audio:
             return _json_error(400, "BAD_AUDIO", "missing 'audio' file")
         replace = request.method == "PUT"
@@ -197,90 +180,6 @@ class SpeakServer:
 
     async def page(self, request):
         return web.FileResponse(STATIC / "speak.html")
-
-    # ------------------------------------------------------------------ OpenAI-compatible
-    async def openai_voices(self, request):
-        voices, _ = await asyncio.get_running_loop().run_in_executor(None, self.voices.list)
-        return web.json_response({"voices": [{"id": v.id, "name": v.name} for v in voices]})
-
-    async def openai_speech(self, request: web.Request):
-        if not self._http_authed(request):
-            return _json_error(401, "UNAUTHORIZED", "a valid bearer token is required")
-        try:
-            body = await request.json()
-        except (ValueError, UnicodeDecodeError):
-            return _json_error(400, "INVALID_MESSAGE", "body must be JSON")
-        if not isinstance(body, dict):
-            return _json_error(400, "INVALID_MESSAGE", "body must be a JSON object")
-        text = body.get("input")
-        if not isinstance(text, str) or not text.strip():
-            return _json_error(400, "INVALID_TEXT", "'input' must be a non-empty string")
-        if len(text.strip()) > self.cfg.max_chars:
-            return _json_error(400, "INVALID_TEXT", f"'input' is longer than {self.cfg.max_chars} characters")
-        fmt = body.get("response_format", "wav")
-        if fmt not in ("wav", "pcm"):
-            return _json_error(400, "UNSUPPORTED_FORMAT", "response_format must be 'wav' or 'pcm' (24 kHz mono 16-bit)")
-        voice = body.get("voice")
-        if voice is not None and not isinstance(voice, str):
-            return _json_error(400, "INVALID_MESSAGE", "'voice' must be a string")
-        voice_id = None
-        if voice and voice != "default" and voice.lower() not in OPENAI_VOICES:
-            try:
-                await asyncio.get_running_loop().run_in_executor(None, self.voices.get, voice)
-            except VoiceError as e:
-                return _json_error(404, "VOICE_NOT_FOUND", e.message)
-            voice_id = voice
-        headers = {"Content-Type": "audio/wav" if fmt == "wav" else "audio/pcm", "X-Sample-Rate": "24000"}
-        if body.get("speed") not in (None, 1, 1.0):
-            headers["X-Speed-Ignored"] = "speed is not supported by Qwen3-TTS and was ignored"
-        self.engine.ensure_loading()
-        while self.engine.status == "loading":
-            await asyncio.sleep(0.1)
-        if self.engine.status != "loaded":
-            return _json_error(503, "MODEL_LOADING", f"the model could not be loaded: {self.engine.load_error}")
-        loop = asyncio.get_running_loop()
-        inbox: asyncio.Queue = asyncio.Queue()
-        language = body.get("language", "auto") if isinstance(body.get("language"), str) else "auto"
-        req = Request(text=text.strip(), voice_id=voice_id, language=language, loop=loop, deliver=inbox.put_nowait)
-        self.metrics.request()
-        self.engine.submit(req)
-        first = await inbox.get()
-        if first[0] == "error":
-            self.metrics.error(first[1])
-            return _json_error(400 if first[1] in ("UNSUPPORTED_FORMAT", "INVALID_TEXT", "VOICE_NOT_FOUND") else 500, first[1], first[2])
-        resp = web.StreamResponse(status=200, headers=headers)
-        resp.enable_chunked_encoding()
-        await resp.prepare(request)
-        t0, samples = time.monotonic(), 0
-        try:
-            if fmt == "wav":
-                await resp.write(_wav_header_streaming(24000))
-            ev = first
-            while True:
-                if ev[0] == "audio":
-                    req.consumed()
-                    await resp.write(encode_pcm(ev[1], "pcm16"))
-                    samples += ev[1].size
-                elif ev[0] == "error":
-                    self.metrics.error(ev[1])
-                    break  # headers are gone: the body just ends early
-                else:
-                    break
-                ev = await inbox.get()
-            await resp.write_eof()
-        except (ConnectionError, asyncio.CancelledError):
-            req.cancelled.set()
-            raise
-        finally:
-            if samples:
-                self.metrics.complete(None, (time.monotonic() - t0) / (samples / 24000), samples / 24000)
-        return resp
-
-
-def _wav_header_streaming(rate: int) -> bytes:
-    """A WAV header for a stream of unknown length (sizes 0xFFFFFFFF, as streaming servers do)."""
-    return (b"RIFF" + struct.pack("<I", 0xFFFFFFFF) + b"WAVEfmt " + struct.pack("<IHHIIHH", 16, 1, 1, rate, rate * 2, 2, 16)
-            + b"data" + struct.pack("<I", 0xFFFFFFFF))
 
 
 def create_app(cfg: ServerConfig, engine: Engine | None = None) -> web.Application:

@@ -34,6 +34,7 @@ class Request:
     loop: object  # asyncio loop of the session
     deliver: object  # callable(item) run on the loop: ("audio", np.ndarray) | ("done", dict) | ("error", code, msg)
     seed: int | None = None
+    instruct: str | None = None  # only for checkpoints that take one (Engine.takes_instructions)
     request_id: str = ""
     cancelled: threading.Event = field(default_factory=threading.Event)
     pending: int = 0  # chunks posted, not yet consumed (worker increments, consumer decrements)
@@ -59,6 +60,7 @@ class Engine:
         self.load_error: str | None = None
         self.progress: tuple[str, float] = ("weights", 0.0)
         self.languages: list[str] = ["auto"]
+        self.takes_instructions = False  # VoiceDesign and CustomVoice 1.7B checkpoints do
         self.model_name = str(model or "Qwen/Qwen3-TTS-12Hz-0.6B-Base").rstrip("/").split("/")[-1]
         self.default_warning: str | None = None
         self._inbox: queue.Queue = queue.Queue()
@@ -120,6 +122,8 @@ class Engine:
             self.tts = Qwen3TTS.from_pretrained(self.model_ref, device=self.device, dtype=getattr(torch, self.dtype), progress=prog,
                                                 quantize=self.quantize)
             self.languages = list(self.tts.languages)
+            kind, size = self.tts.config.tts_model_type, self.tts.config.tts_model_size
+            self.takes_instructions = kind == "voice_design" or (kind == "custom_voice" and size != "0b6")
             self.progress = ("warm-up", 1.0)
             try:  # one-time costs now, not in the first request (a failure here is the first request's to report)
                 self.tts.warm_up()
@@ -156,6 +160,8 @@ class Engine:
                 kw["max_new_tokens"] = self.max_new_tokens
             if r.seed is not None:
                 kw["seed"] = r.seed
+            if r.instruct:
+                kw["instruct"] = r.instruct
             from ..batch import Utterance
 
             r.utt = Utterance(self.tts, r.text, language=r.language, voice=voice, frames_per_chunk=self.frames_per_chunk, **kw)

@@ -54,6 +54,23 @@ def _opt(msg: dict, key: str, typ, what: str):
     return v
 
 
+def check_text(text: str, max_chars: int, request_id: str | None = None, what: str = "text") -> str:
+    """The one text rule of every route (WebSocket `speak.text`, OpenAI `input`): stripped,
+    non-empty, at most `max_chars`, no NUL, encodable as UTF-8 (no lone surrogates)."""
+    text = text.strip()
+    if not text:
+        raise ProtocolError("INVALID_TEXT", f"{what} is empty", request_id)
+    if len(text) > max_chars:
+        raise ProtocolError("INVALID_TEXT", f"{what} is longer than {max_chars} characters", request_id)
+    if "\x00" in text:
+        raise ProtocolError("INVALID_TEXT", f"{what} contains NUL characters", request_id)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ProtocolError("INVALID_TEXT", f"{what} contains unpaired surrogates (not valid Unicode text)", request_id) from None
+    return text
+
+
 def parse(raw, limits: Limits) -> dict:
     """A text frame -> validated message dict with normalised fields."""
     if isinstance(raw, (bytes, bytearray)):
@@ -120,11 +137,5 @@ def _parse_speak(msg: dict, limits: Limits) -> dict:
     if prio not in PRIORITIES:
         raise ProtocolError("INVALID_MESSAGE", "priority must be 'normal' or 'high'", rid)
     seed = _opt(msg, "seed", int, "an integer")
-    text = text.strip()
-    if not text:
-        raise ProtocolError("INVALID_TEXT", "text is empty", rid)
-    if len(text) > limits.max_chars:
-        raise ProtocolError("INVALID_TEXT", f"text is longer than {limits.max_chars} characters", rid)
-    if "\x00" in text:
-        raise ProtocolError("INVALID_TEXT", "text contains NUL characters", rid)
+    text = check_text(text, limits.max_chars, rid)
     return {"type": "speak", "text": text, "priority": prio, "id": rid, "seed": seed}
