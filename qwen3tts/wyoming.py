@@ -31,21 +31,19 @@ import argparse
 import asyncio
 import contextlib
 import os
-import re
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 from . import __version__
 from .config import QUANTIZE_MODES
+from .sentences import split_sentences
 
 RATE, WIDTH, CHANNELS = 24000, 2, 1
 # speak-server flags that mean nothing here (HTTP / WebSocket sessions)
 HTTP_ONLY = {"host", "port", "auth-token", "max-sessions", "max-queue", "idle-timeout", "max-upload-mb"}
 ISO = {"en": "english", "zh": "chinese", "de": "german", "it": "italian", "pt": "portuguese", "es": "spanish",
        "ja": "japanese", "ko": "korean", "fr": "french", "ru": "russian"}
-# a sentence end followed by white space (Latin), or a CJK full-width ender
-_SENTENCE_END = re.compile(r"""[.!?…]["'”’)\]]*\s+|[。！？]["'”’」』）]*\s*|\n\s*\n""")
 
 
 def parse_args(argv=None):
@@ -156,17 +154,6 @@ def error_code(e: Exception) -> str:
     if isinstance(e, ValueError) and "text" in str(e):
         return "INVALID_TEXT"
     return "SYNTHESIS_ERROR"
-
-
-def split_sentences(buf: str) -> tuple[list[str], str]:
-    """(complete sentences, the unfinished rest) of streamed text."""
-    out, last = [], 0
-    for m in _SENTENCE_END.finditer(buf):
-        s = buf[last:m.end()].strip()
-        if s:
-            out.append(s)
-        last = m.end()
-    return out, buf[last:]
 
 
 def _make_handler_class():
