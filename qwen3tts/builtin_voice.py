@@ -64,6 +64,9 @@ def prompt(tts):
     """The built-in voice's `VoicePrompt` for this model instance (computed once per instance)."""
     p = _prompts.get(tts)
     if p is None:
+        if tts.config.tts_model_type != "base":
+            raise VoiceError("BAD_MODE", f"the built-in voice clones a voice: it needs a Base checkpoint (this one is "
+                                         f"{tts.config.tts_model_type!r}, which has its own speakers)")
         m = manifest()
         p = tts.create_voice_prompt(clip_path(), ref_text=m["transcript"] if m["mode"] == "icl" else None,
                                     x_vector_only=m["mode"] == "xvector")
@@ -112,3 +115,10 @@ class VoiceStoreWithBuiltin(VoiceStore):
         if voice_id == BUILTIN_ID:
             return prompt(tts)
         return super().prompt(voice_id, tts)
+
+    def default_prompt(self, tts):
+        """As `VoiceStore.default_prompt`; a checkpoint that does not clone voices (CustomVoice,
+        VoiceDesign) has no use for the built-in voice: no prompt, no warning."""
+        if self.default_id == BUILTIN_ID and tts.config.tts_model_type != "base":
+            return None, None
+        return super().default_prompt(tts)

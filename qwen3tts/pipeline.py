@@ -296,7 +296,10 @@ class Qwen3TTS:
 
             if voice not in (builtin_voice.DEFAULT_ALIAS, builtin_voice.BUILTIN_ID):
                 raise ValueError(f"unknown voice {voice!r}: pass a VoicePrompt, None or 'default' (the built-in voice)")
-            return builtin_voice.prompt(self)
+            try:
+                return builtin_voice.prompt(self)
+            except builtin_voice.VoiceError as e:
+                raise ValueError(e.message) from None
         return voice
 
     def _nsm(self, v):

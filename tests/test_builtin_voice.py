@@ -121,3 +121,17 @@ def test_default_voice_flag_overrides(tmp_path, lib, override):
     want = torch.cat([ch.audio for ch in lib.stream(TEXT, voice=voice, **KW)])
     assert audio == pcm16(want)
 
+
+
+@pytest.mark.slow
+def test_checkpoint_without_speaker_encoder(tmp_path):
+    """A CustomVoice checkpoint has its own speakers: the server's default (the built-in voice)
+    gives it no prompt (and no warning) instead of failing the load; asked for by name in the
+    library it is a clear error."""
+    from qwen3tts.dev.random_model import random_tts, write_random_model
+
+    tts = random_tts(write_random_model(tmp_path / "cv", preset="0.6b-customvoice", weights=False), seed=1, dtype=torch.bfloat16)
+    store = builtin_voice.VoiceStoreWithBuiltin(tmp_path / "v")
+    assert store.default_prompt(tts) == (None, None)
+    with pytest.raises(ValueError, match="needs a Base checkpoint"):
+        tts.generate("Hello.", voice="default", speaker="Ryan", **KW)
