@@ -215,11 +215,20 @@ def _make_handler_class():
         async def _run_stream(self, q: asyncio.Queue) -> None:
             # Sentence by sentence; with the library's streamed text input this loop would feed
             # each text piece to one `tts.stream_text` generation instead of one per sentence.
-            while (sentence := await q.get()) is not None:
-                await self._speak(sentence, self.voice_id, self.language)
-            await self.send(SynthesizeStopped().event())
+            try:
+                while (sentence := await q.get()) is not None:
+                    await self._speak(sentence, self.voice_id, self.language)
+                await self.send(SynthesizeStopped().event())
+            except ConnectionError:
+                pass  # the client went away
 
         async def handle_event(self, event: Event) -> bool:
+            try:
+                return await self._handle(event)
+            except ConnectionError:  # the client went away: its generation was closed on the way out
+                return False
+
+        async def _handle(self, event: Event) -> bool:
             if Describe.is_type(event.type):
                 info = await asyncio.get_running_loop().run_in_executor(None, self.synth.info)
                 await self.send(info.event())

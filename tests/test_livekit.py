@@ -157,3 +157,20 @@ def test_server_errors_are_api_errors(srv):
             await t.aclose()
 
     asyncio.run(go())
+
+
+def test_prewarm_loads_a_lazy_server(tmp_path):
+    s = ServerThread(ServerConfig(model=str(TINY_MODEL), voices_dir=str(tmp_path / "v")))
+    try:
+        assert s.server.engine.status == "not_loaded"
+
+        async def go():
+            t = TTS(url=s.ws_url)
+            t.prewarm()
+            await t._prewarm_task
+            await t.aclose()
+
+        asyncio.run(go())
+        assert s.server.engine.status == "loaded"
+    finally:
+        s.stop()

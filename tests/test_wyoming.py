@@ -52,7 +52,8 @@ def server(tmp_path_factory):
             time.sleep(0.3)
     yield port, vd
     p.terminate()
-    p.wait(20)
+    err = p.communicate(timeout=20)[1].decode()
+    assert "Traceback" not in err, err  # disconnects and errors were handled, none escaped
 
 
 @pytest.fixture(scope="module")
@@ -189,6 +190,30 @@ def test_voice_added_to_the_store_is_listed_and_used(server, lib):
     assert [v.name for v in info.tts[0].voices] == ["arctic-slt", "tiny-ref"]
     voice = lib.create_voice_prompt(TINY / "reference.wav", x_vector_only=True)
     assert audio_of(events) == lib_pcm(lib, "With my voice.", voice=voice)
+
+
+def test_client_gone_mid_synthesis(server, lib):
+    """A client that disconnects while its audio is being made (plain and streamed) leaves a
+    working server: the next client gets its whole audio."""
+    port, _ = server
+
+    async def go():
+        c = AsyncTcpClient("127.0.0.1", port)
+        await c.connect()
+        await c.write_event(Synthesize("Going away now.").event())
+        await read_until(c, "audio-chunk")
+        await c.disconnect()
+        c = AsyncTcpClient("127.0.0.1", port)
+        await c.connect()
+        await c.write_event(SynthesizeStart().event())
+        await c.write_event(SynthesizeChunk("Also going. Away.").event())
+        await read_until(c, "audio-chunk")
+        await c.disconnect()
+        async with AsyncTcpClient("127.0.0.1", port) as c:
+            await c.write_event(Synthesize("Still here.").event())
+            return await read_until(c, "audio-stop")
+
+    assert audio_of(asyncio.run(go())) == lib_pcm(lib, "Still here.")
 
 
 @pytest.mark.parametrize("mode", ["non_streaming", "streaming"])

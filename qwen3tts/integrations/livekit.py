@@ -71,7 +71,27 @@ class TTS(tts.TTS):
     def stream(self, *, conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS) -> SynthesizeStream:
         return SynthesizeStream(tts=self, conn_options=conn_options)
 
+    def prewarm(self) -> None:
+        """Open a session in the background so a lazily loading server loads its model now
+        (call from a running event loop)."""
+        self._prewarm_task = asyncio.get_running_loop().create_task(self._prewarm())
+
+    async def _prewarm(self) -> None:
+        try:
+            ws = await self._connect(DEFAULT_API_CONNECT_OPTIONS.timeout)
+            try:
+                async for kind, _ in _events(ws):
+                    if kind in ("ready", "error"):
+                        break
+            finally:
+                await ws.close()
+        except Exception:  # noqa: BLE001 - a failed prewarm is reported by the first real request
+            pass
+
     async def aclose(self) -> None:
+        task = getattr(self, "_prewarm_task", None)
+        if task is not None:
+            await utils.aio.gracefully_cancel(task)
         if self._own_session and self._session is not None:
             await self._session.close()
             self._session = None

@@ -8,8 +8,9 @@ docs/protocol.md).
 
 * One WebSocket session per service; `start` asks for the pipeline's output sample rate (the
   server resamples) as PCM16 binary frames, the voice and the language.
-* Text reaches `run_tts` as Pipecat aggregates it (sentences by default); each piece is one
-  `speak` request with an id `<context id>#<n>`. Binary audio after `speaking{id}` belongs to that
+* Text reaches `run_tts` as Pipecat aggregates it (sentences, the default; token-by-token
+  aggregation would make one request per token, so keep sentences until the server's streamed
+  text input is used here); each piece is one `speak` request with an id `<context id>#<n>`. Binary audio after `speaking{id}` belongs to that
   request's context and becomes `TTSAudioRawFrame`s; when Pipecat flushes the turn and every
   request of it has its `complete`, the context ends with a `TTSStoppedFrame`.
 * An interruption sends `cancel`: the server stops generating at the next frame and sends no
