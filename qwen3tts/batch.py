@@ -31,6 +31,7 @@ class Utterance:
         if frames_per_chunk < 1:
             raise ValueError("frames_per_chunk must be >= 1")
         self.tts = tts
+        voice = tts.resolve_voice(voice)
         self.plan = tts._plan(text, language, voice, tts._nsm(non_streaming_mode), split, kw)
         self.frames_per_chunk = frames_per_chunk
         self.decoder = tts.speech_tokenizer.streaming_decoder()

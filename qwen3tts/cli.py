@@ -1,13 +1,14 @@
 """`python -m qwen3tts` / `qwen3tts`: say, voices, download, dev.
 
-    qwen3tts say "Hello there." -o hello.wav
+    qwen3tts say "Hello there." -o hello.wav          (the built-in voice; --no-voice: no reference)
     qwen3tts say "Hello." --ref-audio me.wav --ref-text "What I say in the clip." -o out.wav
     qwen3tts voices add me.wav --transcript "What I say in the clip." --name Me
     qwen3tts say "Hello." --voice me --stream --stdout-pcm | aplay -r 24000 -f S16_LE
     qwen3tts download Qwen/Qwen3-TTS-12Hz-0.6B-Base
     qwen3tts dev random-model --preset 0.6b-base /tmp/random-0.6b
 
-Exit codes: 0 ok, 1 failure (message on stderr), 2 bad usage.
+Exit codes: 0 ok, 1 failure (message on stderr), 2 bad usage. Long work shows a progress bar on
+stderr when it is a terminal (`--quiet` hides it); `say` ends with one summary line on stderr.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("say", help="speak text to a WAV file or raw PCM on stdout")
     s.add_argument("text", help="the text to speak ('-' reads standard input)")
     g = s.add_mutually_exclusive_group()
-    g.add_argument("--voice", help="a voice id from the voices store")
+    g.add_argument("--voice", help="a voice id from the voices store (default: the built-in voice arctic-slt)")
+    g.add_argument("--no-voice", action="store_true", help="speak without a reference voice (out of distribution for Base models)")
     g.add_argument("--ref-audio", type=Path, help="reference clip to clone (3-30 s)")
     s.add_argument("--ref-text", help="transcript of --ref-audio (ICL cloning); without it: x-vector only")
     s.add_argument("--language", default="auto")
@@ -54,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--stream", action="store_true", help="write audio as frames are generated")
     s.add_argument("--voices-dir", type=Path, default=DEFAULT_VOICES_DIR)
     s.add_argument("-v", "--verbose", action="store_true")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary line")
     _model_arg(s)
 
     v = sub.add_parser("voices", help="manage the voices store")
@@ -70,9 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     vr.add_argument("voice_id")
     for p in (va, vl, vr):
         p.add_argument("--voices-dir", type=Path, default=DEFAULT_VOICES_DIR)
+    va.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     d = sub.add_parser("download", help="download a model from the Hugging Face hub into its cache")
     d.add_argument("model", nargs="?", default="Qwen/Qwen3-TTS-12Hz-0.6B-Base")
+    d.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
     dev = sub.add_parser("dev", help="developer tools")
     ds = dev.add_subparsers(dest="dcmd", required=True)
@@ -93,20 +98,29 @@ def _load_tts(args):
 
 
 def cmd_say(args) -> int:
+    import time
+
     import torch
 
+    from . import progress
     from .audio import float_to_pcm16, write_wav
-    from .voices import VoiceError, VoiceStore
+    from .builtin_voice import VoiceStoreWithBuiltin
+    from .voices import VoiceError
 
+    t0 = time.monotonic()
     text = sys.stdin.read() if args.text == "-" else args.text
     if not text.strip():
         raise CLIError("text is empty")
     if args.ref_text and not args.ref_audio:
         raise CLIError("--ref-text needs --ref-audio")
+    on = progress.enabled(args.quiet)
+    if on:
+        sys.stderr.write("loading the model...\r")
+        sys.stderr.flush()
     tts = _load_tts(args)
     voice = None
     if args.voice:
-        store = VoiceStore(args.voices_dir, model_tag=str(tts.path))
+        store = VoiceStoreWithBuiltin(args.voices_dir, model_tag=str(tts.path))
         before = store.prompt_computations
         try:
             voice = store.prompt(args.voice, tts)
@@ -116,48 +130,85 @@ def cmd_say(args) -> int:
             print(f"voice {args.voice}: prompt {'computed' if store.prompt_computations > before else 'loaded from cache'}", file=sys.stderr)
     elif args.ref_audio:
         voice = tts.create_voice_prompt(args.ref_audio, ref_text=args.ref_text, x_vector_only=not args.ref_text)
+    elif not args.no_voice and tts.config.tts_model_type == "base":
+        voice = "default"  # the built-in voice (qwen3tts.builtin_voice)
     kw = dict(language=args.language, voice=voice, seed=args.seed, max_new_tokens=args.max_new_tokens)
     if args.greedy:
         kw.update(do_sample=False, subtalker_dosample=False)
-    if args.stdout_pcm:
-        out = sys.stdout.buffer
-        if args.stream:
-            for chunk in tts.stream(text, **kw):
-                out.write(float_to_pcm16(chunk.audio))
-                out.flush()
+    bar = progress.Bar("say", progress.estimate_frames(text), on)
+    t_synth = time.monotonic()
+
+    def chunks():
+        n = 0
+        for c in tts.stream(text, **kw):
+            n += c.codes.shape[0]
+            bar.update(n, f"{n / 12.5:.1f} s of audio")
+            yield c
+
+    def generate():
+        return tts.generate(text, on_frame=lambda n: bar.update(n, f"{n / 12.5:.1f} s of audio"), **kw)
+
+    samples = 0
+    try:
+        if args.stdout_pcm:
+            target = "PCM16 24 kHz mono to standard output"
+            out = sys.stdout.buffer
+            if args.stream:
+                for chunk in chunks():
+                    out.write(float_to_pcm16(chunk.audio))
+                    out.flush()
+                    samples += chunk.audio.shape[0]
+                warnings = tts.last_warnings
+            else:
+                res = generate()
+                out.write(float_to_pcm16(res.audio))
+                samples, warnings = res.audio.shape[0], res.warnings
         else:
-            out.write(float_to_pcm16(tts.generate(text, **kw).audio))
-        warnings = tts.last_warnings if args.stream else []
-    else:
-        path = args.output or Path("out.wav")
-        if args.stream:
-            audio = torch.cat([c.audio for c in tts.stream(text, **kw)] or [torch.zeros(0)])
-            warnings = tts.last_warnings
-        else:
-            res = tts.generate(text, **kw)
-            audio, warnings = res.audio, res.warnings
-        write_wav(path, audio, tts.sample_rate)
-        if args.verbose:
-            print(f"wrote {path} ({audio.shape[0] / tts.sample_rate:.2f} s)", file=sys.stderr)
+            path = args.output or Path("out.wav")
+            target = str(path)
+            if args.stream:
+                audio = torch.cat([c.audio for c in chunks()] or [torch.zeros(0)])
+                warnings = tts.last_warnings
+            else:
+                res = generate()
+                audio, warnings = res.audio, res.warnings
+            write_wav(path, audio, tts.sample_rate)
+            samples = audio.shape[0]
+    finally:
+        bar.close()
+    t_end = time.monotonic()
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
+    if not args.quiet:
+        print(progress.summary(target, samples / tts.sample_rate, t_end - t0, t_end - t_synth, list(warnings)), file=sys.stderr)
     return 0
 
 
 def cmd_voices(args) -> int:
-    from .voices import VoiceStore
+    from . import progress
+    from .builtin_voice import VoiceStoreWithBuiltin
 
-    store = VoiceStore(args.voices_dir)
+    store = VoiceStoreWithBuiltin(args.voices_dir)
     if args.vcmd == "add":
         if not args.audio.is_file():
             raise CLIError(f"audio file not found: {args.audio}")
-        info = store.add(args.audio, transcript=args.transcript, name=args.name or args.audio.stem, voice_id=args.voice_id,
-                         language=args.language, description=args.description)
+        bar = progress.Bar("voices add", 2, progress.enabled(args.quiet))
+        bar.update(1, f"reading and checking {args.audio.name}", force=True)
+        try:
+            info = store.add(args.audio, transcript=args.transcript, name=args.name or args.audio.stem, voice_id=args.voice_id,
+                             language=args.language, description=args.description)
+            bar.update(2, "stored", force=True)
+        finally:
+            bar.close()
         print(info.id)
+        if not args.quiet:
+            print(f"added voice {info.id!r} ({info.mode}, {info.durationSec:.1f} s clip) to {store.root}; its prompt is computed on first use",
+                  file=sys.stderr)
     elif args.vcmd == "list":
         voices, broken = store.list()
-        for v in voices:
-            print(f"{v.id}\t{v.name}\t{v.mode}\t{v.language}\t{v.durationSec:.1f}s")
+        for v in sorted(voices, key=lambda v: v.public().get("builtIn", False)):  # stored voices, then the built-in one
+            extra = "\tbuilt-in" if v.public().get("builtIn") else ""
+            print(f"{v.id}\t{v.name}\t{v.mode}\t{v.language}\t{v.durationSec:.1f}s{extra}")
         for vid, err in broken.items():
             print(f"warning: {err}", file=sys.stderr)
     elif args.vcmd == "rm":
@@ -166,9 +217,17 @@ def cmd_voices(args) -> int:
 
 
 def cmd_download(args) -> int:
+    import time
+
+    from . import progress
     from .hub import resolve_model
 
-    print(resolve_model(args.model, progress=True))
+    t0 = time.monotonic()
+    path = resolve_model(args.model, progress=progress.enabled(args.quiet))
+    print(path)
+    if not args.quiet:
+        size = sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+        print(f"model {args.model} in {path}: {size / 1e9:.2f} GB, {time.monotonic() - t0:.1f} s", file=sys.stderr)
     return 0
 
 

@@ -6,6 +6,8 @@
     out = tts.generate("Hello!", language="English", voice=voice)    # out.codes, out.audio
     for chunk in tts.stream("Hello!", voice=voice):                  # 80 ms per frame
         play(chunk.audio)
+    out = tts.generate("Hello!", voice="default")   # the built-in voice (qwen3tts.builtin_voice)
+    out = tts.generate("Hello!")                    # voice=None: no reference (official default)
 
 Audio: ICL mode decodes `ref_codes ++ frames` (the reference gives the causal codec its acoustic
 context) and drops the reference part: `generate` cuts at `int(ref_len / total_len * wav_len)`
@@ -236,16 +238,22 @@ class Qwen3TTS:
             info.state = st
 
     @torch.inference_mode()
-    def generate(self, text: str, language: str | None = "auto", voice: VoicePrompt | None = None, non_streaming_mode: bool | None = None,
-                 split: bool = True, trace: bool = False, **kw) -> GenerationResult:
+    def generate(self, text: str, language: str | None = "auto", voice: VoicePrompt | str | None = None, non_streaming_mode: bool | None = None,
+                 split: bool = True, trace: bool = False, on_frame=None, **kw) -> GenerationResult:
         """Whole utterance: codes (N, 16) and audio. Text longer than `piece_budget` characters is
         split at sentence / clause boundaries and generated piece by piece (`split=False` to
         disable); `max_new_tokens` applies per piece. CustomVoice checkpoints take `speaker=`
         (and on 1.7B `instruct=`), VoiceDesign checkpoints `instruct=`; their
-        `non_streaming_mode` defaults to True as in the official wrapper (Base: False)."""
+        `non_streaming_mode` defaults to True as in the official wrapper (Base: False).
+        `on_frame(n)`: called after each generated frame with the count so far (progress)."""
         non_streaming_mode = self._nsm(non_streaming_mode)
+        voice = self.resolve_voice(voice)
         info = _RunInfo()
-        frames = list(self._run(text, language, voice, non_streaming_mode, split, trace, kw, info))
+        frames = []
+        for f in self._run(text, language, voice, non_streaming_mode, split, trace, kw, info):
+            frames.append(f)
+            if on_frame is not None:
+                on_frame(len(frames))
         G = self.config.talker.num_code_groups
         codes = torch.stack(frames) if frames else torch.zeros(0, G, dtype=torch.long)
         if voice is not None and voice.icl:
@@ -280,11 +288,25 @@ class Qwen3TTS:
         else:
             dec.state.restore(snap)
 
+    def resolve_voice(self, voice):
+        """`voice` as a `VoicePrompt` or None: `"default"` is the built-in voice (`builtin_voice`,
+        made by this model once), None is no reference (the official model's default)."""
+        if isinstance(voice, str):
+            from . import builtin_voice
+
+            if voice not in (builtin_voice.DEFAULT_ALIAS, builtin_voice.BUILTIN_ID):
+                raise ValueError(f"unknown voice {voice!r}: pass a VoicePrompt, None or 'default' (the built-in voice)")
+            try:
+                return builtin_voice.prompt(self)
+            except builtin_voice.VoiceError as e:
+                raise ValueError(e.message) from None
+        return voice
+
     def _nsm(self, v):
         return (self.config.tts_model_type != "base") if v is None else bool(v)
 
     @torch.inference_mode()
-    def stream(self, text: str, language: str | None = "auto", voice: VoicePrompt | None = None, non_streaming_mode: bool | None = None,
+    def stream(self, text: str, language: str | None = "auto", voice: VoicePrompt | str | None = None, non_streaming_mode: bool | None = None,
                frames_per_chunk: int = 1, split: bool = True, **kw):
         """Yield `AudioChunk`s of `frames_per_chunk` frames (the last may be shorter) as they are
         generated; the exact streaming codec decoder turns each into PCM at once, and keeps

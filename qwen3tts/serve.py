@@ -18,7 +18,7 @@ FLAGS = [
     # name, type, default, help
     ("model", str, None, "model directory or hub id (default: Qwen/Qwen3-TTS-12Hz-0.6B-Base)"),
     ("voices-dir", str, "voices", "voices store directory"),
-    ("default-voice", str, None, "voice id used when a session names none"),
+    ("default-voice", str, None, "voice id used when a session names none (default: the built-in voice arctic-slt; 'none': no reference)"),
     ("host", str, "127.0.0.1", "bind address"),
     ("port", int, 8765, "port"),
     ("device", str, "cpu", "cpu or cuda"),

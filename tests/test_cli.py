@@ -4,6 +4,7 @@ library), raw PCM, streaming, the voices store across processes, errors and exit
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -60,7 +61,7 @@ def test_say_quantized_equals_library(tmp_path, dtype, mode):
     from qwen3tts.quant import linear_class
 
     r = run("say", TEXT, "--model", TINY_MODEL, "--greedy", "--max-new-tokens", 8, "--dtype", dtype, "--quantize", mode,
-            "-o", "q.wav", cwd=tmp_path)
+            "--no-voice", "-o", "q.wav", cwd=tmp_path)
     assert r.returncode == 0, r.stderr.decode()
     sr, pcm = read_wav(tmp_path / "q.wav")
     fast = Qwen3TTS.from_pretrained(TINY_MODEL, dtype=getattr(torch, dtype), quantize=mode)
@@ -73,7 +74,8 @@ def test_say_quantized_equals_library(tmp_path, dtype, mode):
 
 
 def test_say_stdout_pcm_stream_and_stdin(tmp_path, lib):
-    r = run("say", "-", "--model", TINY_MODEL, "--greedy", "--max-new-tokens", 8, "--stdout-pcm", "--stream", cwd=tmp_path, input=TEXT.encode())
+    r = run("say", "-", "--model", TINY_MODEL, "--greedy", "--max-new-tokens", 8, "--stdout-pcm", "--stream", "--no-voice", cwd=tmp_path,
+            input=TEXT.encode())
     assert r.returncode == 0, r.stderr.decode()
     pcm = np.frombuffer(r.stdout, dtype="<i2")
     want = lib.generate(TEXT, voice=None, do_sample=False, subtalker_dosample=False, max_new_tokens=8)
@@ -135,3 +137,72 @@ def test_offline_download_fails_fast(tmp_path):
     err = r.stderr.decode()
     assert r.returncode == 1 and "Traceback" not in err
     assert "pass a local model directory" in err and "connect to the network" in err
+
+
+SUMMARY = re.compile(r"wrote (.+): (\d+\.\d\d) s of audio, wall (\d+\.\d\d) s \(synthesis (\d+\.\d\d) s\), RTF (\d+\.\d\d), (.+)")
+
+
+def test_say_default_is_builtin_voice_and_ends_with_summary(tmp_path, lib):
+    """No voice named: the built-in voice (same audio as the library's voice="default", not the
+    no-reference audio); stderr (not a terminal: no bar) ends with the summary line."""
+    r = run("say", TEXT, "--model", TINY_MODEL, "--greedy", "--max-new-tokens", 6, "-o", "d.wav", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr.decode()
+    err = r.stderr.decode()
+    assert "\r" not in err and "[" not in err.split("wrote")[0]  # no progress bar off a terminal
+    sr, pcm = read_wav(tmp_path / "d.wav")
+    kw = dict(do_sample=False, subtalker_dosample=False, max_new_tokens=6)
+    want = lib.generate(TEXT, voice="default", **kw)
+    bare = lib.generate(TEXT, voice=None, **kw)
+    assert np.array_equal(pcm, pcm16(want.audio)) and not np.array_equal(pcm, pcm16(bare.audio))
+    last = err.strip().splitlines()[-1]
+    m = SUMMARY.fullmatch(last)
+    assert m, last
+    assert m.group(1) == "d.wav" and float(m.group(2)) == round(len(pcm) / 24000, 2) == 0.40
+    wall, synth, rtf = float(m.group(3)), float(m.group(4)), float(m.group(5))
+    assert wall >= synth > 0 and abs(rtf - synth / 0.4) <= 0.02  # both rounded to 2 decimals
+    assert m.group(6).startswith("1 warning: piece 1: no end of speech")
+    q = run("say", TEXT, "--model", TINY_MODEL, "--greedy", "--max-new-tokens", 6, "-o", "e.wav", "--quiet", cwd=tmp_path)
+    assert q.returncode == 0 and b"wrote" not in q.stderr and read_wav(tmp_path / "e.wav")[1].tobytes() == pcm.tobytes()
+
+
+def test_progress_bar_on_a_terminal(tmp_path):
+    """stderr a terminal (a pty): the bar is drawn in place (carriage returns), then cleared, and
+    the summary line follows; --quiet draws nothing."""
+    import pty
+
+    def on_pty(*extra):
+        master, slave = pty.openpty()
+        e = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+        p = subprocess.Popen([sys.executable, "-m", "qwen3tts", "say", TEXT * 3, "--model", str(TINY_MODEL), "--greedy",
+                              "--max-new-tokens", "30", "--stream", "-o", "p.wav", *extra], cwd=tmp_path, env=e,
+                             stdout=subprocess.DEVNULL, stderr=slave)
+        os.close(slave)
+        buf = b""
+        while True:
+            try:
+                d = os.read(master, 4096)
+            except OSError:
+                break
+            if not d:
+                break
+            buf += d
+        os.close(master)
+        assert p.wait(120) == 0, buf.decode(errors="replace")
+        return buf.decode(errors="replace")
+
+    out = on_pty()
+    assert "say [" in out and "%" in out and "s of audio" in out and "\r" in out
+    assert SUMMARY.fullmatch(out.strip().splitlines()[-1].split("\r")[-1].strip()), out[-300:]
+    out = on_pty("--quiet")
+    assert "say [" not in out and "wrote" not in out
+
+
+def test_builtin_voice_in_voices_cli(tmp_path):
+    vd = tmp_path / "v"
+    r = run("voices", "list", "--voices-dir", vd, cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout.decode() == "arctic-slt\tSLT (CMU ARCTIC, built-in)\txvector\tEnglish\t3.1s\tbuilt-in\n"
+    r = run("voices", "rm", "arctic-slt", "--voices-dir", vd, cwd=tmp_path)
+    assert r.returncode == 1 and b"built in and cannot be deleted" in r.stderr
+    r = run("voices", "add", TINY / "reference.wav", "--id", "mine", "--voices-dir", vd, cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout == b"mine\n"
+    assert r.stderr.decode().startswith("added voice 'mine' (xvector, 3.0 s clip)")

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from ..voices import VoiceError, VoiceStore, config_languages
+from ..builtin_voice import VoiceStoreWithBuiltin
+from ..voices import VoiceError, config_languages
 from .engine import Engine, Request
 from .forms import FormError, read_voice_form
 from .lifecycle import Lifecycle
@@ -56,7 +57,7 @@ class SpeakServer:
     def __init__(self, cfg: ServerConfig, engine: Engine | None = None):
         self.cfg = cfg
         self.metrics = Metrics()
-        self.voices = engine.voices if engine is not None and engine.voices is not None else VoiceStore(cfg.voices_dir, default_id=cfg.default_voice)
+        self.voices = engine.voices if engine is not None and engine.voices is not None else VoiceStoreWithBuiltin(cfg.voices_dir, default_id=cfg.default_voice)
         self._own_engine = engine is None
         self.engine = engine or Engine(cfg.model, cfg.device, cfg.dtype, self.voices, quantize=cfg.quantize, greedy=cfg.greedy, max_new_tokens=cfg.max_new_tokens,
                                        frames_per_chunk=cfg.frames_per_chunk, request_timeout=cfg.request_timeout)
