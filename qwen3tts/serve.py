@@ -25,7 +25,7 @@ FLAGS = [
     ("dtype", str, "float32", "float32, bfloat16 or float16 (bfloat16 was ~2x faster on an AMD EPYC, slower than float32 on an Intel Xeon without AMX: see docs/benchmarks.md)"),
     ("quantize", str, "none", "; ".join(f"{k}: {v}" for k, v in QUANTIZE_MODES.items())),
     ("auth-token", str, None, "require this token (start.authToken, or Authorization: Bearer for HTTP)"),
-    ("auth-timeout", float, 5.0, "seconds a WebSocket has after `ready` to send a valid token (with --auth-token)"),
+    ("auth-timeout", float, 5.0, "seconds a WebSocket has after `ready` to send a valid token (with --auth-token; 0: no limit)"),
     ("allowed-origins", str, None, "comma list of other origins browsers may use the server from (e.g. https://app.example.com); * for any"),
     ("allowed-hosts", str, None, "comma list of Host names accepted besides loopback ones when bound to a loopback address "
                                  "(e.g. behind a reverse proxy); * for any"),

@@ -117,7 +117,7 @@ class Session:
                          "capabilities": {"streaming": True, "languages": eng.languages, "encodings": list(P.ENCODINGS),
                                           "sampleRates": list(P.SAMPLE_RATES), "maxChars": self.cfg.max_chars},
                          "model": eng.model_name})
-        if not self.authed:
+        if not self.authed and self.cfg.auth_timeout > 0:
             self.auth_deadline = time.monotonic() + self.cfg.auth_timeout
         sender = asyncio.create_task(self._sender())
         try:
