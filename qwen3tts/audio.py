@@ -135,7 +135,7 @@ def resample(x: np.ndarray, sr: int, target: int) -> np.ndarray:
         raise AudioError(f"bad sample rate {sr}")
     import soxr
 
-    return soxr.resample(x.astype(np.float32), sr, target, quality="HQ").astype(np.float32)
+    return soxr.resample(np.ascontiguousarray(x, dtype=np.float32), sr, target, quality="HQ").astype(np.float32, copy=False)
 
 
 def float_to_pcm16(x) -> bytes:
