@@ -138,7 +138,7 @@ class SpeakServer:
         finally:
             self.admission.release()
 
-    def _too_many(self) -> dict:
+    def too_many_sessions(self) -> dict:
         self.metrics.error("RATE_LIMITED")
         return P.error("RATE_LIMITED", f"too many open sessions (max {self.cfg.max_sessions})", recoverable=True)
 
@@ -148,11 +148,11 @@ class SpeakServer:
         await ws.prepare(request)
         authed = self._http_authed(request)  # True without --auth-token: every socket counts at once
         if authed and not self.admission.try_acquire():
-            await ws.send_json(self._too_many())
+            await ws.send_json(self.too_many_sessions())
             await ws.close(code=1013, message=b"too many sessions")
             return ws
         if not authed and self.unauthenticated >= max(16, 4 * self.cfg.max_sessions):
-            await ws.send_json(self._too_many())
+            await ws.send_json(self.too_many_sessions())
             await ws.close(code=1013, message=b"too many unauthenticated sockets")
             return ws
         s = Session(self, ws, pre_authed=bool(self.cfg.auth_token) and authed, holds_slot=authed)

@@ -176,7 +176,7 @@ class Session:
             self.waits_auth = False
             self.server.unauthenticated -= 1
         if not self.server.admission.try_acquire():
-            await self.send(self.server._too_many())
+            await self.send(self.server.too_many_sessions())
             await self.close(1013, "too many sessions")
             return False
         self.holds_slot = True
