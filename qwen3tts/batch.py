@@ -13,6 +13,10 @@ of utterances, batched through the talker, code predictor and codec).
 requests, so B sessions cost about one talker/predictor weight read per frame instead of B
 (decode is memory-bound). Utterances join and leave between steps. There is no counterpart in
 the official package (its `generate` takes one padded batch at a time, all starting together).
+
+One utterance's failure is its own: a piece that fails to start (its prefill), a batched frame
+step that raises (the states are rolled back and each is retried alone), or codes its decoder
+refuses, end that utterance with `error` set (`done`, no chunk) and the others go on.
 """
 
 from __future__ import annotations
@@ -44,6 +48,10 @@ class Utterance:
         self.warnings: list[str] = []
         self.stopped_by_eos = True
         self.done = False
+        self.error: Exception | None = None  # set (and `done`) when this utterance failed in a step
+
+    def _failed(self, e: Exception) -> None:
+        self.error, self.done, self.state, self.buf = e, True, None, []
 
     @property
     def generated_all(self) -> bool:
@@ -75,28 +83,41 @@ def step(tts, utts: list[Utterance]) -> list:
     """Advance every utterance that is not done by one frame (a piece that just ended moves on
     to the next piece, whose prefill runs here). Returns, per utterance, an `AudioChunk` when
     one is complete (every `frames_per_chunk` frames, and the remainder at the end), else None.
-    An utterance is `done` after the step that returned its last chunk."""
+    An utterance is `done` after the step that returned its last chunk. An utterance that fails
+    gets `error` (and `done`) and returns None; the others are not affected."""
     from .pipeline import AudioChunk
 
     live = [u for u in utts if not u.done]
     for u in live:
-        u._ensure_state()
+        try:
+            u._ensure_state()  # a new piece's prefill: per utterance
+        except Exception as e:  # noqa: BLE001 - this utterance's failure only
+            u._failed(e)
+    live = [u for u in live if u.error is None]
     gen = [u for u in live if u.state is not None]
-    frames = tts.generator.next_frames([u.state for u in gen]) if gen else []
-    for u, f in zip(gen, frames):
+    for u, f in zip(gen, _next_frames(tts.generator, gen)):
+        if u.error is not None:
+            continue
         if f is None:
             u._piece_ended()
         else:
             u.buf.append(f)
+    live = [u for u in live if u.error is None]
     ready, codes = [], []
     for u in live:
         final = u.generated_all
         c = u._take(final)
-        if c is not None:
-            ready.append(u)
-            codes.append(c)
-        elif final:
-            u.done = True
+        if c is None:
+            if final:
+                u.done = True
+            continue
+        try:
+            u.decoder.tok._check_range(c)  # the one row-specific check of the decoder, before any state changes
+        except Exception as e:  # noqa: BLE001
+            u._failed(e)
+            continue
+        ready.append(u)
+        codes.append(c)
     out = {}
     if ready:
         for u, c, wav in zip(ready, codes, push_many([u.decoder for u in ready], codes)):
@@ -105,3 +126,31 @@ def step(tts, utts: list[Utterance]) -> list:
             if u.generated_all and not u.buf:
                 u.done = True
     return [out.get(id(u)) for u in utts]
+
+
+def _next_frames(generator, gen: list[Utterance]) -> list:
+    """`generator.next_frames` for the utterances' states, batched; if the batched step raises,
+    every state is rolled back and stepped alone, so only the ones that fail alone fail."""
+    if not gen:
+        return []
+    states = [u.state for u in gen]
+    if len(states) == 1:
+        try:
+            return generator.next_frames(states)
+        except Exception as e:  # noqa: BLE001
+            gen[0]._failed(e)
+            return [None]
+    snaps = [st.snapshot() for st in states]
+    try:
+        return generator.next_frames(states)
+    except Exception:  # noqa: BLE001 - find the row(s) at fault: replay each alone
+        for st, snap in zip(states, snaps):
+            st.restore(snap)
+    out = []
+    for u, st in zip(gen, states):
+        try:
+            out.append(generator.next_frames([st])[0])
+        except Exception as e:  # noqa: BLE001
+            u._failed(e)
+            out.append(None)
+    return out

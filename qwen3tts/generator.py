@@ -74,6 +74,20 @@ class GenState:
     hit_ceiling: bool = False
     trace: dict | None = field(default=None)
 
+    @torch.inference_mode()
+    def snapshot(self) -> tuple:
+        """What one `next_frames` call changes (the KV cache rows it writes sit at `pos` and later,
+        so a replay rewrites them): `restore` makes the state as it was, RNG included."""
+        return (self.pos, self.n_generated, self.frames, self.pending, self.hidden, self.c0, self.done, self.stopped_by_eos,
+                self.hit_ceiling, self.seen.clone(), self.generator.get_state())
+
+    @torch.inference_mode()
+    def restore(self, snap: tuple) -> None:
+        (self.pos, self.n_generated, self.frames, self.pending, self.hidden, self.c0, self.done, self.stopped_by_eos,
+         self.hit_ceiling, seen, rng) = snap
+        self.seen.copy_(seen)
+        self.generator.set_state(rng)
+
 
 class FrameGenerator:
     def __init__(self, talker: Talker, eos_id: int, initial_cache: int = 1024):

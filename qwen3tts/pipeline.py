@@ -209,6 +209,10 @@ class Qwen3TTS:
     def _pieces(self, text: str, split: bool) -> list[str]:
         if not isinstance(text, str) or not text.strip():
             raise ValueError("text is empty")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("text is not valid Unicode (it contains lone surrogates)") from None
         return split_text(text, self.piece_budget) if split else [text]
 
     def _plan(self, text, language, voice, non_streaming_mode, split, kw) -> "_Plan":
@@ -220,6 +224,10 @@ class Qwen3TTS:
         pieces = self._pieces(text, split)
         settings = self.settings(**kw)
         settings.validate()
+        seed = settings.seed
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not -2**63 <= seed <= 2**64 - len(pieces)):
+            # piece i is seeded with seed + i (piece_settings): every one must fit torch's 64-bit seed
+            raise ValueError(f"seed must be an integer in [-2**63, 2**64 - {len(pieces)}] for this text of {len(pieces)} piece(s)")
         prompts = [self._prompt(piece, language, voice, non_streaming_mode, speaker, instruct) for piece in pieces]
         ceilings = [FRAME_CEILING_BASE + FRAME_CEILING_PER_TOKEN * len(self.text_tokenizer.encode(p)) for p in pieces]
         return _Plan(prompts, settings, ceilings)
@@ -316,6 +324,8 @@ class Qwen3TTS:
         u = Utterance(self, text, language, voice, non_streaming_mode, frames_per_chunk, split, **kw)  # validates everything
         while not u.done:
             chunk = step(self, [u])[0]
+            if u.error is not None:
+                raise u.error
             if chunk is not None:
                 yield chunk
         self.last_warnings = u.warnings

@@ -25,7 +25,11 @@ FLAGS = [
     ("dtype", str, "float32", "float32, bfloat16 or float16 (bfloat16 was ~2x faster on an AMD EPYC, slower than float32 on an Intel Xeon without AMX: see docs/benchmarks.md)"),
     ("quantize", str, "none", "; ".join(f"{k}: {v}" for k, v in QUANTIZE_MODES.items())),
     ("auth-token", str, None, "require this token (start.authToken, or Authorization: Bearer for HTTP)"),
-    ("max-sessions", int, 16, "open WebSocket sessions at most"),
+    ("auth-timeout", float, 5.0, "seconds a WebSocket has after `ready` to send a valid token (with --auth-token; 0: no limit)"),
+    ("allowed-origins", str, None, "comma list of other origins browsers may use the server from (e.g. https://app.example.com); * for any"),
+    ("allowed-hosts", str, None, "comma list of Host names accepted besides loopback ones when bound to a loopback address "
+                                 "(e.g. behind a reverse proxy); * for any"),
+    ("max-sessions", int, 16, "authenticated WebSocket sessions plus in-flight HTTP synthesis requests at most (HTTP beyond it: 429)"),
     ("max-queue", int, 16, "queued requests per session at most"),
     ("max-chars", int, 5000, "characters per speak request at most"),
     ("idle-timeout", float, 300.0, "close a session idle this many seconds (0: never)"),
@@ -64,7 +68,9 @@ def main(argv=None) -> int:
                        preload=a.preload, device=a.device, dtype=a.dtype, quantize=a.quantize, auth_token=a.auth_token, max_sessions=a.max_sessions,
                        max_queue=a.max_queue, max_chars=a.max_chars, idle_timeout=a.idle_timeout, request_timeout=a.request_timeout,
                        max_upload_mb=a.max_upload_mb, greedy=a.greedy, max_new_tokens=a.max_new_tokens, frames_per_chunk=a.frames_per_chunk,
-                       drain_seconds=a.drain_seconds)
+                       drain_seconds=a.drain_seconds,
+
+                       auth_timeout=a.auth_timeout, allowed_origins=a.allowed_origins, allowed_hosts=a.allowed_hosts)
     server = SpeakServer(cfg)
     print(f"qwen3tts speak server on http://{cfg.host}:{cfg.port}/speak (ws://{cfg.host}:{cfg.port}/api/v1/speak)", file=sys.stderr, flush=True)
     web.run_app(server.app, host=cfg.host, port=cfg.port, print=None, shutdown_timeout=5.0)

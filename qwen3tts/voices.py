@@ -90,12 +90,18 @@ def slugify(name: str) -> str:
     return s if s and ID_RE.fullmatch(s) else f"voice-{uuid.uuid4().hex[:8]}"
 
 
+MIN_RATE = 8000  # uploads at a lower rate are refused (from the header, before decoding)
+
+
 def decode_clip(data) -> tuple["object", int]:
-    """bytes / path / (samples, rate) -> (mono float32 numpy array at 24 kHz, 24000)."""
-    from .audio import AudioError, load_audio
+    """bytes / path / (samples, rate) -> (mono float32 numpy array at 24 kHz, 24000). The header
+    is checked first and at most MAX_SECONDS are decoded (see `audio.load_audio`'s limits)."""
+    from .audio import AudioError, AudioTooLong, load_audio
 
     try:
-        wav = load_audio(data)
+        wav = load_audio(data, max_seconds=MAX_SECONDS, min_rate=MIN_RATE)
+    except AudioTooLong as e:
+        raise VoiceError("BAD_DURATION", f"{e}; it must be {MIN_SECONDS:.0f} to {MAX_SECONDS:.0f} s") from None
     except AudioError as e:
         raise VoiceError("BAD_AUDIO", f"could not read the audio clip: {e}") from None
     except Exception as e:  # any decoder failure

@@ -1,20 +1,25 @@
 """The aiohttp application: `/api/v1/speak` (WebSocket), the voices API, `/healthz`, `/metrics`,
 the `/speak` page; the OpenAI-compatible routes live in `openai.py`. Protocol and I/O only: the model
 lives behind `Engine`; this module never imports torch.
+
+Every route passes the Origin / Host policy (`access.py`); synthesis, on the WebSocket and over
+HTTP, takes a slot of the shared `Admission` (`--max-sessions`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 from dataclasses import dataclass
 from pathlib import Path
 
-from aiohttp import web
+from aiohttp import WSCloseCode, web
 
 from ..builtin_voice import VoiceStoreWithBuiltin
 from ..voices import VoiceError, config_languages
-from .engine import Engine, Request
+from . import protocol as P
+from .access import AccessPolicy, token_ok
+from .admission import RETRY_AFTER_S, Admission
+from .engine import Engine
 from .forms import FormError, read_voice_form
 from .lifecycle import Lifecycle
 from .metrics import Metrics
@@ -23,6 +28,7 @@ from .session import Session
 
 SERVER_KEY = web.AppKey("server", object)
 STATIC = Path(__file__).resolve().parent / "static"
+HTTP_SYNTHESIS = {("POST", "/v1/audio/speech")}  # HTTP routes that hold an admission slot while they run
 
 
 @dataclass
@@ -47,10 +53,26 @@ class ServerConfig:
     max_new_tokens: int | None = None
     frames_per_chunk: int = 1
     drain_seconds: float = 30.0
+    allowed_origins: str | None = None  # comma list of foreign origins browsers may use the server from; "*": any
+    allowed_hosts: str | None = None  # comma list of Host names accepted on a loopback bind besides loopback ones; "*": any
+    auth_timeout: float = 5.0  # seconds an unauthenticated WebSocket has to send a valid token
 
 
-def _json_error(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+def _json_error(status: int, code: str, message: str, headers: dict | None = None) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": P.redact(message)}}, status=status, headers=headers)
+
+
+class _SpeakSocket(web.WebSocketResponse):
+    """A frame over the transport limit makes aiohttp close with 1009 at once; the client gets
+    `error{INVALID_MESSAGE}` first."""
+
+    async def close(self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True) -> bool:
+        if code == WSCloseCode.MESSAGE_TOO_BIG and not self.closed:
+            try:
+                await self.send_json(P.error("INVALID_MESSAGE", f"message too large (over {P.MAX_FRAME_BYTES} bytes)"))
+            except (ConnectionError, RuntimeError):
+                pass
+        return await super().close(code=code, message=message, drain=drain)
 
 
 class SpeakServer:
@@ -62,7 +84,12 @@ class SpeakServer:
         self.engine = engine or Engine(cfg.model, cfg.device, cfg.dtype, self.voices, quantize=cfg.quantize, greedy=cfg.greedy, max_new_tokens=cfg.max_new_tokens,
                                        frames_per_chunk=cfg.frames_per_chunk, request_timeout=cfg.request_timeout)
         self.sessions: set[Session] = set()
-        self.app = web.Application(client_max_size=int(cfg.max_upload_mb * 2**20) + 65536)
+        self.admission = Admission(cfg.max_sessions)
+        self.unauthenticated = 0  # open sockets still waiting for a token (not holding a slot)
+        self.access = AccessPolicy(cfg.host, cfg.allowed_origins, cfg.allowed_hosts)
+        self.app = web.Application(client_max_size=int(cfg.max_upload_mb * 2**20) + 65536,
+                                   middlewares=[self.access.middleware, self._admit_http])
+        self.app.on_response_prepare.append(self.access.on_prepare)
         self.app[SERVER_KEY] = self
         r = self.app.router
         r.add_get("/api/v1/speak", self.ws_speak)
@@ -93,26 +120,48 @@ class SpeakServer:
         if self._own_engine:
             await asyncio.get_running_loop().run_in_executor(None, self.engine.shutdown)
 
-    # ------------------------------------------------------------------ auth
+    # ------------------------------------------------------------------ auth, admission
     def _http_authed(self, request: web.Request) -> bool:
         if not self.cfg.auth_token:
             return True
-        h = request.headers.get("Authorization", "")
-        token = h[7:] if h.startswith("Bearer ") else request.query.get("token", "")
-        return hmac.compare_digest(token.encode(), self.cfg.auth_token.encode())
+        scheme, _, cred = request.headers.get("Authorization", "").strip().partition(" ")
+        token = cred.strip() if scheme.lower() == "bearer" else request.query.get("token", "")
+        return token_ok(token, self.cfg.auth_token)
+
+    @web.middleware
+    async def _admit_http(self, request: web.Request, handler):
+        """HTTP synthesis holds one admission slot while it runs (429 + Retry-After when none is free)."""
+        if (request.method, request.path) not in HTTP_SYNTHESIS or not self._http_authed(request):
+            return await handler(request)  # (an unauthorized request gets its 401 from the handler)
+        if not self.admission.try_acquire():
+            self.metrics.error("RATE_LIMITED")
+            return _json_error(429, "RATE_LIMITED", f"the server is busy (max {self.cfg.max_sessions} sessions and requests at once); retry later",
+                               headers={"Retry-After": str(RETRY_AFTER_S)})
+        try:
+            return await handler(request)
+        finally:
+            self.admission.release()
+
+    def too_many_sessions(self) -> dict:
+        self.metrics.error("RATE_LIMITED")
+        return P.error("RATE_LIMITED", f"too many open sessions (max {self.cfg.max_sessions})", recoverable=True)
 
     # ------------------------------------------------------------------ websocket
     async def ws_speak(self, request: web.Request):
-        ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=1 << 20)
+        ws = _SpeakSocket(heartbeat=30.0, max_msg_size=P.MAX_FRAME_BYTES)
         await ws.prepare(request)
-        if len(self.sessions) >= self.cfg.max_sessions:
-            self.metrics.error("RATE_LIMITED")
-            await ws.send_json({"type": "error", "id": None, "code": "RATE_LIMITED",
-                                "message": f"too many open sessions (max {self.cfg.max_sessions})", "recoverable": True})
+        authed = self._http_authed(request)  # True without --auth-token: every socket counts at once
+        if authed and not self.admission.try_acquire():
+            await ws.send_json(self.too_many_sessions())
             await ws.close(code=1013, message=b"too many sessions")
             return ws
-        s = Session(self, ws, pre_authed=bool(self.cfg.auth_token) and self._http_authed(request))
+        if not authed and self.unauthenticated >= max(16, 4 * self.cfg.max_sessions):
+            await ws.send_json(self.too_many_sessions())
+            await ws.close(code=1013, message=b"too many unauthenticated sockets")
+            return ws
+        s = Session(self, ws, pre_authed=bool(self.cfg.auth_token) and authed, holds_slot=authed)
         self.sessions.add(s)
+        self.unauthenticated += not authed
         try:
             await s.run()
         except Exception:  # noqa: BLE001 - a session's failure must never take the server down
@@ -121,6 +170,11 @@ class SpeakServer:
             traceback.print_exc()
         finally:
             self.sessions.discard(s)
+            if s.waits_auth:
+                self.unauthenticated -= 1
+            if s.holds_slot:
+                s.holds_slot = False
+                self.admission.release()
             if not ws.closed:
                 await ws.close()
         return ws
@@ -169,7 +223,7 @@ class SpeakServer:
         st = self.engine.status
         body = {"status": "ok", "model": {"loaded": "loaded", "loading": "loading"}.get(st, "not_loaded")}
         if st == "failed":
-            body["error"] = self.engine.load_error
+            body["error"] = P.redact(self.engine.load_error or "")
         return web.json_response(body)
 
     async def metrics_page(self, request):
@@ -185,4 +239,3 @@ class SpeakServer:
 
 def create_app(cfg: ServerConfig, engine: Engine | None = None) -> web.Application:
     return SpeakServer(cfg, engine).app
-

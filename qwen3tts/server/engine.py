@@ -23,6 +23,8 @@ import time
 import traceback
 from dataclasses import dataclass, field
 
+from .protocol import redact
+
 MAX_PENDING_CHUNKS = 50  # ~4 s of audio at 1 frame per chunk
 
 
@@ -137,7 +139,7 @@ class Engine:
             self.status = "loaded"
         except Exception as e:  # noqa: BLE001 - reported to clients as MODEL_LOADING
             self.tts = None
-            self.load_error = f"{type(e).__name__}: {e}".splitlines()[0][:500]
+            self.load_error = redact(f"{type(e).__name__}: {e}".splitlines()[0])[:500]
             self.status = "failed"
 
     def _admit(self, r: Request) -> None:
@@ -189,13 +191,17 @@ class Engine:
             time.sleep(0.002)
             return
         try:
-            chunks = step(self.tts, [r.utt for r in batch])
-        except Exception as e:  # noqa: BLE001 - the whole step failed: every request in it did
+            chunks = step(self.tts, [r.utt for r in batch])  # a row that fails alone gets `utt.error`; the rest go on
+        except Exception as e:  # noqa: BLE001 - a failure outside any one row: every request in the step
             for r in batch:
                 self._drop(r)
                 self._fail(r, e)
             return
         for r, chunk in zip(batch, chunks):
+            if r.utt.error is not None:
+                self._drop(r)
+                self._fail(r, r.utt.error)
+                continue
             if chunk is not None:
                 r.frames += chunk.codes.shape[0]
                 r.pending += 1
@@ -226,12 +232,15 @@ class Engine:
         if isinstance(e, ValueError) and "language" in str(e):
             self._post(r, ("error", "UNSUPPORTED_FORMAT", str(e)))
             return
+        if isinstance(e, ValueError) and str(e).startswith("seed"):
+            self._post(r, ("error", "INVALID_MESSAGE", str(e)))
+            return
         if isinstance(e, ValueError) and "text" in str(e):
             self._post(r, ("error", "INVALID_TEXT", str(e)))
             return
         detail = getattr(e, "message", None) or str(e) or name
-        traceback.print_exc()
-        self._post(r, ("error", "SYNTHESIS_ERROR", f"synthesis failed: {detail}"[:500]))
+        traceback.print_exception(type(e), e, e.__traceback__)  # an internal failure: the operator needs the trace
+        self._post(r, ("error", "SYNTHESIS_ERROR", redact(f"synthesis failed: {detail}")[:500]))
 
     @staticmethod
     def _post(r: Request, item) -> None:

@@ -8,6 +8,7 @@ error code (`INVALID_MESSAGE` for anything malformed, the specific code where th
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 
 SAMPLE_RATES = (8000, 16000, 22050, 24000, 44100, 48000)
@@ -20,7 +21,17 @@ RECOVERABLE = {"MODEL_LOADING": True, "INVALID_MESSAGE": True, "INVALID_TEXT": F
                "UNSUPPORTED_FORMAT": False, "UNAUTHORIZED": False, "RATE_LIMITED": True, "TIMEOUT": True, "CANCELLED": True,
                "SYNTHESIS_ERROR": True, "GPU_OUT_OF_MEMORY": True}
 MAX_MESSAGE_BYTES = 1 << 20
+MAX_FRAME_BYTES = 4 * MAX_MESSAGE_BYTES  # the WebSocket layer's limit: frames up to here reach `parse` and its error
 MAX_ID_CHARS = 128
+MAX_SEED = 2**63 - 1  # piece i of a long text is seeded with seed + i: any text's pieces stay within 64 bits
+_PATH_RE = re.compile(r"""(?<![^\s'"(=\[])(?:[A-Za-z]:)?(?:[/\\][^/\\\s'"<>:]+)+[/\\]([^/\\\s'"<>:]+)""")
+_ADDR_RE = re.compile(r"<([^<>]*?) at 0x[0-9a-fA-F]+>")
+
+
+def redact(message: str) -> str:
+    """A message fit for a client: absolute paths cut to their last part, heap addresses
+    (`<_io.BytesIO object at 0x...>`) removed."""
+    return _ADDR_RE.sub(r"<\1>", _PATH_RE.sub(r"\1", message))
 
 
 class ProtocolError(Exception):
@@ -137,5 +148,7 @@ def _parse_speak(msg: dict, limits: Limits) -> dict:
     if prio not in PRIORITIES:
         raise ProtocolError("INVALID_MESSAGE", "priority must be 'normal' or 'high'", rid)
     seed = _opt(msg, "seed", int, "an integer")
+    if seed is not None and not 0 <= seed <= MAX_SEED:
+        raise ProtocolError("INVALID_MESSAGE", "seed must be an integer in 0..2**63-1", rid)
     text = check_text(text, limits.max_chars, rid)
     return {"type": "speak", "text": text, "priority": prio, "id": rid, "seed": seed}

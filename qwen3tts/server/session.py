@@ -4,13 +4,16 @@ A reader loop handles client messages; a per-session sender processes the queue 
 time: `speaking` -> audio (binary PCM or JSON `audioChunk`, resampled to the session rate) ->
 `complete`. `cancel` cuts the request in progress (no audio is sent after the cancel is read)
 and drops the queued ones, each with `error{CANCELLED}`.
+
+With `--auth-token`, a socket holds no admission slot until it authenticates (a token in the
+upgrade's `Authorization` header or in `start.authToken`); it has `--auth-timeout` seconds from
+`ready` to do so, else `error{UNAUTHORIZED}` and close 1008.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import hmac
 import time
 import uuid
 from collections import deque
@@ -19,6 +22,7 @@ import numpy as np
 from aiohttp import WSMsgType, web
 
 from . import protocol as P
+from .access import token_ok
 from .engine import Request
 
 
@@ -45,11 +49,14 @@ class Resampler:
 
 
 class Session:
-    def __init__(self, server, ws: web.WebSocketResponse, pre_authed: bool):
+    def __init__(self, server, ws: web.WebSocketResponse, pre_authed: bool, holds_slot: bool = False):
         self.server, self.ws, self.engine = server, ws, server.engine
         self.cfg = server.cfg
         self.id = str(uuid.uuid4())
         self.authed = pre_authed or not self.cfg.auth_token
+        self.holds_slot = holds_slot  # an admission slot, released by the server when the session ends
+        self.waits_auth = not self.authed  # counted in server.unauthenticated
+        self.auth_deadline: float | None = None  # set at `ready` for a socket without a token yet
         self.started = False
         self.sample_rate, self.encoding, self.transport = 24000, "pcm16", "binary"
         self.voice: str | None = None  # None: the server's default voice
@@ -85,7 +92,7 @@ class Session:
 
     async def error(self, code: str, message: str, request_id=None, recoverable=None) -> None:
         self.server.metrics.error(code)
-        await self.send(P.error(code, message, request_id, recoverable))
+        await self.send(P.error(code, P.redact(message), request_id, recoverable))
 
     async def close(self, code: int, reason: str = "") -> None:
         self.closed = True
@@ -110,6 +117,8 @@ class Session:
                          "capabilities": {"streaming": True, "languages": eng.languages, "encodings": list(P.ENCODINGS),
                                           "sampleRates": list(P.SAMPLE_RATES), "maxChars": self.cfg.max_chars},
                          "model": eng.model_name})
+        if not self.authed and self.cfg.auth_timeout > 0:
+            self.auth_deadline = time.monotonic() + self.cfg.auth_timeout
         sender = asyncio.create_task(self._sender())
         try:
             await self._reader()
@@ -125,8 +134,16 @@ class Session:
     async def _reader(self) -> None:
         limits = P.Limits(self.cfg.max_chars, tuple(self.engine.languages))
         while not self.closed:
+            wait = 1.0
+            if not self.authed and self.auth_deadline is not None:
+                left = self.auth_deadline - time.monotonic()
+                if left <= 0:
+                    await self.error("UNAUTHORIZED", f"no valid authToken within {self.cfg.auth_timeout:g} s (start.authToken)")
+                    await self.close(1008, "unauthorized")
+                    return
+                wait = min(wait, left)
             try:
-                msg = await self.ws.receive(timeout=1.0)
+                msg = await self.ws.receive(timeout=wait)
             except asyncio.TimeoutError:
                 busy = self.current is not None or self.queue
                 if not busy and self.cfg.idle_timeout and time.monotonic() - self.last_activity > self.cfg.idle_timeout:
@@ -145,20 +162,29 @@ class Session:
             await getattr(self, f"_on_{m['type']}")(m)
 
     # ------------------------------------------------------------------ messages
-    def _check_token(self, token) -> bool:
+    async def _authenticate(self, token) -> bool:
+        """True when the session may go on; otherwise it has been told why and closed (a wrong
+        token: UNAUTHORIZED + 1008; no free admission slot: RATE_LIMITED + 1013)."""
         if self.authed:
             return True
-        if isinstance(token, str) and hmac.compare_digest(token.encode(), self.cfg.auth_token.encode()):
-            self.authed = True
-        return self.authed
-
-    async def _unauthorized(self) -> None:
-        await self.error("UNAUTHORIZED", "a valid authToken is required (start.authToken)")
-        await self.close(1008, "unauthorized")
+        if not token_ok(token, self.cfg.auth_token):
+            await self.error("UNAUTHORIZED", "a valid authToken is required (start.authToken)")
+            await self.close(1008, "unauthorized")
+            return False
+        self.authed = True
+        if self.waits_auth:
+            self.waits_auth = False
+            self.server.unauthenticated -= 1
+        if not self.server.admission.try_acquire():
+            await self.send(self.server.too_many_sessions())
+            await self.close(1013, "too many sessions")
+            return False
+        self.holds_slot = True
+        return True
 
     async def _on_start(self, m: dict) -> None:
-        if not self._check_token(m["authToken"]):
-            return await self._unauthorized()
+        if not await self._authenticate(m["authToken"]):
+            return
         voice = self.voice
         if m["voice"] is not None:
             if m["voice"] == "default":
@@ -181,8 +207,8 @@ class Session:
 
     async def _on_speak(self, m: dict) -> None:
         if not self.started:
-            if not self._check_token(None):
-                return await self._unauthorized()
+            if not await self._authenticate(None):
+                return
             await self._on_start({"authToken": None, "voice": None, "sampleRate": None, "encoding": None, "transport": None,
                                   "language": None, "contractId": None})
         if len(self.queue) + (self.current is not None) >= self.cfg.max_queue:
