@@ -85,11 +85,13 @@ class Qwen3TTS:
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_pretrained(cls, name_or_path=None, device="cpu", dtype=torch.float32, regex: str = "qwen2", progress=None,
-                        quantize: str | None = None) -> "Qwen3TTS":
+                        quantize: str | None = None, cuda_graphs=None) -> "Qwen3TTS":
         """A local model directory or a hub id (default: Qwen/Qwen3-TTS-12Hz-0.6B-Base).
         `quantize`: "int8" (weight-only int8 talker and code predictor) or "w8a8" (int8 weights
         and activations, the fastest on a CPU with VNNI); both drift from fp32, see
-        docs/benchmarks.md."""
+        docs/benchmarks.md. `cuda_graphs`: "auto" (default; env QWEN3TTS_CUDA_GRAPHS), "on" or
+        "off": frames through the fixed-shape batched step (`static_batch`), captured as CUDA
+        graphs on a GPU; auto turns it on for CUDA devices."""
         from .hub import resolve_model
 
         path = resolve_model(name_or_path)
@@ -107,9 +109,21 @@ class Qwen3TTS:
         if progress:
             progress("weights", 0.7)
         tts.speech_tokenizer = SpeechTokenizer.from_pretrained(path / "speech_tokenizer", device=device, dtype=dtype)
+        tts.set_cuda_graphs(cuda_graphs)
         if progress:
             progress("weights", 1.0)
         return tts
+
+    def set_cuda_graphs(self, option=None, capacity: int | None = None) -> bool:
+        """Run frames through `static_batch.StaticBatch` (fixed shapes; captured as CUDA graphs
+        on a GPU, eager elsewhere) or through the eager path: `option` as in `from_pretrained`.
+        `capacity`: talker positions per session (prompt + one text piece's frames; a session
+        that does not fit runs eagerly). Returns whether the static path is on."""
+        from .static_batch import DEFAULT_CAPACITY, StaticBatch, use_graphs
+
+        on = use_graphs(self.device, option)
+        self.generator.static = StaticBatch(self.generator, capacity or DEFAULT_CAPACITY) if on else None
+        return on
 
     def quantize(self, mode: str | None) -> None:
         if mode in (None, "none"):
