@@ -38,7 +38,8 @@ class Utterance:
             tts._prime(self.decoder, voice)
         self.piece = 0  # index of the piece being generated
         self.state = None  # GenState of that piece, None until started
-        self.buf: list[torch.Tensor] = []  # frames not yet decoded
+        self.buf: list[torch.Tensor] = []  # frames not yet handed out in a chunk
+        self.audio: list[torch.Tensor] = []  # their samples, when decoded frame by frame (`tts.codec_batch`)
         self.frames = 0  # frames handed out in chunks
         self.warnings: list[str] = []
         self.stopped_by_eos = True
@@ -87,6 +88,11 @@ def step(tts, utts: list[Utterance]) -> list:
             u._piece_ended()
         else:
             u.buf.append(f)
+    codec = getattr(tts, "codec_batch", None)
+    if codec is not None:  # the fixed-shape path: every new frame decoded now, all in one (captured) codec step
+        new = [(u, f) for u, f in zip(gen, frames) if f is not None]
+        for (u, _), wav in zip(new, codec.push([u.decoder for u, _ in new], [f for _, f in new])):
+            u.audio.append(wav)
     ready, codes = [], []
     for u in live:
         final = u.generated_all
@@ -98,7 +104,13 @@ def step(tts, utts: list[Utterance]) -> list:
             u.done = True
     out = {}
     if ready:
-        for u, c, wav in zip(ready, codes, push_many([u.decoder for u in ready], codes)):
+        if codec is not None:
+            wavs = [torch.cat(u.audio[: c.shape[0]]) for u, c in zip(ready, codes)]
+            for u, c in zip(ready, codes):
+                del u.audio[: c.shape[0]]
+        else:
+            wavs = push_many([u.decoder for u in ready], codes)
+        for u, c, wav in zip(ready, codes, wavs):
             out[id(u)] = AudioChunk(wav, c, u.frames, tts.sample_rate)
             u.frames += c.shape[0]
             if u.generated_all and not u.buf:

@@ -104,7 +104,123 @@ class CodecGraph:
         return self.out[0].to("cpu", torch.float32, copy=True)
 
 
-def capture(fn, snapshot, restore) -> "torch.cuda.CUDAGraph":
+class _Slab:
+    """One bucket's static codec rows: state (b rows, device positions), codes in, audio out."""
+
+    def __init__(self, tok, b: int):
+        self.state = tok.decoder.init_state(b)
+        self.state.pos = torch.zeros(b, dtype=torch.long, device=tok.device)  # one device position per row
+        self.codes = torch.zeros(b, tok.num_quantizers, 1, dtype=torch.long, device=tok.device)
+        self.out = None
+        self.graph = None
+        self.views = [{k: [t[i : i + 1] for t in ts] for k, ts in self.state.bufs.items()} for i in range(b)]
+        self.resident: list = [None] * b  # row -> the StreamState living there (weakref)
+
+
+class CodecBatch:
+    """The streaming codec step for one frame of many streams at once, in fixed shapes: per
+    batch-size bucket, static rows of codec state (every stream's conv histories, attention ring
+    and position), captured once as a CUDA graph (CUDA) and replayed; eager elsewhere.
+
+    A stream's `StreamingDecoder` state lives in its row (its tensors become views of the row,
+    as `StreamState.stack` does), so while the same streams run together nothing is copied; a
+    stream that moves (another bucket, another row) is copied over, and a stream whose row is
+    needed by others (or padded) is moved out to tensors of its own first. Equals
+    `push_many` / `StreamingDecoder.push` of one frame each (the same `CodecDecoder.step`)."""
+
+    def __init__(self, tok, graphs: bool | None = None):
+        self.tok = tok
+        self.graphs = (tok.device.type == "cuda") if graphs is None else graphs
+        self.slabs: dict[int, _Slab] = {}
+        self._pool = None
+        self.warned = False
+
+    def _place(self, slab: _Slab, decoders) -> None:
+        import weakref
+
+        want = [d.state for d in decoders]
+        for i, r in enumerate(slab.resident):  # move out the streams whose row is taken or padded
+            st = r() if r is not None else None
+            if st is not None and st.bufs is slab.views[i] and (i >= len(want) or want[i] is not st):
+                st.bufs = {k: [t.clone() for t in ts] for k, ts in st.bufs.items()}
+            if st is None or st.bufs is not slab.views[i] or i >= len(want) or want[i] is not st:
+                slab.resident[i] = None
+        for i, st in enumerate(want):
+            if st.bufs is not slab.views[i]:  # copy it into row i and live there
+                for k, ts in slab.views[i].items():
+                    for t, src in zip(ts, st.bufs[k]):
+                        t.copy_(src)
+                st.bufs = slab.views[i]
+                st.__dict__.pop("_group", None)  # no longer a row of an eager `stack`
+                slab.resident[i] = weakref.ref(st)
+
+    def _step(self, slab: _Slab) -> None:
+        wav = self.tok.decoder.step(slab.codes, slab.state)  # (b, 1920)
+        if slab.out is None:
+            slab.out = torch.empty_like(wav)
+        slab.out.copy_(wav)
+
+    @torch.inference_mode()
+    def push(self, decoders: list, frames: list) -> list[torch.Tensor]:
+        """One frame (16,) per streaming decoder -> its (1920,) float32 samples on CPU."""
+        from .static_batch import bucket
+
+        n = len(decoders)
+        if n == 0:
+            return []
+        b = bucket(n)
+        slab = self.slabs.get(b)
+        if slab is None:
+            slab = self.slabs[b] = _Slab(self.tok, b)
+        self._place(slab, decoders)
+        c = torch.zeros(b, self.tok.num_quantizers, dtype=torch.long)
+        c[:n] = torch.stack([torch.as_tensor(f).reshape(-1) for f in frames]).long()
+        self.tok._check_range(c[:n])
+        pos = torch.zeros(b, dtype=torch.long)
+        pos[:n] = torch.tensor([d.state.pos for d in decoders])
+        slab.codes[:, :, 0].copy_(c)
+        slab.state.pos.copy_(pos)
+        if self.graphs and slab.graph is None:
+            try:
+                slab.graph = capture(lambda: self._step(slab), lambda: _snapshot_rows(slab.state), lambda snap: _restore_rows(slab.state, snap),
+                                     self._pool_handle())
+            except Exception as e:  # noqa: BLE001 - any capture failure: eager from now on
+                self.graphs = False
+                if not self.warned:
+                    import warnings
+
+                    self.warned = True
+                    warnings.warn(f"CUDA graph capture of the codec step failed ({type(e).__name__}: {e}); running it eagerly",
+                                  RuntimeWarning, stacklevel=2)
+        if self.graphs and slab.graph is not None:
+            slab.graph.replay()
+        else:
+            self._step(slab)
+        host = slab.out[:n].to("cpu", torch.float32, copy=True)  # the one host sync
+        for d in decoders:
+            d.state.pos += 1
+        return list(host)
+
+    def _pool_handle(self):
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
+        return self._pool
+
+
+def _snapshot_rows(state):
+    """`StreamState.snapshot` for a state with one device position per row."""
+    return {k: [t.clone() for t in ts] for k, ts in state.bufs.items()}, state.pos.clone()
+
+
+def _restore_rows(state, snap) -> None:
+    bufs, pos = snap
+    for k, ts in state.bufs.items():
+        for t, src in zip(ts, bufs[k]):
+            t.copy_(src)
+    state.pos.copy_(pos)
+
+
+def capture(fn, snapshot, restore, pool=None) -> "torch.cuda.CUDAGraph":
     """Capture `fn` (a step on static buffers) as a CUDA graph: warm up on a side stream
     (allocator, cuBLAS / Triton autotuning), then capture. Warm-up and capture really run the
     step, so the live state is snapshotted first and restored after each run."""
@@ -117,7 +233,7 @@ def capture(fn, snapshot, restore) -> "torch.cuda.CUDAGraph":
             restore(snap)
     torch.cuda.current_stream().wait_stream(s)
     g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
+    with torch.cuda.graph(g, pool=pool):
         fn()
     restore(snap)
     return g

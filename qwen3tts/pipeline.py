@@ -76,6 +76,7 @@ class Qwen3TTS:
         self.defaults = GenerationDefaults.from_file(self.path)
         self.speech_tokenizer: SpeechTokenizer | None = None
         self.generator = FrameGenerator(self.talker, config.talker.codec_eos_token_id)
+        self.codec_batch = None  # a cuda_graph.CodecBatch decoding frames in fixed shapes (`set_cuda_graphs`)
         self.sample_rate = 24000
         self.samples_per_frame = 1920
         self.piece_budget = DEFAULT_BUDGET
@@ -119,10 +120,12 @@ class Qwen3TTS:
         on a GPU, eager elsewhere) or through the eager path: `option` as in `from_pretrained`.
         `capacity`: talker positions per session (prompt + one text piece's frames; a session
         that does not fit runs eagerly). Returns whether the static path is on."""
+        from .cuda_graph import CodecBatch
         from .static_batch import DEFAULT_CAPACITY, StaticBatch, use_graphs
 
         on = use_graphs(self.device, option)
         self.generator.static = StaticBatch(self.generator, capacity or DEFAULT_CAPACITY) if on else None
+        self.codec_batch = CodecBatch(self.speech_tokenizer) if on and self.speech_tokenizer is not None else None
         return on
 
     def quantize(self, mode: str | None) -> None:
