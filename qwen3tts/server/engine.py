@@ -47,7 +47,7 @@ class Request:
 
 
 class Engine:
-    def __init__(self, model: str | None = None, device: str = "cpu", dtype: str = "float32", voices=None, greedy: bool = False,
+    def __init__(self, model: str | None = None, device: str = "cpu", dtype: str = "auto", voices=None, greedy: bool = False,
                  max_new_tokens: int | None = None, frames_per_chunk: int = 1, request_timeout: float = 300.0, quantize: str = "none",
                  cuda_graphs: str = "auto"):
         if dtype == "auto":  # bfloat16 weights on a GPU, float32 (the parity mode) elsewhere
