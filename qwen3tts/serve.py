@@ -12,7 +12,7 @@ import argparse
 import os
 import sys
 
-from .config import QUANTIZE_MODES
+from .config import QUANTIZE_MODES, cuda_graphs_option
 
 FLAGS = [
     # name, type, default, help
@@ -57,8 +57,10 @@ def main(argv=None) -> int:
     from .server.app import ServerConfig, SpeakServer
 
     a = parse_args(argv)
-    if a.cuda_graphs not in ("auto", "on", "off"):
-        print(f"--cuda-graphs must be auto, on or off, not {a.cuda_graphs!r}", file=sys.stderr)
+    try:
+        a.cuda_graphs = cuda_graphs_option(a.cuda_graphs)
+    except ValueError as e:
+        print(f"--cuda-graphs: {e}", file=sys.stderr)
         return 2
     if a.quantize not in QUANTIZE_MODES:
         print(f"--quantize must be one of {', '.join(QUANTIZE_MODES)}, not {a.quantize!r}", file=sys.stderr)

@@ -36,10 +36,12 @@ import weakref
 
 import torch
 
+from .config import cuda_graphs_option
 from .generator import FrameGenerator, GenState, code_predictor_frame
 from .sampling import RowSampling, pick_static, process_talker_logits
 
 BUCKETS = (1, 2, 4, 8, 16, 32)
+MAX_GRAPHS = 24  # captured (bucket, top-k width, top-p) variants kept at once
 DEFAULT_CAPACITY = 1024  # talker positions per row: prompt + frames of one text piece
 _PENDING = True  # GenState.pending of a static row: its last frame is in frame_out
 
@@ -47,18 +49,8 @@ _PENDING = True  # GenState.pending of a static row: its last frame is in frame_
 def use_graphs(device, option=None) -> bool:
     """Whether `Qwen3TTS` runs its frames through `StaticBatch`: `option` "on"/"off"/"auto" (or
     True/False/None); None reads `QWEN3TTS_CUDA_GRAPHS` (default auto). auto: on CUDA devices."""
-    if option is None:
-        option = os.environ.get("QWEN3TTS_CUDA_GRAPHS", "auto")
-    if isinstance(option, bool):
-        return option
-    o = str(option).strip().lower()
-    if o in ("1", "on", "true", "yes"):
-        return True
-    if o in ("0", "off", "false", "no"):
-        return False
-    if o != "auto":
-        raise ValueError(f"cuda graphs must be on, off or auto, not {option!r}")
-    return torch.device(device).type == "cuda"
+    o = cuda_graphs_option(os.environ.get("QWEN3TTS_CUDA_GRAPHS") if option is None else option)
+    return o == "on" or (o == "auto" and torch.device(device).type == "cuda")
 
 
 def bucket(n: int) -> int:
@@ -163,6 +155,8 @@ class StaticBatch:
             return
         g = self._graphs.get(key)
         if g is None:
+            if len(self._graphs) >= MAX_GRAPHS:  # many setting combinations seen: start over
+                self._graphs.clear()
             try:
                 g = self._capture(lambda: self._frame(b, k_max, top_p))
             except Exception as e:  # noqa: BLE001 - any capture failure: eager from now on

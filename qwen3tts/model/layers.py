@@ -171,11 +171,15 @@ class Attention(Projections):
         tensor); its key/value are scattered there and attention reads all S slots under
         `mask` (B, 1, 1, S) (slot <= position). cos/sin (B, 1, 1, D)."""
         q, k, v = self.qkv(x, cos, sin)  # (B, H|Hkv, 1, D)
+        B, H, _, D = q.shape
         idx = positions.view(-1, 1, 1, 1).expand(-1, k.shape[1], 1, k.shape[3])  # (B, Hkv, 1, D)
         k_cache.scatter_(2, idx, k)
         v_cache.scatter_(2, idx, v)
-        a = F.scaled_dot_product_attention(q, k_cache, v_cache, attn_mask=mask, enable_gqa=self.kv_heads != self.heads)
-        return self.out(a)  # (B, 1, hidden)
+        # GQA without repeating the cache: the H / Hkv query heads of one KV head become that
+        # head's queries (one token each): (B, H, 1, D) -> (B, Hkv, H / Hkv, D)
+        qg = q.reshape(B, self.kv_heads, H // self.kv_heads, D)
+        a = F.scaled_dot_product_attention(qg, k_cache, v_cache, attn_mask=mask)  # (B, Hkv, H / Hkv, D)
+        return self.out(a.reshape(B, H, 1, D))  # (B, 1, hidden)
 
 
 class MLP(nn.Module):
