@@ -17,6 +17,8 @@ CPU, and (on a GPU) that replay == eager.
 
 from __future__ import annotations
 
+import threading
+
 import torch
 
 from .generator import FrameGenerator, GenerationSettings
@@ -133,6 +135,7 @@ class CodecBatch:
         self.graphs = (tok.device.type == "cuda") if graphs is None else graphs
         self.slabs: dict[int, _Slab] = {}
         self._pool = None
+        self._lock = threading.Lock()  # one step at a time (the rows are shared by every caller)
         self.warned = False
 
     def _place(self, slab: _Slab, decoders) -> None:
@@ -160,9 +163,12 @@ class CodecBatch:
             slab.out = torch.empty_like(wav)
         slab.out.copy_(wav)
 
-    @torch.inference_mode()
     def push(self, decoders: list, frames: list) -> list[torch.Tensor]:
         """One frame (16,) per streaming decoder -> its (1920,) float32 samples on CPU."""
+        with self._lock, torch.inference_mode():
+            return self._push(decoders, frames)
+
+    def _push(self, decoders: list, frames: list) -> list[torch.Tensor]:
         from .static_batch import bucket
 
         n = len(decoders)

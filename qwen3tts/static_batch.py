@@ -31,6 +31,7 @@ records a trace, runs on the eager path beside the batch.
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 import weakref
 
@@ -86,6 +87,7 @@ class StaticBatch:
         self._pool = None
         self._cp: dict[int, object] = {}
         self._keep: list = []
+        self._lock = threading.Lock()  # one frame at a time (the rows are shared by every caller)
         self.warned = False
 
     # ------------------------------------------------------------------ buffers
@@ -259,9 +261,12 @@ class StaticBatch:
         self._eager = {k: r for k, r in self._eager.items() if r() is not None and not r().done}
 
     # ------------------------------------------------------------------ the frame
-    @torch.inference_mode()
     def next_frames(self, states: list[GenState]) -> list[torch.Tensor | None]:
         """`FrameGenerator.next_frames` (same results) through the static rows."""
+        with self._lock, torch.inference_mode():
+            return self._next_frames(states)
+
+    def _next_frames(self, states: list[GenState]) -> list[torch.Tensor | None]:
         self._tidy()
         static, eager = [], []
         for st in states:

@@ -39,6 +39,8 @@ fail_json() {  # the one JSON line when we cannot get as far as the benchmark
     "$([ $DRY = 1 ] && echo true || echo false)" "$1" "$2"
   exit "$2"
 }
+TEST_TIMEOUT=${GPU_CHECK_TEST_TIMEOUT:-240}  # seconds per pytest run (a hang must not eat the device time)
+BENCH_TIMEOUT=${GPU_CHECK_BENCH_TIMEOUT:-300}
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$([ $DRY = 1 ] && echo 1 || echo 8)}
 
@@ -97,10 +99,11 @@ if [ $TESTS = 1 ]; then
   log "GPU tests"
   R1=0
   if [ $DRY = 0 ]; then  # Triton vs reference, bf16 / fp16 / fp32 (on a CPU: the normal suite's job)
-    "$PY" -m pytest -q -p no:cacheprovider tests/test_kernels.py >&2
+    # compiled kernels on the GPU (the test module defaults to the CPU interpreter otherwise)
+    TRITON_INTERPRET=0 timeout "$TEST_TIMEOUT" "$PY" -m pytest -q -p no:cacheprovider tests/test_kernels.py >&2
     R1=$?
   fi
-  "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/test_cuda_graph.py tests/test_static_batch.py >&2
+  timeout "$TEST_TIMEOUT" "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/test_cuda_graph.py tests/test_static_batch.py >&2
   R2=$?
   [ $R2 = 5 ] && R2=0  # nothing collected for -m gpu is not a failure
   TESTS_RC=$(( R1 != 0 ? R1 : R2 ))
@@ -109,5 +112,7 @@ fi
 
 # ---- 4. the benchmark: its JSON line is the last line of this script
 log "benchmark"
-"$PY" scripts/gpu_bench.py "${DEVICE_ARGS[@]}" --model "$MODEL" --tests-rc "$TESTS_RC" "${BENCH_ARGS[@]}"
-exit $?
+timeout "$BENCH_TIMEOUT" "$PY" scripts/gpu_bench.py "${DEVICE_ARGS[@]}" --model "$MODEL" --tests-rc "$TESTS_RC" "${BENCH_ARGS[@]}"
+RC=$?
+[ $RC = 124 ] && fail_json "the benchmark ran past ${BENCH_TIMEOUT} s" 1
+exit $RC
