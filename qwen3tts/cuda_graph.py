@@ -192,12 +192,10 @@ class CodecBatch:
                                      self._pool_handle())
             except Exception as e:  # noqa: BLE001 - any capture failure: eager from now on
                 self.graphs = False
-                if not self.warned:
-                    import warnings
+                from .static_batch import capture_failed
 
-                    self.warned = True
-                    warnings.warn(f"CUDA graph capture of the codec step failed ({type(e).__name__}: {e}); running it eagerly",
-                                  RuntimeWarning, stacklevel=2)
+                self.warned = True
+                capture_failed("codec step", e)
         if self.graphs and slab.graph is not None:
             slab.graph.replay()
         else:

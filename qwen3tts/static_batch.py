@@ -54,6 +54,16 @@ def use_graphs(device, option=None) -> bool:
     return o == "on" or (o == "auto" and torch.device(device).type == "cuda")
 
 
+_WARNED: set = set()
+
+
+def capture_failed(what: str, e: Exception) -> None:
+    """The one warning when a capture fails (then that step runs eagerly): once per process."""
+    if not _WARNED:
+        _WARNED.add(what)
+        warnings.warn(f"CUDA graph capture of the {what} failed ({type(e).__name__}: {e}); running eagerly", RuntimeWarning, stacklevel=3)
+
+
 def bucket(n: int) -> int:
     """The smallest batch-size bucket holding n rows (multiples of 32 above 32)."""
     for b in BUCKETS:
@@ -163,10 +173,8 @@ class StaticBatch:
                 g = self._capture(lambda: self._frame(b, k_max, top_p))
             except Exception as e:  # noqa: BLE001 - any capture failure: eager from now on
                 self.graphs = False
-                if not self.warned:
-                    self.warned = True
-                    warnings.warn(f"CUDA graph capture failed ({type(e).__name__}: {e}); running the frame step eagerly", RuntimeWarning,
-                                  stacklevel=2)
+                self.warned = True
+                capture_failed("frame step", e)
                 self._frame(b, k_max, top_p)
                 return
             self._graphs[key] = g

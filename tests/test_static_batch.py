@@ -153,6 +153,31 @@ def test_codec_batch_equals_streaming_decoders(tts):
     assert max_abs(w, refs[1].push(codes[1][n[1] : n[1] + 2])) < 1e-6
 
 
+def test_capture_failure_falls_back_with_one_warning(tts):
+    """Asked to capture where it cannot (no CUDA here), both steps warn once, together, and run
+    eagerly with the same results."""
+    import warnings
+
+    from qwen3tts import static_batch
+
+    kw = dict(do_sample=False, subtalker_dosample=False, max_new_tokens=6, language="English")
+    want = _alone(tts, "Capture fails here.", kw)
+    sb = _attach(tts, 128, graphs=True)
+    static_batch._WARNED.clear()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            got = torch.cat([c.codes for c in tts.stream("Capture fails here.", **kw)])
+            again = torch.cat([c.codes for c in tts.stream("Capture fails here.", **kw)])
+        cb = tts.codec_batch
+    finally:
+        _detach(tts)
+    msgs = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert len(msgs) == 1 and "CUDA graph capture of the" in msgs[0] and "running eagerly" in msgs[0]
+    assert not sb.graphs and not cb.graphs and sb.warned and cb.warned
+    assert torch.equal(got, want[0]) and torch.equal(again, want[0])
+
+
 def test_pick_static_equals_one_row_pick():
     """Every row of the fixed-shape pick equals `pick_with_noise` on that row alone with its own
     settings (temperature, top-k on/off, top-p on/off, greedy) and noise."""
