@@ -119,7 +119,8 @@ class Qwen3TTS:
         """Run frames through `static_batch.StaticBatch` (fixed shapes; captured as CUDA graphs
         on a GPU, eager elsewhere) or through the eager path: `option` as in `from_pretrained`.
         `capacity`: talker positions per session (prompt + one text piece's frames; a session
-        that does not fit runs eagerly). Returns whether the static path is on."""
+        that does not fit runs eagerly). Switch between requests, not while one is being
+        spoken. Returns whether the static path is on."""
         from .cuda_graph import CodecBatch
         from .static_batch import DEFAULT_CAPACITY, StaticBatch, use_graphs
 

@@ -96,7 +96,7 @@ class StaticBatch:
         self._graphs: dict = {}
         self._pool = None
         self._cp: dict[int, object] = {}
-        self._keep: list = []
+        self._keep: dict = {}  # RoPE tables the graphs read by address
         self._lock = threading.Lock()  # one frame at a time (the rows are shared by every caller)
         self.warned = False
 
@@ -200,7 +200,8 @@ class StaticBatch:
             with torch.cuda.graph(g, pool=self._pool):
                 fn()
             # the graph reads the cached RoPE tables by address: keep them alive
-            self._keep.append((self.talker.model._rope, self.talker.code_predictor.model._rope))
+            for t in (self.talker.model._rope, self.talker.code_predictor.model._rope):
+                self._keep[id(t)] = t
             return g
         finally:
             masks.copy_(saved)
