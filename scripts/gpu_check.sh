@@ -94,7 +94,7 @@ if [ -z "$MODEL" ]; then
 fi
 
 # ---- 3. the GPU tests (on a CPU they are collected and skipped)
-TESTS_RC=0
+TESTS_ARGS=()  # --skip-tests: tests_rc stays null in the JSON
 if [ $TESTS = 1 ]; then
   log "GPU tests"
   R1=0
@@ -108,11 +108,12 @@ if [ $TESTS = 1 ]; then
   [ $R2 = 5 ] && R2=0  # nothing collected for -m gpu is not a failure
   TESTS_RC=$(( R1 != 0 ? R1 : R2 ))
   log "tests exit status: $TESTS_RC"
+  TESTS_ARGS=(--tests-rc "$TESTS_RC")
 fi
 
 # ---- 4. the benchmark: its JSON line is the last line of this script
 log "benchmark"
-timeout "$BENCH_TIMEOUT" "$PY" scripts/gpu_bench.py "${DEVICE_ARGS[@]}" --model "$MODEL" --tests-rc "$TESTS_RC" "${BENCH_ARGS[@]}"
+timeout "$BENCH_TIMEOUT" "$PY" scripts/gpu_bench.py ${DEVICE_ARGS[@]+"${DEVICE_ARGS[@]}"} --model "$MODEL" ${TESTS_ARGS[@]+"${TESTS_ARGS[@]}"} ${BENCH_ARGS[@]+"${BENCH_ARGS[@]}"}
 RC=$?
 [ $RC = 124 ] && fail_json "the benchmark ran past ${BENCH_TIMEOUT} s" 1
 exit $RC

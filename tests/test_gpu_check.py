@@ -86,3 +86,10 @@ def test_argument_handling(capsys):
     assert "--model is required" in capsys.readouterr().err
     p = subprocess.run([str(ROOT / "scripts" / "gpu_check.sh"), "--help"], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0 and "--dry-run" in p.stdout
+
+
+def test_skip_tests_leaves_tests_rc_null():
+    p = subprocess.run([str(ROOT / "scripts" / "gpu_check.sh"), "--dry-run", "--skip-tests", "--frames", "2", "--eager-frames", "2",
+                        "--agg-frames", "2", "--runs", "1", "--sessions", "1"], capture_output=True, text=True, timeout=600)
+    res = json.loads(p.stdout.strip().splitlines()[-1])
+    assert p.returncode == 0 and res["tests_rc"] is None and set(res["aggregate"]) == {"1"}
