@@ -43,7 +43,8 @@ class Utterance:
             tts._prime(self.decoder, voice)
         self.piece = 0  # index of the piece being generated
         self.state = None  # GenState of that piece, None until started
-        self.buf: list[torch.Tensor] = []  # frames not yet decoded
+        self.buf: list[torch.Tensor] = []  # frames not yet handed out in a chunk
+        self.audio: list[torch.Tensor] = []  # their samples, when decoded frame by frame (`tts.codec_batch`)
         self.frames = 0  # frames handed out in chunks
         self.warnings: list[str] = []
         self.stopped_by_eos = True
@@ -95,7 +96,8 @@ def step(tts, utts: list[Utterance]) -> list:
             u._failed(e)
     live = [u for u in live if u.error is None]
     gen = [u for u in live if u.state is not None]
-    for u, f in zip(gen, _next_frames(tts.generator, gen)):
+    frames = _next_frames(tts.generator, gen)
+    for u, f in zip(gen, frames):
         if u.error is not None:
             continue
         if f is None:
@@ -103,6 +105,11 @@ def step(tts, utts: list[Utterance]) -> list:
         else:
             u.buf.append(f)
     live = [u for u in live if u.error is None]
+    codec = getattr(tts, "codec_batch", None)
+    if codec is not None:  # the fixed-shape path: every new frame decoded now, all in one (captured) codec step
+        new = [(u, f) for u, f in zip(gen, frames) if f is not None and u.error is None]
+        for (u, _), wav in zip(new, codec.push([u.decoder for u, _ in new], [f for _, f in new])):
+            u.audio.append(wav)
     ready, codes = [], []
     for u in live:
         final = u.generated_all
@@ -120,7 +127,13 @@ def step(tts, utts: list[Utterance]) -> list:
         codes.append(c)
     out = {}
     if ready:
-        for u, c, wav in zip(ready, codes, push_many([u.decoder for u in ready], codes)):
+        if codec is not None:
+            wavs = [torch.cat(u.audio[: c.shape[0]]) for u, c in zip(ready, codes)]
+            for u, c in zip(ready, codes):
+                del u.audio[: c.shape[0]]
+        else:
+            wavs = push_many([u.decoder for u in ready], codes)
+        for u, c, wav in zip(ready, codes, wavs):
             out[id(u)] = AudioChunk(wav, c, u.frames, tts.sample_rate)
             u.frames += c.shape[0]
             if u.generated_all and not u.buf:

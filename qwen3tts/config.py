@@ -293,3 +293,21 @@ QUANTIZE_MODES = {
     "int8": "weight-only int8 talker + code predictor (any CPU; drifts from float32)",
     "w8a8": "int8 weights and per-token int8 activations (fastest on CPU: with float32, decode steps run in the native C library, built on first use; drifts more)",
 }
+
+
+def cuda_graphs_option(value) -> str:
+    """Normalise a CUDA-graphs switch (`--cuda-graphs`, `QWEN3TTS_CUDA_GRAPHS`, the
+    `cuda_graphs=` argument) to "auto", "on" or "off": accepts those, 1/0, true/false, yes/no
+    and booleans; None is "auto". Raises ValueError otherwise."""
+    if value is None:
+        return "auto"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    v = str(value).strip().lower()
+    if v in ("auto", ""):
+        return "auto"
+    if v in ("1", "on", "true", "yes"):
+        return "on"
+    if v in ("0", "off", "false", "no"):
+        return "off"
+    raise ValueError(f"cuda graphs must be on, off or auto, not {value!r}")

@@ -1,174 +1,73 @@
-"""CUDA-graph decoding for one session: the talker step, the 15-step code predictor (with
-sampling) and the streaming codec step are each captured once and replayed every frame.
+"""CUDA-graph decoding, one session at a time: `StaticDecoder` (the batched fixed-shape frame
+step of `static_batch.StaticBatch` for a batch of one, kept as a small single-session API for
+benchmarks and tests) and `CodecGraph` (the streaming codec step for chunks of n frames, captured
+once and replayed), plus `capture`, the warm-up-then-capture helper.
 
 There is no counterpart in the official package (its loop is eager Python, one kernel launch per
 op, ~2,000 launches per frame). The approach follows gpt-fast / faster-qwen3-tts: every tensor a
-step touches is a static buffer of fixed shape; the position lives on the device; attention runs
-over all `capacity` cache slots under a position mask (`slot <= pos`); counters (`pos`,
-`n_generated`) and the repetition-penalty set are updated in place inside the graph. Sampling
-noise (the Exp(1) draws of the exponential race) is drawn from the session's own generator into
-static buffers *before* each replay, in the order the eager path draws it, so a seeded session
-gives the same codes graphed or eager.
-
-`StaticDecoder` is also a plain eager object: on a CPU (or with `graphs=False`) it runs the same
-static functions without capture; the tests check that it reproduces `FrameGenerator` exactly on
+step touches is a static buffer of fixed shape; positions live on the device; attention runs
+over all cache slots under a position mask. On a CPU (or with `graphs=False`) the same static
+functions run without capture; the tests check that they reproduce `FrameGenerator` exactly on
 CPU, and (on a GPU) that replay == eager.
 
     dec = StaticDecoder(tts.talker, eos_id, capacity=1024)
-    dec.start(prompt, settings)            # eager prefill into the static cache
+    dec.start(prompt, settings)            # eager prefill, copied into the static row
     while (frame := dec.next_frame()) is not None: ...
 """
 
 from __future__ import annotations
 
+import threading
+
 import torch
 
-from .generator import GenerationSettings, code_predictor_frame, seeded_generator
+from .generator import FrameGenerator, GenerationSettings
 from .prompt import TalkerPrompt
-from .sampling import pick_with_noise, process_talker_logits, suppress_mask
+from .static_batch import StaticBatch
 
 
 class StaticDecoder:
-    """One session's fixed-shape decode state and its (optionally) captured steps."""
+    """One session through a `StaticBatch` of one row (same step, same capture)."""
 
     def __init__(self, talker, eos_id: int, capacity: int = 1024, graphs: bool | None = None):
-        self.talker, self.cfg, self.eos_id, self.capacity = talker, talker.cfg, eos_id, capacity
-        w = talker.model.codec_embedding.weight
-        dev, dt = w.device, w.dtype
-        self.device, self.dtype = dev, dt
-        self.graphs = (dev.type == "cuda") if graphs is None else graphs
-        G, V, H = self.cfg.num_code_groups, self.cfg.vocab_size, self.cfg.hidden_size
-        Vc = self.cfg.code_predictor.vocab_size
-        self.cache = talker.model.new_cache(1, capacity)
-        self.cp_cache = talker.code_predictor.model.new_cache(1, G)
-        self.suppress = suppress_mask(V, eos_id, device=dev)
-        self.slots = torch.arange(capacity, device=dev)
-        # static inputs / state / outputs
-        self.pos = torch.zeros(1, dtype=torch.long, device=dev)  # next talker position
-        self.n_gen = torch.zeros(1, dtype=torch.long, device=dev)
-        self.seen = torch.zeros(1, V, dtype=torch.bool, device=dev)
-        self.hidden = torch.zeros(1, 1, H, device=dev, dtype=dt)
-        self.c0 = torch.zeros(1, dtype=torch.long, device=dev)
-        self.frame_in = torch.zeros(1, G, dtype=torch.long, device=dev)
-        self.text_in = torch.zeros(1, H, device=dev, dtype=dt)
-        self.noise_c0 = torch.ones(1, V, device=dev)
-        self.noise_cp = torch.ones(G - 1, 1, Vc, device=dev)
-        self.frame_out = torch.zeros(1, G, dtype=torch.long, device=dev)
-        self._graphs: dict[str, torch.cuda.CUDAGraph] = {}
-        self._graph_key = None
+        self.gen = FrameGenerator(talker, eos_id)
+        self.batch = StaticBatch(self.gen, capacity=capacity, graphs=graphs, max_rows=1)
+        self.capacity, self.device = capacity, self.gen.device
+        self.state = None
 
-    # ------------------------------------------------------------------ static steps (pure)
-    def _talker_step(self) -> None:
-        """frame_in + text_in -> talker at `pos` -> next c0 (in place); pos, n_gen, seen advance."""
-        s = self.settings
-        x = self.talker.frame_embed(self.frame_in) + self.text_in  # (1, H)
-        mask = (self.slots <= self.pos)[None]  # (1, capacity): attend to slots 0..pos
-        h = self.talker.model(x[:, None], self.cache, self.pos, mask=mask)  # (1, 1, H)
-        self.pos.add_(1)
-        self._pick_c0(h, s)
+    @property
+    def graphs(self) -> bool:
+        return self.batch.graphs
 
-    def _pick_c0(self, h: torch.Tensor, s: GenerationSettings) -> None:
-        logits = self.talker.codec_head(h[:, 0]).float()  # (1, V)
-        x = process_talker_logits(logits, self.seen, self.n_gen, self.suppress, self.eos_id, s.repetition_penalty, s.min_new_tokens)
-        c0 = pick_with_noise(x, s.talker, self.noise_c0)  # (1,)
-        self.seen.scatter_(1, c0[:, None], True)
-        self.hidden.copy_(h)
-        self.c0.copy_(c0)
-        self.n_gen.add_(1)
-
-    def _predict(self) -> None:
-        """(hidden, c0) -> frame_out (1, G): the 15 code-predictor steps with their picks."""
-        p, noise = self.settings.subtalker, self.noise_cp
-        frame = code_predictor_frame(self.talker, self.hidden, self.c0, self.cp_cache, self.slots,
-                                     lambda j, logits: pick_with_noise(logits, p, noise[j]))
-        self.frame_out.copy_(frame)
-
-    # ------------------------------------------------------------------ graphs
-    def _run(self, name: str, fn) -> None:
-        if not self.graphs:
-            fn()
-            return
-        key = (self.settings.talker, self.settings.subtalker, self.settings.repetition_penalty, self.settings.min_new_tokens)
-        if self._graph_key != key:  # sampling settings are baked into a capture
-            self._graphs.clear()
-            self._graph_key = key
-        g = self._graphs.get(name)
-        if g is None:
-            g = self._capture(fn)
-            self._graphs[name] = g
-        g.replay()
-
-    def _capture(self, fn) -> "torch.cuda.CUDAGraph":
-        g = capture(fn, self._snapshot, self._restore)
-        # the graph reads the cached RoPE tables by address: keep them alive even if a longer
-        # cache elsewhere makes the model build new ones
-        self._keep = (self.talker.model._rope, self.talker.code_predictor.model._rope)
-        return g
-
-    def _state(self) -> list[torch.Tensor]:
-        return self.cache.k + self.cache.v + [self.pos, self.n_gen, self.seen, self.hidden, self.c0, self.frame_out]
-
-    def _snapshot(self) -> list[torch.Tensor]:
-        return [t.clone() for t in self._state()]
-
-    def _restore(self, snap) -> None:
-        for t, src in zip(self._state(), snap):
-            t.copy_(src)
-
-    # ------------------------------------------------------------------ session
-    @torch.inference_mode()
-    def start(self, prompt: TalkerPrompt, settings: GenerationSettings, generator: torch.Generator | None = None) -> None:
-        """Eager prefill into the static cache, then the first c0 (as `FrameGenerator.start`)."""
+    def start(self, prompt: TalkerPrompt, settings: GenerationSettings) -> None:
+        """Prefill (`FrameGenerator.start`) and the first c0; the next frame joins the row."""
         settings.validate()
         L = prompt.prefill.shape[0]
         if L + settings.max_new_tokens + 1 > self.capacity:
             raise ValueError(f"prompt ({L}) + max_new_tokens ({settings.max_new_tokens}) exceeds the static cache ({self.capacity})")
-        self.settings, self.prompt = settings, prompt
-        self.generator = generator if generator is not None else seeded_generator(self.device, settings.seed)
-        self.seen.zero_()
-        self.n_gen.zero_()
-        x = prompt.prefill.to(self.device, self.dtype)[None]  # (1, L, H)
-        h = self.talker.model(x, self.cache, self.slots[:L], kv_len=L)[:, -1:]  # (1, 1, H)
-        self.pos.fill_(L)
-        self._draw_c0()
-        self._pick_c0(h, settings)
-        self.frames, self.n_generated, self.pending = 0, 1, False
-        self.done = self.stopped_by_eos = self.hit_ceiling = False
+        if self.state is not None:
+            self.state.done = True  # frees the row at the next frame
+        self.state = self.gen.start(prompt, settings)
 
-    def _draw_c0(self) -> None:
-        if self.settings.talker.do_sample:
-            self.noise_c0.exponential_(1.0, generator=self.generator)
-
-    @torch.inference_mode()
     def next_frame(self) -> torch.Tensor | None:
         """As `FrameGenerator.next_frame`: the next frame's codes (G,) on CPU, or None."""
-        if self.done:
-            return None
-        s = self.settings
-        if self.pending:  # feed the frame handed out last time
-            p, t = self.prompt, self.frames - 1
-            self.text_in.copy_((p.trailing[t] if t < p.trailing.shape[0] else p.tts_pad)[None])
-            self.frame_in.copy_(self.frame_out)
-            self._draw_c0()
-            self._run("talker", self._talker_step)
-            self.n_generated += 1
-            self.pending = False
-        if int(self.c0[0]) == self.eos_id:  # the one host sync per frame
-            self.done = self.stopped_by_eos = True
-            return None
-        if self.n_generated >= s.max_new_tokens:
-            self.done = True
-            return None
-        if s.frame_ceiling is not None and self.frames >= s.frame_ceiling:
-            self.done = self.hit_ceiling = True
-            return None
-        if s.subtalker.do_sample:
-            for j in range(self.noise_cp.shape[0]):  # the eager path's draw order
-                self.noise_cp[j].exponential_(1.0, generator=self.generator)
-        self._run("predict", self._predict)
-        self.frames += 1
-        self.pending = True
-        return self.frame_out[0].to("cpu", copy=True)
+        return self.batch.next_frames([self.state])[0]
+
+    @property
+    def pos(self) -> int:
+        return self.state.pos
+
+    @property
+    def stopped_by_eos(self) -> bool:
+        return self.state.stopped_by_eos
+
+    @property
+    def hit_ceiling(self) -> bool:
+        return self.state.hit_ceiling
+
+    @property
+    def done(self) -> bool:
+        return self.state.done
 
 
 class CodecGraph:
@@ -207,7 +106,125 @@ class CodecGraph:
         return self.out[0].to("cpu", torch.float32, copy=True)
 
 
-def capture(fn, snapshot, restore) -> "torch.cuda.CUDAGraph":
+class _Slab:
+    """One bucket's static codec rows: state (b rows, device positions), codes in, audio out."""
+
+    def __init__(self, tok, b: int):
+        self.state = tok.decoder.init_state(b)
+        self.state.pos = torch.zeros(b, dtype=torch.long, device=tok.device)  # one device position per row
+        self.codes = torch.zeros(b, tok.num_quantizers, 1, dtype=torch.long, device=tok.device)
+        self.out = None
+        self.graph = None
+        self.views = [{k: [t[i : i + 1] for t in ts] for k, ts in self.state.bufs.items()} for i in range(b)]
+        self.resident: list = [None] * b  # row -> the StreamState living there (weakref)
+
+
+class CodecBatch:
+    """The streaming codec step for one frame of many streams at once, in fixed shapes: per
+    batch-size bucket, static rows of codec state (every stream's conv histories, attention ring
+    and position), captured once as a CUDA graph (CUDA) and replayed; eager elsewhere.
+
+    A stream's `StreamingDecoder` state lives in its row (its tensors become views of the row,
+    as `StreamState.stack` does), so while the same streams run together nothing is copied; a
+    stream that moves (another bucket, another row) is copied over, and a stream whose row is
+    needed by others (or padded) is moved out to tensors of its own first. Equals
+    `push_many` / `StreamingDecoder.push` of one frame each (the same `CodecDecoder.step`)."""
+
+    def __init__(self, tok, graphs: bool | None = None):
+        self.tok = tok
+        self.graphs = (tok.device.type == "cuda") if graphs is None else graphs
+        self.slabs: dict[int, _Slab] = {}
+        self._pool = None
+        self._lock = threading.Lock()  # one step at a time (the rows are shared by every caller)
+        self.warned = False
+
+    def _place(self, slab: _Slab, decoders) -> None:
+        import weakref
+
+        want = [d.state for d in decoders]
+        for i, r in enumerate(slab.resident):  # move out the streams whose row is taken or padded
+            st = r() if r is not None else None
+            if st is not None and st.bufs is slab.views[i] and (i >= len(want) or want[i] is not st):
+                st.bufs = {k: [t.clone() for t in ts] for k, ts in st.bufs.items()}
+            if st is None or st.bufs is not slab.views[i] or i >= len(want) or want[i] is not st:
+                slab.resident[i] = None
+        for i, st in enumerate(want):
+            if st.bufs is not slab.views[i]:  # copy it into row i and live there
+                for k, ts in slab.views[i].items():
+                    for t, src in zip(ts, st.bufs[k]):
+                        t.copy_(src)
+                st.bufs = slab.views[i]
+                st.__dict__.pop("_group", None)  # no longer a row of an eager `stack`
+                slab.resident[i] = weakref.ref(st)
+
+    def _step(self, slab: _Slab) -> None:
+        wav = self.tok.decoder.step(slab.codes, slab.state)  # (b, 1920)
+        if slab.out is None:
+            slab.out = torch.empty_like(wav)
+        slab.out.copy_(wav)
+
+    def push(self, decoders: list, frames: list) -> list[torch.Tensor]:
+        """One frame (16,) per streaming decoder -> its (1920,) float32 samples on CPU."""
+        with self._lock, torch.inference_mode():
+            return self._push(decoders, frames)
+
+    def _push(self, decoders: list, frames: list) -> list[torch.Tensor]:
+        from .static_batch import bucket
+
+        n = len(decoders)
+        if n == 0:
+            return []
+        b = bucket(n)
+        slab = self.slabs.get(b)
+        if slab is None:
+            slab = self.slabs[b] = _Slab(self.tok, b)
+        self._place(slab, decoders)
+        c = torch.zeros(b, self.tok.num_quantizers, dtype=torch.long)
+        c[:n] = torch.stack([torch.as_tensor(f).reshape(-1) for f in frames]).long()
+        self.tok._check_range(c[:n])
+        pos = torch.zeros(b, dtype=torch.long)
+        pos[:n] = torch.tensor([d.state.pos for d in decoders])
+        slab.codes[:, :, 0].copy_(c)
+        slab.state.pos.copy_(pos)
+        if self.graphs and slab.graph is None:
+            try:
+                slab.graph = capture(lambda: self._step(slab), lambda: _snapshot_rows(slab.state), lambda snap: _restore_rows(slab.state, snap),
+                                     self._pool_handle())
+            except Exception as e:  # noqa: BLE001 - any capture failure: eager from now on
+                self.graphs = False
+                from .static_batch import capture_failed
+
+                self.warned = True
+                capture_failed("codec step", e)
+        if self.graphs and slab.graph is not None:
+            slab.graph.replay()
+        else:
+            self._step(slab)
+        host = slab.out[:n].to("cpu", torch.float32, copy=True)  # the one host sync
+        for d in decoders:
+            d.state.pos += 1
+        return list(host)
+
+    def _pool_handle(self):
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
+        return self._pool
+
+
+def _snapshot_rows(state):
+    """`StreamState.snapshot` for a state with one device position per row."""
+    return {k: [t.clone() for t in ts] for k, ts in state.bufs.items()}, state.pos.clone()
+
+
+def _restore_rows(state, snap) -> None:
+    bufs, pos = snap
+    for k, ts in state.bufs.items():
+        for t, src in zip(ts, bufs[k]):
+            t.copy_(src)
+    state.pos.copy_(pos)
+
+
+def capture(fn, snapshot, restore, pool=None) -> "torch.cuda.CUDAGraph":
     """Capture `fn` (a step on static buffers) as a CUDA graph: warm up on a side stream
     (allocator, cuBLAS / Triton autotuning), then capture. Warm-up and capture really run the
     step, so the live state is snapshotted first and restored after each run."""
@@ -220,7 +237,7 @@ def capture(fn, snapshot, restore) -> "torch.cuda.CUDAGraph":
             restore(snap)
     torch.cuda.current_stream().wait_stream(s)
     g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
+    with torch.cuda.graph(g, pool=pool):
         fn()
     restore(snap)
     return g

@@ -101,6 +101,7 @@ class FrameGenerator:
         self.n_groups = self.cfg.num_code_groups
         self._scratch = threading.local()  # per-thread code-predictor caches, by batch size
         self._slots = torch.arange(self.n_groups, device=self.device)  # code-predictor positions
+        self.static = None  # a static_batch.StaticBatch running next_frames, when attached
 
     # ------------------------------------------------------------------ setup
     @torch.inference_mode()
@@ -176,12 +177,30 @@ class FrameGenerator:
                 st.trace["cp_logits"].append(torch.stack([lg[b] for lg in cp_logits]))
         return frames
 
+    @staticmethod
+    def text_input(st: GenState) -> torch.Tensor:
+        """The text half of the talker input that feeds st's last frame: the trailing text
+        hidden of that frame's index, tts_pad once the text has run out. (H,)"""
+        p, t = st.prompt, st.frames - 1  # t: index of this frame
+        return p.trailing[t] if t < p.trailing.shape[0] else p.tts_pad
+
+    def check_stop(self, st: GenState, c0: int) -> bool:
+        """The stop rules, applied when c0 is known and before its sub-codes are predicted:
+        EOS, `max_new_tokens` codebook-0 ids picked (that last c0 gets no sub-codes), or the
+        frame ceiling. Marks st done (and why) and returns True when it stops."""
+        if c0 == self.eos_id:
+            st.done = st.stopped_by_eos = True
+        elif st.n_generated >= st.settings.max_new_tokens:
+            st.done = True
+        elif st.settings.frame_ceiling is not None and st.frames >= st.settings.frame_ceiling:
+            st.done = st.hit_ceiling = True
+        else:
+            return False
+        return True
+
     def step_frame(self, states: list[GenState], frames: torch.Tensor) -> None:
         """Feed each state its frame just produced (frames (B, G)) and pick the next c0s."""
-        texts = []
-        for st in states:
-            p, t = st.prompt, st.frames - 1  # t: index of this frame
-            texts.append(p.trailing[t] if t < p.trailing.shape[0] else p.tts_pad)
+        texts = [self.text_input(st) for st in states]
         x = self.talker.frame_embed(frames) + torch.stack(texts).to(self.device, self.dtype)  # (B, H)
         for b, st in enumerate(states):
             if st.trace is not None:
@@ -193,10 +212,17 @@ class FrameGenerator:
         self._pick_c0(states, h)
 
     # ------------------------------------------------------------------ loop
-    @torch.inference_mode()
     def next_frames(self, states: list[GenState]) -> list[torch.Tensor | None]:
         """One frame for every state together: for each, its codes (G,) int64 on CPU, or None
-        when its generation has ended (it then stays ended)."""
+        when its generation has ended (it then stays ended). With a `static` batch attached
+        (`static_batch.StaticBatch`: the fixed-shape, CUDA-graph path) it runs the frame."""
+        if self.static is not None:
+            return self.static.next_frames(states)
+        return self.eager_frames(states)
+
+    @torch.inference_mode()
+    def eager_frames(self, states: list[GenState]) -> list[torch.Tensor | None]:
+        """`next_frames` on the eager path (any shapes, per-session caches)."""
         live = [st for st in states if not st.done]
         stepping = [st for st in live if st.pending is not None]
         if stepping:  # feed the previous frames now (they were handed out first)
@@ -209,13 +235,7 @@ class FrameGenerator:
         c0s = _rows([st.c0 for st in live]).tolist()  # the one host sync per step
         ready = []
         for st, c0 in zip(live, c0s):
-            if c0 == self.eos_id:
-                st.done = st.stopped_by_eos = True
-            elif st.n_generated >= st.settings.max_new_tokens:  # that last c0 gets no sub-codes
-                st.done = True
-            elif st.settings.frame_ceiling is not None and st.frames >= st.settings.frame_ceiling:
-                st.done = st.hit_ceiling = True
-            else:
+            if not self.check_stop(st, c0):
                 ready.append(st)
         if ready:
             frames = self.predict_codes(ready)  # (B, G)

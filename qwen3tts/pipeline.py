@@ -78,6 +78,7 @@ class Qwen3TTS:
         self.defaults = GenerationDefaults.from_file(self.path)
         self.speech_tokenizer: SpeechTokenizer | None = None
         self.generator = FrameGenerator(self.talker, config.talker.codec_eos_token_id)
+        self.codec_batch = None  # a cuda_graph.CodecBatch decoding frames in fixed shapes (`set_cuda_graphs`)
         self.sample_rate = 24000
         self.samples_per_frame = 1920
         self.piece_budget = DEFAULT_BUDGET
@@ -87,11 +88,13 @@ class Qwen3TTS:
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_pretrained(cls, name_or_path=None, device="cpu", dtype=torch.float32, regex: str = "qwen2", progress=None,
-                        quantize: str | None = None) -> "Qwen3TTS":
+                        quantize: str | None = None, cuda_graphs=None) -> "Qwen3TTS":
         """A local model directory or a hub id (default: Qwen/Qwen3-TTS-12Hz-0.6B-Base).
         `quantize`: "int8" (weight-only int8 talker and code predictor) or "w8a8" (int8 weights
         and activations, the fastest on a CPU with VNNI); both drift from fp32, see
-        docs/benchmarks.md."""
+        docs/benchmarks.md. `cuda_graphs`: "auto" (default; env QWEN3TTS_CUDA_GRAPHS), "on" or
+        "off": frames through the fixed-shape batched step (`static_batch`), captured as CUDA
+        graphs on a GPU; auto turns it on for CUDA devices."""
         from .hub import resolve_model
 
         path = resolve_model(name_or_path)
@@ -109,9 +112,24 @@ class Qwen3TTS:
         if progress:
             progress("weights", 0.7)
         tts.speech_tokenizer = SpeechTokenizer.from_pretrained(path / "speech_tokenizer", device=device, dtype=dtype)
+        tts.set_cuda_graphs(cuda_graphs)
         if progress:
             progress("weights", 1.0)
         return tts
+
+    def set_cuda_graphs(self, option=None, capacity: int | None = None) -> bool:
+        """Run frames through `static_batch.StaticBatch` (fixed shapes; captured as CUDA graphs
+        on a GPU, eager elsewhere) or through the eager path: `option` as in `from_pretrained`.
+        `capacity`: talker positions per session (prompt + one text piece's frames; a session
+        that does not fit runs eagerly). Switch between requests, not while one is being
+        spoken. Returns whether the static path is on."""
+        from .cuda_graph import CodecBatch
+        from .static_batch import DEFAULT_CAPACITY, StaticBatch, use_graphs
+
+        on = use_graphs(self.device, option)
+        self.generator.static = StaticBatch(self.generator, capacity or DEFAULT_CAPACITY) if on else None
+        self.codec_batch = CodecBatch(self.speech_tokenizer) if on and self.speech_tokenizer is not None else None
+        return on
 
     def quantize(self, mode: str | None) -> None:
         if mode in (None, "none"):

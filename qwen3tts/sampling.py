@@ -116,3 +116,57 @@ def pick_rows(logits: torch.Tensor, params: list[SamplingParams], generators: li
             return ids
         out[rows] = ids
     return out
+
+
+@dataclass
+class RowSampling:
+    """Per-row sampling settings as device tensors (the fixed-shape batched step: every row
+    its own settings inside one captured graph). `top_p_cut` is `1 - top_p` computed on the
+    host in double, as `warp` does, then stored in float32."""
+    do_sample: torch.Tensor  # (B,) bool
+    temperature: torch.Tensor  # (B, 1) float32
+    top_k: torch.Tensor  # (B,) int64, 0: off
+    top_p_cut: torch.Tensor  # (B, 1) float32
+    top_p_on: torch.Tensor  # (B, 1) bool
+
+    @classmethod
+    def empty(cls, rows: int, device) -> "RowSampling":
+        return cls(torch.zeros(rows, dtype=torch.bool, device=device), torch.ones(rows, 1, device=device),
+                   torch.zeros(rows, dtype=torch.long, device=device), torch.zeros(rows, 1, device=device),
+                   torch.zeros(rows, 1, dtype=torch.bool, device=device))
+
+    def set_row(self, b: int, p: SamplingParams, vocab: int) -> None:
+        self.do_sample[b] = p.do_sample
+        self.temperature[b] = p.temperature
+        self.top_k[b] = p.top_k if 0 < p.top_k < vocab else 0
+        self.top_p_cut[b] = 1 - p.top_p
+        self.top_p_on[b] = p.top_p < 1.0
+
+    def rows(self, n: int) -> "RowSampling":
+        return RowSampling(*(t[:n] for t in self.tensors()))
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [self.do_sample, self.temperature, self.top_k, self.top_p_cut, self.top_p_on]
+
+
+def pick_static(logits: torch.Tensor, s: RowSampling, noise: torch.Tensor, k_max: int, use_top_p: bool) -> torch.Tensor:
+    """`pick_with_noise` for rows with their own settings, in fixed shapes: (B, V) processed
+    logits -> (B,) ids. Row b gets the id `pick_with_noise(logits[b:b+1], params_b, noise[b:b+1])`
+    gives: the same operations on the same values (top-k's threshold is the k-th largest value,
+    read from one top-`k_max` of the row; a row with top-k off or top-p 1 is left as `warp`
+    leaves it). `k_max` (>= every row's top_k) and `use_top_p` (any row uses top-p) are fixed per
+    captured graph. Greedy rows take the argmax of the unwarped logits."""
+    greedy = logits.argmax(dim=-1)
+    x = logits / s.temperature
+    if k_max > 0:
+        vals = torch.topk(x, k_max, dim=-1).values  # (B, k_max), descending
+        kth = vals.gather(1, (s.top_k.clamp(1, k_max) - 1)[:, None])  # (B, 1)
+        x = x.masked_fill((s.top_k > 0)[:, None] & (x < kth), float("-inf"))
+    if use_top_p:
+        sorted_x, idx = torch.sort(x, dim=-1, descending=False)
+        cum = sorted_x.softmax(dim=-1).cumsum(dim=-1)
+        remove = (cum <= s.top_p_cut) & s.top_p_on
+        remove[..., -1:] = False
+        x = x.masked_fill(remove.scatter(-1, idx, remove), float("-inf"))
+    sampled = (x.softmax(dim=-1) / noise).argmax(dim=-1)
+    return torch.where(s.do_sample, sampled, greedy)

@@ -12,7 +12,7 @@ import argparse
 import os
 import sys
 
-from .config import QUANTIZE_MODES
+from .config import QUANTIZE_MODES, cuda_graphs_option
 
 FLAGS = [
     # name, type, default, help
@@ -22,7 +22,8 @@ FLAGS = [
     ("host", str, "127.0.0.1", "bind address"),
     ("port", int, 8765, "port"),
     ("device", str, "cpu", "cpu or cuda"),
-    ("dtype", str, "float32", "float32, bfloat16 or float16 (bfloat16 was ~2x faster on an AMD EPYC, slower than float32 on an Intel Xeon without AMX: see docs/benchmarks.md)"),
+    ("dtype", str, "auto", "auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16 or float16 (bfloat16 was ~2x faster on an AMD EPYC, slower than float32 on an Intel Xeon without AMX: see docs/benchmarks.md)"),
+    ("cuda-graphs", str, "auto", "auto (on with --device cuda), on or off: run the batched frame step in fixed shapes, captured as CUDA graphs per batch-size bucket"),
     ("quantize", str, "none", "; ".join(f"{k}: {v}" for k, v in QUANTIZE_MODES.items())),
     ("auth-token", str, None, "require this token (start.authToken, or Authorization: Bearer for HTTP)"),
     ("auth-timeout", float, 5.0, "seconds a WebSocket has after `ready` to send a valid token (with --auth-token; 0: no limit)"),
@@ -61,6 +62,11 @@ def main(argv=None) -> int:
     from .server.app import ServerConfig, SpeakServer
 
     a = parse_args(argv)
+    try:
+        a.cuda_graphs = cuda_graphs_option(a.cuda_graphs)
+    except ValueError as e:
+        print(f"--cuda-graphs: {e}", file=sys.stderr)
+        return 2
     if a.quantize not in QUANTIZE_MODES:
         print(f"--quantize must be one of {', '.join(QUANTIZE_MODES)}, not {a.quantize!r}", file=sys.stderr)
         return 2
@@ -68,9 +74,8 @@ def main(argv=None) -> int:
                        preload=a.preload, device=a.device, dtype=a.dtype, quantize=a.quantize, auth_token=a.auth_token, max_sessions=a.max_sessions,
                        max_queue=a.max_queue, max_chars=a.max_chars, idle_timeout=a.idle_timeout, request_timeout=a.request_timeout,
                        max_upload_mb=a.max_upload_mb, greedy=a.greedy, max_new_tokens=a.max_new_tokens, frames_per_chunk=a.frames_per_chunk,
-                       drain_seconds=a.drain_seconds,
-
-                       auth_timeout=a.auth_timeout, allowed_origins=a.allowed_origins, allowed_hosts=a.allowed_hosts)
+                       drain_seconds=a.drain_seconds, auth_timeout=a.auth_timeout, allowed_origins=a.allowed_origins,
+                       allowed_hosts=a.allowed_hosts, cuda_graphs=a.cuda_graphs)
     server = SpeakServer(cfg)
     print(f"qwen3tts speak server on http://{cfg.host}:{cfg.port}/speak (ws://{cfg.host}:{cfg.port}/api/v1/speak)", file=sys.stderr, flush=True)
     web.run_app(server.app, host=cfg.host, port=cfg.port, print=None, shutdown_timeout=5.0)

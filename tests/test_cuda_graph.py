@@ -77,6 +77,7 @@ def test_codec_graph_step_equals_streaming_decoder(tts):
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 
 
+@pytest.mark.gpu
 @cuda
 @pytest.mark.parametrize("sample", [False, True], ids=["greedy", "sampled"])
 def test_graph_replay_equals_eager_on_gpu(sample):

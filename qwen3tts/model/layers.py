@@ -165,6 +165,23 @@ class Attention(Projections):
         return self.out(out[0] if len(out) == 1 else torch.cat(out))  # (B, 1, hidden)
 
 
+    def forward_static(self, x, cos, sin, k_cache, v_cache, positions, mask):
+        """Fixed-shape batched decode (CUDA graphs): row b of x (B, 1, hidden) is the next token of
+        the session in row b of the batched cache (B, Hkv, S, D), at positions[b] (a device
+        tensor); its key/value are scattered there and attention reads all S slots under
+        `mask` (B, 1, 1, S) (slot <= position). cos/sin (B, 1, 1, D)."""
+        q, k, v = self.qkv(x, cos, sin)  # (B, H|Hkv, 1, D)
+        B, H, _, D = q.shape
+        idx = positions.view(-1, 1, 1, 1).expand(-1, k.shape[1], 1, k.shape[3])  # (B, Hkv, 1, D)
+        k_cache.scatter_(2, idx, k)
+        v_cache.scatter_(2, idx, v)
+        # GQA without repeating the cache: the H / Hkv query heads of one KV head become that
+        # head's queries (one token each): (B, H, 1, D) -> (B, Hkv, H / Hkv, D)
+        qg = q.reshape(B, self.kv_heads, H // self.kv_heads, D)
+        a = F.scaled_dot_product_attention(qg, k_cache, v_cache, attn_mask=mask)  # (B, Hkv, H / Hkv, D)
+        return self.out(a.reshape(B, H, 1, D))  # (B, 1, hidden)
+
+
 class MLP(nn.Module):
     def __init__(self, hidden: int, inter: int):
         super().__init__()
@@ -202,6 +219,10 @@ class DecoderLayer(nn.Module):
 
     def forward(self, x, cos, sin, k_cache, v_cache, positions, kv_len, mask):
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, k_cache, v_cache, positions, kv_len, mask)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+    def forward_static(self, x, cos, sin, k_cache, v_cache, positions, mask):
+        x = x + self.self_attn.forward_static(self.input_layernorm(x), cos, sin, k_cache, v_cache, positions, mask)
         return x + self.mlp(self.post_attention_layernorm(x))
 
     def forward_rows(self, x, cos, sin, k_caches, v_caches, positions):
@@ -266,4 +287,14 @@ class Transformer(nn.Module):
         cos, sin = cos[:, None, None], sin[:, None, None]  # (B, 1, 1, D): each row its own position
         for i, layer in enumerate(self.layers):
             x = layer.forward_rows(x, cos, sin, [c.k[i] for c in caches], [c.v[i] for c in caches], positions)
+        return self.norm(x)
+
+    def forward_static(self, x: torch.Tensor, cache: KVCache, positions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """One fixed-shape decode step for a batched cache (`static_batch`): x (B, 1, hidden), row
+        b at the device position positions[b] (B,) of row b of `cache` (batch B), attending to
+        the slots where mask (B, 1, 1, S) is True -> final-normed hidden (B, 1, hidden)."""
+        cos, sin = self.rope(positions, cache.max_len, x.dtype)  # (B, D)
+        cos, sin = cos[:, None, None], sin[:, None, None]  # (B, 1, 1, D)
+        for i, layer in enumerate(self.layers):
+            x = layer.forward_static(x, cos, sin, cache.k[i], cache.v[i], positions, mask)
         return self.norm(x)

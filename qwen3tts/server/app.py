@@ -40,8 +40,9 @@ class ServerConfig:
     port: int = 8765
     preload: bool = False
     device: str = "cpu"
-    dtype: str = "float32"
+    dtype: str = "auto"  # auto: bfloat16 on CUDA, float32 elsewhere
     quantize: str = "none"  # a key of config.QUANTIZE_MODES
+    cuda_graphs: str = "auto"  # auto | on | off: the fixed-shape frame step (captured on CUDA)
     auth_token: str | None = None
     max_sessions: int = 16
     max_queue: int = 16
@@ -82,7 +83,8 @@ class SpeakServer:
         self.voices = engine.voices if engine is not None and engine.voices is not None else VoiceStoreWithBuiltin(cfg.voices_dir, default_id=cfg.default_voice)
         self._own_engine = engine is None
         self.engine = engine or Engine(cfg.model, cfg.device, cfg.dtype, self.voices, quantize=cfg.quantize, greedy=cfg.greedy, max_new_tokens=cfg.max_new_tokens,
-                                       frames_per_chunk=cfg.frames_per_chunk, request_timeout=cfg.request_timeout)
+                                       frames_per_chunk=cfg.frames_per_chunk, request_timeout=cfg.request_timeout,
+                                       cuda_graphs=cfg.cuda_graphs)
         self.sessions: set[Session] = set()
         self.admission = Admission(cfg.max_sessions)
         self.unauthenticated = 0  # open sockets still waiting for a token (not holding a slot)

@@ -50,9 +50,13 @@ class Request:
 
 
 class Engine:
-    def __init__(self, model: str | None = None, device: str = "cpu", dtype: str = "float32", voices=None, greedy: bool = False,
-                 max_new_tokens: int | None = None, frames_per_chunk: int = 1, request_timeout: float = 300.0, quantize: str = "none"):
+    def __init__(self, model: str | None = None, device: str = "cpu", dtype: str = "auto", voices=None, greedy: bool = False,
+                 max_new_tokens: int | None = None, frames_per_chunk: int = 1, request_timeout: float = 300.0, quantize: str = "none",
+                 cuda_graphs: str = "auto"):
+        if dtype == "auto":  # bfloat16 weights on a GPU, float32 (the parity mode) elsewhere
+            dtype = "bfloat16" if str(device).startswith("cuda") else "float32"
         self.model_ref, self.device, self.dtype, self.quantize = model, device, dtype, quantize
+        self.cuda_graphs = cuda_graphs
         self.voices = voices
         self.greedy, self.max_new_tokens = greedy, max_new_tokens
         self.frames_per_chunk = frames_per_chunk
@@ -122,7 +126,7 @@ class Engine:
                 self.progress = (stage, float(p))
 
             self.tts = Qwen3TTS.from_pretrained(self.model_ref, device=self.device, dtype=getattr(torch, self.dtype), progress=prog,
-                                                quantize=self.quantize)
+                                                quantize=self.quantize, cuda_graphs=self.cuda_graphs)
             self.languages = list(self.tts.languages)
             kind, size = self.tts.config.tts_model_type, self.tts.config.tts_model_size
             self.takes_instructions = kind == "voice_design" or (kind == "custom_voice" and size != "0b6")
