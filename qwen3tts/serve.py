@@ -2,28 +2,24 @@
 
 Every flag can also be set through an environment variable `QWEN3TTS_<FLAG>` (upper case,
 dashes as underscores), e.g. `QWEN3TTS_AUTH_TOKEN`, `QWEN3TTS_PORT`. Flags win over the
-environment. This module does not import torch; the engine loads the model lazily (on the first
-connection) unless `--preload` is given.
+environment. The model and voices settings are the CLI's (qwen3tts/settings.py), so the server
+reads the voices directory `qwen3tts voices add` writes to. This module does not import torch;
+the engine loads the model lazily (on the first connection) unless `--preload` is given.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-from .config import QUANTIZE_MODES
+from .settings import MODEL_SETTINGS, QUANTIZE_MODES, Setting, add_arguments
 
 FLAGS = [
-    # name, type, default, help
-    ("model", str, None, "model directory or hub id (default: Qwen/Qwen3-TTS-12Hz-0.6B-Base)"),
-    ("voices-dir", str, "voices", "voices store directory"),
+    # name, type, default, help (a Setting unpacks as that 4-tuple); the shared rows first
+    *MODEL_SETTINGS,  # model, voices-dir, device, dtype, quantize: the same for the CLI
     ("default-voice", str, None, "voice id used when a session names none"),
     ("host", str, "127.0.0.1", "bind address"),
     ("port", int, 8765, "port"),
-    ("device", str, "cpu", "cpu or cuda"),
-    ("dtype", str, "float32", "float32, bfloat16 or float16 (bfloat16 was ~2x faster on an AMD EPYC, slower than float32 on an Intel Xeon without AMX: see docs/benchmarks.md)"),
-    ("quantize", str, "none", "; ".join(f"{k}: {v}" for k, v in QUANTIZE_MODES.items())),
     ("auth-token", str, None, "require this token (start.authToken, or Authorization: Bearer for HTTP)"),
     ("max-sessions", int, 16, "open WebSocket sessions at most"),
     ("max-queue", int, 16, "queued requests per session at most"),
@@ -35,18 +31,17 @@ FLAGS = [
     ("frames-per-chunk", int, 1, "80 ms frames per audio message"),
 ]
 
+# On/off switches (`--name`, or QWEN3TTS_<NAME>=1).
+SWITCHES = [
+    Setting("preload", bool, False, "load the model at start instead of on the first connection"),
+    Setting("greedy", bool, False, "greedy decoding (deterministic; for tests and parity)"),
+]
+
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(prog="python -m qwen3tts.serve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for name, typ, default, help_ in FLAGS:
-        env = "QWEN3TTS_" + name.upper().replace("-", "_")
-        raw = os.environ.get(env)
-        value = typ(raw) if raw not in (None, "") else default
-        ap.add_argument(f"--{name}", type=typ, default=value, help=f"{help_} [env {env}]")
-    ap.add_argument("--preload", action="store_true", default=os.environ.get("QWEN3TTS_PRELOAD", "") not in ("", "0"),
-                    help="load the model at start instead of on the first connection [env QWEN3TTS_PRELOAD]")
-    ap.add_argument("--greedy", action="store_true", default=os.environ.get("QWEN3TTS_GREEDY", "") not in ("", "0"),
-                    help="greedy decoding (deterministic; for tests and parity) [env QWEN3TTS_GREEDY]")
+    add_arguments(ap, FLAGS)
+    add_arguments(ap, SWITCHES)
     return ap.parse_args(argv)
 
 

@@ -9,11 +9,12 @@ import asyncio
 import hmac
 import struct
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
 
+from ..settings import default_voices_dir
 from ..voices import VoiceError, VoiceStore
 from .engine import Engine, Request
 from .metrics import Metrics
@@ -27,7 +28,7 @@ OPENAI_VOICES = {"alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "no
 @dataclass
 class ServerConfig:
     model: str | None = None
-    voices_dir: str = "voices"
+    voices_dir: str = field(default_factory=lambda: str(default_voices_dir()))  # the CLI's store too
     default_voice: str | None = None
     host: str = "127.0.0.1"
     port: int = 8765
