@@ -10,7 +10,8 @@
 Audio: ICL mode decodes `ref_codes ++ frames` (the reference gives the causal codec its acoustic
 context) and drops the reference part: `generate` cuts at `int(ref_len / total_len * wav_len)`
 as the official wrapper does (float64; up to one sample before `ref_len * 1920`), `stream`
-primes the streaming decoder with the reference codes. The decode is the exact single pass
+starts the streaming decoder from the state after the reference codes, computed once when the
+voice is created or loaded (`prime_voice`) and kept with the voice. The decode is the exact single pass
 (identical to the official 300/25 chunked decode up to 300 frames, and better after).
 """
 
@@ -80,7 +81,7 @@ class Qwen3TTS:
         self.samples_per_frame = 1920
         self.piece_budget = DEFAULT_BUDGET
         self.last_warnings: list[str] = []
-        self._primed: dict = {}  # reference-codes hash -> primed codec stream state
+        self.codec_primings = 0  # streaming codec states primed with a voice's reference codes (see prime_voice)
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -144,7 +145,24 @@ class Qwen3TTS:
         if not (ref_text or "").strip():
             raise ValueError("ICL voice cloning needs ref_text (the transcript of the clip); or pass x_vector_only=True")
         codes = self.speech_tokenizer.encode(wav, 24000)
-        return VoicePrompt(emb, codes, ref_text, "icl", len(wav) / 24000)
+        voice = VoicePrompt(emb, codes, ref_text, "icl", len(wav) / 24000)
+        self.prime_voice(voice)
+        return voice
+
+    @torch.inference_mode()
+    def prime_voice(self, voice: VoicePrompt) -> bool:
+        """Compute the streaming codec state after an ICL voice's reference codes (the acoustic
+        context every stream of the voice starts from) and keep it with the voice, so no request
+        pays it. `create_voice_prompt` and the voices store call this when a voice is created or
+        loaded; a voice made otherwise is primed on its first stream. Returns True when the
+        state was computed now, False when the voice already had it (or is x-vector only)."""
+        if voice is None or not voice.icl or voice.primed_state(self.speech_tokenizer) is not None:
+            return False
+        dec = self.speech_tokenizer.streaming_decoder()
+        dec.push(voice.ref_codes)
+        voice.keep_primed_state(self.speech_tokenizer, (dec.state.bufs, dec.state.frames()))  # the decoder's own tensors: no copy
+        self.codec_primings += 1
+        return True
 
     # ------------------------------------------------------------------ generation
     def settings(self, do_sample=None, top_k=None, top_p=None, temperature=None, repetition_penalty=None, subtalker_dosample=None,
@@ -265,20 +283,9 @@ class Qwen3TTS:
         return GenerationResult(codes, audio, self.sample_rate, info.stopped_by_eos, info.warnings, tr)
 
     def _prime(self, dec, voice: VoicePrompt) -> None:
-        """Feed the reference codes to the streaming codec (acoustic context, audio discarded);
-        the primed state is cached per reference, so a voice pays this once."""
-        import hashlib
-
-        codes = voice.ref_codes.contiguous()
-        key = hashlib.sha1(codes.numpy().tobytes()).hexdigest()
-        snap = self._primed.get(key)
-        if snap is None:
-            dec.push(codes)
-            self._primed[key] = dec.state.snapshot()
-            while len(self._primed) > 16:
-                self._primed.pop(next(iter(self._primed)))
-        else:
-            dec.state.restore(snap)
+        """Start `dec` (a fresh StreamingDecoder) from a copy of the voice's primed codec state."""
+        self.prime_voice(voice)  # no-op when the voice was primed at creation / load
+        dec.state.restore(voice.primed_state(self.speech_tokenizer))
 
     def _nsm(self, v):
         return (self.config.tts_model_type != "base") if v is None else bool(v)

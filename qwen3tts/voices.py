@@ -228,6 +228,8 @@ class VoiceStore:
                 prompt.save(path)
             except OSError:
                 pass  # a read-only store still works, just without the disk cache
+        else:
+            tts.prime_voice(prompt)  # loaded: its codec state now, not on its first request
         with self._lock:
             self._mem[voice_id] = (now, fp, prompt)
             self._mem.move_to_end(voice_id)
