@@ -35,7 +35,7 @@ from .sampling import SamplingParams
 from .text import TextTokenizer
 from .textsplit import DEFAULT_BUDGET, split_text
 from .voice import VoicePrompt
-from .weights import load_into, read_safetensors, split_by_prefix
+from .weights import load_into, read_safetensors, release_freed_memory, split_by_prefix
 
 
 # Runaway guard: a piece may produce at most BASE + PER_TOKEN * (text tokens) frames. Speech runs
@@ -70,18 +70,28 @@ class Qwen3TTS:
         self.device = torch.device(device)
         self.dtype = dtype
         self.text_tokenizer = TextTokenizer.from_pretrained(self.path, regex=regex)
-        self.talker = Talker(config.talker).to(self.device, dtype).eval().requires_grad_(False)
+        with torch.device("meta"):  # no storage until the weights are loaded (weights.load_into makes it)
+            self.talker = Talker(config.talker).to(dtype=dtype).eval().requires_grad_(False)
         self.speaker_encoder = None
         if config.tts_model_type == "base":
             self.speaker_encoder = SpeakerEncoder(config.speaker_encoder).to(self.device, dtype).eval().requires_grad_(False)
         self.defaults = GenerationDefaults.from_file(self.path)
         self.speech_tokenizer: SpeechTokenizer | None = None
-        self.generator = FrameGenerator(self.talker, config.talker.codec_eos_token_id)
+        self._generator: FrameGenerator | None = None  # built on first use, after the weights are loaded
         self.sample_rate = 24000
         self.samples_per_frame = 1920
         self.piece_budget = DEFAULT_BUDGET
         self.last_warnings: list[str] = []
         self.codec_primings = 0  # streaming codec states primed with a voice's reference codes (see prime_voice)
+
+    @property
+    def generator(self) -> FrameGenerator:
+        """The frame generator over the talker (made once its weights are loaded)."""
+        if self._generator is None:
+            if self.talker.model.codec_embedding.weight.is_meta:
+                raise RuntimeError("the talker has no weights yet: use Qwen3TTS.from_pretrained (or weights.load_into)")
+            self._generator = FrameGenerator(self.talker, self.config.talker.codec_eos_token_id)
+        return self._generator
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -97,17 +107,28 @@ class Qwen3TTS:
         tts = cls(path, Qwen3TTSConfig.from_file(path), device=device, dtype=dtype, regex=regex)
         if progress:
             progress("weights", 0.0)
-        tensors = read_safetensors(path / "model.safetensors")
+        if quantize not in (None, "none") and quantize not in QUANTIZE_MODES:
+            raise ValueError(f"quantize must be None or one of {', '.join(QUANTIZE_MODES)}, not {quantize!r}")
+        tensors = read_safetensors(path / "model.safetensors")  # read tensor by tensor, nothing mapped
         talker, spk = split_by_prefix(tensors, ("talker.", "speaker_encoder."), "model.safetensors")
-        load_into(tts.talker, talker, what="talker weights")
-        tts.talker.fuse()
-        tts.quantize(quantize)
+        each_layer = None
+        if quantize not in (None, "none"):  # quantize each decoder layer as it is read
+            from .quant import layer_quantizer
+
+            quantize_layer = layer_quantizer(tts.talker, quantize, tts.device)
+
+            def each_layer(layer):  # the layer's float weights go back to the system at once
+                quantize_layer(layer)
+                release_freed_memory()
+        tts.talker.load(talker, device=tts.device, each_layer=each_layer)
+        tts.quantize(quantize)  # the heads, and the native decode stacks
         if tts.speaker_encoder is not None:
             load_into(tts.speaker_encoder, spk, what="speaker encoder weights")
         del tensors, talker, spk
         if progress:
             progress("weights", 0.7)
         tts.speech_tokenizer = SpeechTokenizer.from_pretrained(path / "speech_tokenizer", device=device, dtype=dtype)
+        release_freed_memory()
         if progress:
             progress("weights", 1.0)
         return tts
