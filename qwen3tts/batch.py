@@ -17,9 +17,21 @@ the official package (its `generate` takes one padded batch at a time, all start
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from .codec.tokenizer import push_many
+
+
+@dataclass
+class AudioChunk:
+    """Audio of `n` consecutive frames of one utterance, starting at frame `first_frame`."""
+
+    audio: torch.Tensor  # (n * 1920,) float32
+    codes: torch.Tensor  # (n, 16) int64
+    first_frame: int
+    sample_rate: int = 24000
 
 
 class Utterance:
@@ -75,8 +87,6 @@ def step(tts, utts: list[Utterance]) -> list:
     to the next piece, whose prefill runs here). Returns, per utterance, an `AudioChunk` when
     one is complete (every `frames_per_chunk` frames, and the remainder at the end), else None.
     An utterance is `done` after the step that returned its last chunk."""
-    from .pipeline import AudioChunk
-
     live = [u for u in utts if not u.done]
     for u in live:
         u._ensure_state()

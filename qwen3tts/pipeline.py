@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from .audio import load_audio
+from .batch import AudioChunk, Utterance, step  # noqa: F401 (AudioChunk: public here too)
 from .codec.tokenizer import SpeechTokenizer
 from .config import QUANTIZE_MODES, GenerationDefaults, Qwen3TTSConfig
 from .generator import FrameGenerator, GenerationSettings
@@ -53,14 +54,6 @@ class GenerationResult:
     stopped_by_eos: bool = False
     warnings: list[str] = field(default_factory=list)
     trace: dict | None = None
-
-
-@dataclass
-class AudioChunk:
-    audio: torch.Tensor  # (n * 1920,) float32
-    codes: torch.Tensor  # (n, 16) int64
-    first_frame: int
-    sample_rate: int = 24000
 
 
 class Qwen3TTS:
@@ -317,8 +310,6 @@ class Qwen3TTS:
         """Yield `AudioChunk`s of `frames_per_chunk` frames (the last may be shorter) as they are
         generated; the exact streaming codec decoder turns each into PCM at once, and keeps
         running across the pieces of a long text. Equals `generate(...).audio`."""
-        from .batch import Utterance, step
-
         u = Utterance(self, text, language, voice, non_streaming_mode, frames_per_chunk, split, **kw)  # validates everything
         while not u.done:
             chunk = step(self, [u])[0]
