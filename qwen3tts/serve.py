@@ -50,7 +50,10 @@ def main(argv=None) -> int:
 
     from .server.app import ServerConfig, SpeakServer
 
-    a = parse_args(argv)
+    try:
+        a = parse_args(argv)
+    except SystemExit as e:  # a usage error (argparse printed it) or --help: the exit status
+        return e.code if isinstance(e.code, int) else 2
     if a.quantize not in QUANTIZE_MODES:
         print(f"--quantize must be one of {', '.join(QUANTIZE_MODES)}, not {a.quantize!r}", file=sys.stderr)
         return 2
