@@ -21,9 +21,21 @@ refuses, end that utterance with `error` set (`done`, no chunk) and the others g
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from .codec.tokenizer import push_many
+
+
+@dataclass
+class AudioChunk:
+    """Audio of `n` consecutive frames of one utterance, starting at frame `first_frame`."""
+
+    audio: torch.Tensor  # (n * 1920,) float32
+    codes: torch.Tensor  # (n, 16) int64
+    first_frame: int
+    sample_rate: int = 24000
 
 
 class Utterance:
@@ -86,8 +98,6 @@ def step(tts, utts: list[Utterance]) -> list:
     one is complete (every `frames_per_chunk` frames, and the remainder at the end), else None.
     An utterance is `done` after the step that returned its last chunk. An utterance that fails
     gets `error` (and `done`) and returns None; the others are not affected."""
-    from .pipeline import AudioChunk
-
     live = [u for u in utts if not u.done]
     for u in live:
         try:

@@ -14,13 +14,10 @@ stderr when it is a terminal (`--quiet` hides it); `say` ends with one summary l
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-from .config import QUANTIZE_MODES
-
-DEFAULT_VOICES_DIR = Path(os.environ.get("QWEN3TTS_VOICES_DIR", Path.home() / ".local" / "share" / "qwen3tts" / "voices"))
+from .settings import MODEL_SETTINGS, add_arguments, setting
 
 
 class CLIError(Exception):
@@ -28,11 +25,13 @@ class CLIError(Exception):
 
 
 def _model_arg(p):
-    p.add_argument("--model", default=os.environ.get("QWEN3TTS_MODEL"), help="model directory or hub id (default: Qwen/Qwen3-TTS-12Hz-0.6B-Base)")
-    p.add_argument("--device", default=os.environ.get("QWEN3TTS_DEVICE", "cpu"))
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--quantize", default="none", choices=list(QUANTIZE_MODES),
-                   help="; ".join(f"{k}: {v}" for k, v in QUANTIZE_MODES.items()))
+    """--model, --device, --dtype, --quantize: the settings table the server reads too."""
+    add_arguments(p, MODEL_SETTINGS, skip=("voices-dir",))
+
+
+def _voices_dir_arg(p):
+    """--voices-dir: the server's default store too (QWEN3TTS_VOICES_DIR, XDG_DATA_HOME)."""
+    add_arguments(p, [setting("voices-dir")])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--greedy", action="store_true", help="greedy decoding (deterministic, parity mode)")
     s.add_argument("--max-new-tokens", type=int)
     s.add_argument("--stream", action="store_true", help="write audio as frames are generated")
-    s.add_argument("--voices-dir", type=Path, default=DEFAULT_VOICES_DIR)
+    _voices_dir_arg(s)
     s.add_argument("-v", "--verbose", action="store_true")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary line")
     _model_arg(s)
@@ -72,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     vr = vs.add_parser("rm", help="remove a voice")
     vr.add_argument("voice_id")
     for p in (va, vl, vr):
-        p.add_argument("--voices-dir", type=Path, default=DEFAULT_VOICES_DIR)
+        _voices_dir_arg(p)
     va.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     d = sub.add_parser("download", help="download a model from the Hugging Face hub into its cache")
@@ -94,7 +93,8 @@ def _load_tts(args):
 
     from .pipeline import Qwen3TTS
 
-    return Qwen3TTS.from_pretrained(args.model, device=args.device, dtype=getattr(torch, args.dtype), quantize=args.quantize)
+    dtype = args.dtype if args.dtype != "auto" else ("bfloat16" if str(args.device).startswith("cuda") else "float32")
+    return Qwen3TTS.from_pretrained(args.model, device=args.device, dtype=getattr(torch, dtype), quantize=args.quantize)
 
 
 def cmd_say(args) -> int:

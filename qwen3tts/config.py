@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .settings import QUANTIZE_MODES  # noqa: F401 (re-exported: the --quantize modes)
+
 
 def _from_dict(cls, d: dict[str, Any] | None, **override):
     """Build dataclass `cls` from the keys of `d` that name its fields (others are ignored)."""
@@ -284,15 +286,6 @@ class GenerationDefaults:
         if not path.exists():
             return cls()
         return _from_dict(cls, _read_json(path))
-
-
-# Runtime knob (not a checkpoint field): how `Qwen3TTS.from_pretrained(quantize=...)`, the CLI's
-# and the server's `--quantize` may convert the talker + code predictor (`qwen3tts.quant`).
-QUANTIZE_MODES = {
-    "none": "keep the model dtype (float32: the parity mode)",
-    "int8": "weight-only int8 talker + code predictor (any CPU; drifts from float32)",
-    "w8a8": "int8 weights and per-token int8 activations (fastest on CPU: with float32, decode steps run in the native C library, built on first use; drifts more)",
-}
 
 
 def cuda_graphs_option(value) -> str:

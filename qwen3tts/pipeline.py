@@ -12,7 +12,8 @@
 Audio: ICL mode decodes `ref_codes ++ frames` (the reference gives the causal codec its acoustic
 context) and drops the reference part: `generate` cuts at `int(ref_len / total_len * wav_len)`
 as the official wrapper does (float64; up to one sample before `ref_len * 1920`), `stream`
-primes the streaming decoder with the reference codes. The decode is the exact single pass
+starts the streaming decoder from the state after the reference codes, computed once when the
+voice is created or loaded (`prime_voice`) and kept with the voice. The decode is the exact single pass
 (identical to the official 300/25 chunked decode up to 300 frames, and better after).
 """
 
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 
 from .audio import load_audio
+from .batch import AudioChunk, Utterance, step  # noqa: F401 (AudioChunk: public here too)
 from .codec.tokenizer import SpeechTokenizer
 from .config import QUANTIZE_MODES, GenerationDefaults, Qwen3TTSConfig
 from .generator import FrameGenerator, GenerationSettings
@@ -36,7 +38,7 @@ from .sampling import SamplingParams
 from .text import TextTokenizer
 from .textsplit import DEFAULT_BUDGET, split_text
 from .voice import VoicePrompt
-from .weights import load_into, read_safetensors, split_by_prefix
+from .weights import load_into, read_safetensors, release_freed_memory, split_by_prefix
 
 
 # Runaway guard: a piece may produce at most BASE + PER_TOKEN * (text tokens) frames. Speech runs
@@ -56,14 +58,6 @@ class GenerationResult:
     trace: dict | None = None
 
 
-@dataclass
-class AudioChunk:
-    audio: torch.Tensor  # (n * 1920,) float32
-    codes: torch.Tensor  # (n, 16) int64
-    first_frame: int
-    sample_rate: int = 24000
-
-
 class Qwen3TTS:
     def __init__(self, path: Path, config: Qwen3TTSConfig, device="cpu", dtype=torch.float32, regex: str = "qwen2"):
         self.path = Path(path)
@@ -71,19 +65,29 @@ class Qwen3TTS:
         self.device = torch.device(device)
         self.dtype = dtype
         self.text_tokenizer = TextTokenizer.from_pretrained(self.path, regex=regex)
-        self.talker = Talker(config.talker).to(self.device, dtype).eval().requires_grad_(False)
+        with torch.device("meta"):  # no storage until the weights are loaded (weights.load_into makes it)
+            self.talker = Talker(config.talker).to(dtype=dtype).eval().requires_grad_(False)
         self.speaker_encoder = None
         if config.tts_model_type == "base":
             self.speaker_encoder = SpeakerEncoder(config.speaker_encoder).to(self.device, dtype).eval().requires_grad_(False)
         self.defaults = GenerationDefaults.from_file(self.path)
         self.speech_tokenizer: SpeechTokenizer | None = None
-        self.generator = FrameGenerator(self.talker, config.talker.codec_eos_token_id)
+        self._generator: FrameGenerator | None = None  # built on first use, after the weights are loaded
         self.codec_batch = None  # a cuda_graph.CodecBatch decoding frames in fixed shapes (`set_cuda_graphs`)
         self.sample_rate = 24000
         self.samples_per_frame = 1920
         self.piece_budget = DEFAULT_BUDGET
         self.last_warnings: list[str] = []
-        self._primed: dict = {}  # reference-codes hash -> primed codec stream state
+        self.codec_primings = 0  # streaming codec states primed with a voice's reference codes (see prime_voice)
+
+    @property
+    def generator(self) -> FrameGenerator:
+        """The frame generator over the talker (made once its weights are loaded)."""
+        if self._generator is None:
+            if self.talker.model.codec_embedding.weight.is_meta:
+                raise RuntimeError("the talker has no weights yet: use Qwen3TTS.from_pretrained (or weights.load_into)")
+            self._generator = FrameGenerator(self.talker, self.config.talker.codec_eos_token_id)
+        return self._generator
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -101,17 +105,28 @@ class Qwen3TTS:
         tts = cls(path, Qwen3TTSConfig.from_file(path), device=device, dtype=dtype, regex=regex)
         if progress:
             progress("weights", 0.0)
-        tensors = read_safetensors(path / "model.safetensors")
+        if quantize not in (None, "none") and quantize not in QUANTIZE_MODES:
+            raise ValueError(f"quantize must be None or one of {', '.join(QUANTIZE_MODES)}, not {quantize!r}")
+        tensors = read_safetensors(path / "model.safetensors")  # read tensor by tensor, nothing mapped
         talker, spk = split_by_prefix(tensors, ("talker.", "speaker_encoder."), "model.safetensors")
-        load_into(tts.talker, talker, what="talker weights")
-        tts.talker.fuse()
-        tts.quantize(quantize)
+        each_layer = None
+        if quantize not in (None, "none"):  # quantize each decoder layer as it is read
+            from .quant import layer_quantizer
+
+            quantize_layer = layer_quantizer(tts.talker, quantize, tts.device)
+
+            def each_layer(layer):  # the layer's float weights go back to the system at once
+                quantize_layer(layer)
+                release_freed_memory()
+        tts.talker.load(talker, device=tts.device, each_layer=each_layer)
+        tts.quantize(quantize)  # the heads, and the native decode stacks
         if tts.speaker_encoder is not None:
             load_into(tts.speaker_encoder, spk, what="speaker encoder weights")
         del tensors, talker, spk
         if progress:
             progress("weights", 0.7)
         tts.speech_tokenizer = SpeechTokenizer.from_pretrained(path / "speech_tokenizer", device=device, dtype=dtype)
+        release_freed_memory()
         tts.set_cuda_graphs(cuda_graphs)
         if progress:
             progress("weights", 1.0)
@@ -164,7 +179,24 @@ class Qwen3TTS:
         if not (ref_text or "").strip():
             raise ValueError("ICL voice cloning needs ref_text (the transcript of the clip); or pass x_vector_only=True")
         codes = self.speech_tokenizer.encode(wav, 24000)
-        return VoicePrompt(emb, codes, ref_text, "icl", len(wav) / 24000)
+        voice = VoicePrompt(emb, codes, ref_text, "icl", len(wav) / 24000)
+        self.prime_voice(voice)
+        return voice
+
+    @torch.inference_mode()
+    def prime_voice(self, voice: VoicePrompt) -> bool:
+        """Compute the streaming codec state after an ICL voice's reference codes (the acoustic
+        context every stream of the voice starts from) and keep it with the voice, so no request
+        pays it. `create_voice_prompt` and the voices store call this when a voice is created or
+        loaded; a voice made otherwise is primed on its first stream. Returns True when the
+        state was computed now, False when the voice already had it (or is x-vector only)."""
+        if voice is None or not voice.icl or voice.primed_state(self.speech_tokenizer) is not None:
+            return False
+        dec = self.speech_tokenizer.streaming_decoder()
+        dec.push(voice.ref_codes)
+        voice.keep_primed_state(self.speech_tokenizer, (dec.state.bufs, dec.state.frames()))  # the decoder's own tensors: no copy
+        self.codec_primings += 1
+        return True
 
     # ------------------------------------------------------------------ generation
     def settings(self, do_sample=None, top_k=None, top_p=None, temperature=None, repetition_penalty=None, subtalker_dosample=None,
@@ -299,20 +331,9 @@ class Qwen3TTS:
         return GenerationResult(codes, audio, self.sample_rate, info.stopped_by_eos, info.warnings, tr)
 
     def _prime(self, dec, voice: VoicePrompt) -> None:
-        """Feed the reference codes to the streaming codec (acoustic context, audio discarded);
-        the primed state is cached per reference, so a voice pays this once."""
-        import hashlib
-
-        codes = voice.ref_codes.contiguous()
-        key = hashlib.sha1(codes.numpy().tobytes()).hexdigest()
-        snap = self._primed.get(key)
-        if snap is None:
-            dec.push(codes)
-            self._primed[key] = dec.state.snapshot()
-            while len(self._primed) > 16:
-                self._primed.pop(next(iter(self._primed)))
-        else:
-            dec.state.restore(snap)
+        """Start `dec` (a fresh StreamingDecoder) from a copy of the voice's primed codec state."""
+        self.prime_voice(voice)  # no-op when the voice was primed at creation / load
+        dec.state.restore(voice.primed_state(self.speech_tokenizer))
 
     def resolve_voice(self, voice):
         """`voice` as a `VoicePrompt` or None: `"default"` is the built-in voice (`builtin_voice`,
@@ -337,8 +358,6 @@ class Qwen3TTS:
         """Yield `AudioChunk`s of `frames_per_chunk` frames (the last may be shorter) as they are
         generated; the exact streaming codec decoder turns each into PCM at once, and keeps
         running across the pieces of a long text. Equals `generate(...).audio`."""
-        from .batch import Utterance, step
-
         u = Utterance(self, text, language, voice, non_streaming_mode, frames_per_chunk, split, **kw)  # validates everything
         while not u.done:
             chunk = step(self, [u])[0]

@@ -136,26 +136,49 @@ def _swap(parent: nn.Module, name: str, cls) -> int:
     return 0
 
 
+def _check_mode(mode: str, device) -> None:
+    if mode not in LINEARS:
+        raise ValueError(f"quantize mode must be one of {sorted(LINEARS)}, not {mode!r}")
+    if mode == "w8a8" and torch.device(device).type != "cpu":
+        raise ValueError("quantize='w8a8' runs on CPU kernels (fbgemm); use it with device='cpu'")
+
+
+def quantize_layer(layer, cls) -> int:
+    """Replace the linear layers of one decoder layer by `cls` (a quantized linear); returns the
+    number of weights converted. Already quantized ones are left as they are."""
+    n = 0
+    a, m = layer.self_attn, layer.mlp
+    for name in ("qkv_proj", "q_proj", "k_proj", "v_proj", "o_proj"):
+        if getattr(a, name, None) is not None:
+            n += _swap(a, name, cls)
+    for name in ("gate_up_proj", "gate_proj", "up_proj", "down_proj"):
+        if getattr(m, name, None) is not None:
+            n += _swap(m, name, cls)
+    return n
+
+
+def layer_quantizer(talker, mode: str, device="cpu"):
+    """`fn(layer) -> weights converted`, quantizing one decoder layer of `talker` (the loader
+    calls it as each layer arrives, so the float weights of one layer at most exist beside the
+    quantized ones); `quantize_talker` afterwards does the heads and the native stacks."""
+    _check_mode(mode, device)
+    cls = linear_class(mode, talker.codec_head.weight.dtype)
+    return lambda layer: quantize_layer(layer, cls)
+
+
 @torch.no_grad()
 def quantize_talker(talker, mode: str = "int8") -> int:
     """Quantize the talker's and code predictor's linear layers in place (`mode`: int8 | w8a8);
-    returns the number of weights converted."""
-    if mode not in LINEARS:
-        raise ValueError(f"quantize mode must be one of {sorted(LINEARS)}, not {mode!r}")
-    if mode == "w8a8" and talker.codec_head.weight.device.type != "cpu":
-        raise ValueError("quantize='w8a8' runs on CPU kernels (fbgemm); use it with device='cpu'")
+    returns the number of weights converted (layers quantized while loading are not counted
+    again). The float weights of a converted linear are dropped: the model holds only what it
+    computes with."""
+    _check_mode(mode, talker.codec_head.weight.device)
     cls = linear_class(mode, talker.codec_head.weight.dtype)
     native = cls is not LINEARS[mode]  # NativeW8A8Linear
     n = 0
     for stack in (talker.model, talker.code_predictor.model):
         for layer in stack.layers:
-            a, m = layer.self_attn, layer.mlp
-            for name in ("qkv_proj", "q_proj", "k_proj", "v_proj", "o_proj"):
-                if getattr(a, name, None) is not None:
-                    n += _swap(a, name, cls)
-            for name in ("gate_up_proj", "gate_proj", "up_proj", "down_proj"):
-                if getattr(m, name, None) is not None:
-                    n += _swap(m, name, cls)
+            n += quantize_layer(layer, cls)
     n += _swap(talker, "codec_head", cls)
     for i in range(len(talker.code_predictor.lm_head)):
         n += _swap(talker.code_predictor.lm_head, str(i), cls)

@@ -2,29 +2,26 @@
 
 Every flag can also be set through an environment variable `QWEN3TTS_<FLAG>` (upper case,
 dashes as underscores), e.g. `QWEN3TTS_AUTH_TOKEN`, `QWEN3TTS_PORT`. Flags win over the
-environment. This module does not import torch; the engine loads the model lazily (on the first
-connection) unless `--preload` is given.
+environment. The model and voices settings are the CLI's (qwen3tts/settings.py), so the server
+reads the voices directory `qwen3tts voices add` writes to. This module does not import torch;
+the engine loads the model lazily (on the first connection) unless `--preload` is given.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-from .config import QUANTIZE_MODES, cuda_graphs_option
+from .config import cuda_graphs_option
+from .settings import MODEL_SETTINGS, QUANTIZE_MODES, Setting, add_arguments
 
 FLAGS = [
-    # name, type, default, help
-    ("model", str, None, "model directory or hub id (default: Qwen/Qwen3-TTS-12Hz-0.6B-Base)"),
-    ("voices-dir", str, "voices", "voices store directory"),
+    # name, type, default, help (a Setting unpacks as that 4-tuple); the shared rows first
+    *MODEL_SETTINGS,  # model, voices-dir, device, dtype, quantize: the same for the CLI
     ("default-voice", str, None, "voice id used when a session names none (default: the built-in voice arctic-slt; 'none': no reference)"),
+    ("cuda-graphs", str, "auto", "auto (on with --device cuda), on or off: run the batched frame step in fixed shapes, captured as CUDA graphs per batch-size bucket"),
     ("host", str, "127.0.0.1", "bind address"),
     ("port", int, 8765, "port"),
-    ("device", str, "cpu", "cpu or cuda"),
-    ("dtype", str, "auto", "auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16 or float16 (bfloat16 was ~2x faster on an AMD EPYC, slower than float32 on an Intel Xeon without AMX: see docs/benchmarks.md)"),
-    ("cuda-graphs", str, "auto", "auto (on with --device cuda), on or off: run the batched frame step in fixed shapes, captured as CUDA graphs per batch-size bucket"),
-    ("quantize", str, "none", "; ".join(f"{k}: {v}" for k, v in QUANTIZE_MODES.items())),
     ("auth-token", str, None, "require this token (start.authToken, or Authorization: Bearer for HTTP)"),
     ("auth-timeout", float, 5.0, "seconds a WebSocket has after `ready` to send a valid token (with --auth-token; 0: no limit)"),
     ("allowed-origins", str, None, "comma list of other origins browsers may use the server from (e.g. https://app.example.com); * for any"),
@@ -41,18 +38,17 @@ FLAGS = [
     ("drain-seconds", float, 30.0, "on SIGTERM: /readyz turns 503, new sessions are refused, requests in progress get this long to finish"),
 ]
 
+# On/off switches (`--name`, or QWEN3TTS_<NAME>=1).
+SWITCHES = [
+    Setting("preload", bool, False, "load the model at start instead of on the first connection"),
+    Setting("greedy", bool, False, "greedy decoding (deterministic; for tests and parity)"),
+]
+
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(prog="python -m qwen3tts.serve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for name, typ, default, help_ in FLAGS:
-        env = "QWEN3TTS_" + name.upper().replace("-", "_")
-        raw = os.environ.get(env)
-        value = typ(raw) if raw not in (None, "") else default
-        ap.add_argument(f"--{name}", type=typ, default=value, help=f"{help_} [env {env}]")
-    ap.add_argument("--preload", action="store_true", default=os.environ.get("QWEN3TTS_PRELOAD", "") not in ("", "0"),
-                    help="load the model at start instead of on the first connection [env QWEN3TTS_PRELOAD]")
-    ap.add_argument("--greedy", action="store_true", default=os.environ.get("QWEN3TTS_GREEDY", "") not in ("", "0"),
-                    help="greedy decoding (deterministic; for tests and parity) [env QWEN3TTS_GREEDY]")
+    add_arguments(ap, FLAGS)
+    add_arguments(ap, SWITCHES)
     return ap.parse_args(argv)
 
 
@@ -61,7 +57,10 @@ def main(argv=None) -> int:
 
     from .server.app import ServerConfig, SpeakServer
 
-    a = parse_args(argv)
+    try:
+        a = parse_args(argv)
+    except SystemExit as e:  # a usage error (argparse printed it) or --help: the exit status
+        return e.code if isinstance(e.code, int) else 2
     try:
         a.cuda_graphs = cuda_graphs_option(a.cuda_graphs)
     except ValueError as e:

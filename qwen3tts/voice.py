@@ -3,14 +3,20 @@
 Computed once from a reference clip: the reference codes (ICL mode only), the speaker
 embedding (x-vector) and the transcript. Saved as one safetensors file whose metadata holds
 the JSON fields (no pickle); loading checks shapes and mode.
+
+An ICL voice also carries, in memory only, the streaming codec state after its reference codes
+(`Qwen3TTS.prime_voice`, run when the voice is created or loaded through the voices store): read
+only, shared by every stream of the voice, each of which starts from a copy.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -27,6 +33,8 @@ class VoicePrompt:
     mode: str = "icl"  # "icl" (clip + transcript) | "xvector" (speaker embedding only)
     ref_seconds: float | None = None
     fingerprint: str | None = None  # what it was computed from (set by the voices store)
+    # (weakref to the codec it was computed with, reference-codes digest, codec state snapshot)
+    _primed: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -42,6 +50,21 @@ class VoicePrompt:
     @property
     def icl(self) -> bool:
         return self.mode == "icl"
+
+    def _codes_digest(self) -> str:
+        return hashlib.sha1(self.ref_codes.detach().long().cpu().contiguous().numpy().tobytes()).hexdigest()
+
+    def primed_state(self, codec):
+        """The streaming state of `codec` (a SpeechTokenizer) after this voice's reference codes,
+        as kept by `keep_primed_state`; None if it was not computed for this codec and these
+        codes. Read only: copy it (`StreamState.restore`), never write to it."""
+        p = self._primed
+        if p is None or p[0]() is not codec or p[1] != self._codes_digest():
+            return None
+        return p[2]
+
+    def keep_primed_state(self, codec, snapshot) -> None:
+        self._primed = (weakref.ref(codec), self._codes_digest(), snapshot)
 
     def save(self, path: str | Path) -> Path:
         """Write atomically (temp file + rename)."""

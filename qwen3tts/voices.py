@@ -388,6 +388,8 @@ class VoiceStore:
             prompt.fingerprint = fp
             self.prompt_computations += 1
             self._save_prompt(voice_id, info, fp, prompt, path)
+        else:
+            tts.prime_voice(prompt)  # loaded: its codec state now, not on its first request
         with self._lock:
             self._mem[fp] = (now, prompt)
             self._mem.move_to_end(fp)

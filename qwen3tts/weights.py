@@ -4,65 +4,214 @@ Our module trees use the official parameter names (the state_dict names that `sa
 of the official classes writes), so loading is a strict, checked copy: a missing or unexpected
 tensor, or a shape mismatch, is an error that names it. A few official tensors are unused at
 inference and are allowed to be absent from our modules (`ignore` patterns).
+
+Memory: a checkpoint is read tensor by tensor with plain file reads (`TensorFile`, no memory
+map: the file's pages are never part of the process), converted to the model dtype in bounded
+pieces, and written straight into the module's tensor. A module built on the meta device (no
+storage) gets its tensors made here, in their final dtype, so loading holds at most the model
+plus one piece of one tensor.
 """
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Iterable
 
 import torch
-from safetensors import safe_open
-
 
 class WeightsError(ValueError):
     pass
 
 
-def read_safetensors(path: str | Path, prefix: str = "") -> dict[str, torch.Tensor]:
-    """All tensors of `path` whose name starts with `prefix` (prefix stripped)."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"missing weights file: {path}")
-    out = {}
-    with safe_open(str(path), framework="pt", device="cpu") as f:
-        for name in f.keys():
-            if name.startswith(prefix):
-                out[name[len(prefix):]] = f.get_tensor(name)
-    return out
+_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "I64": torch.int64,
+           "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}
+PIECE_BYTES = 32 << 20  # a conversion reads at most this many bytes of the file at once
 
 
-def split_by_prefix(tensors: dict[str, torch.Tensor], prefixes: Iterable[str], what: str) -> list[dict[str, torch.Tensor]]:
-    """One dict per prefix (prefix stripped); a tensor under none of them is an error."""
+class TensorFile(Mapping):
+    """The tensors of a safetensors file as a read-on-access mapping name -> tensor (names under
+    `prefix`, prefix stripped). Nothing is memory-mapped or kept: each access reads the tensor."""
+
+    def __init__(self, path: str | Path, prefix: str = "", _header=None):
+        self.path = Path(path)
+        if _header is None:
+            if not self.path.exists():
+                raise FileNotFoundError(f"missing weights file: {self.path}")
+            with open(self.path, "rb") as f:
+                n = int.from_bytes(f.read(8), "little")
+                try:
+                    meta = json.loads(f.read(n))
+                except (ValueError, UnicodeDecodeError) as e:
+                    raise WeightsError(f"{self.path} is not a safetensors file ({e})") from None
+            meta.pop("__metadata__", None)
+            _header = (8 + n, meta)
+        self._base, self._meta = _header
+        self.prefix = prefix
+        self._names = [k[len(prefix):] for k in self._meta if k.startswith(prefix)]
+
+    def view(self, prefix: str) -> "TensorFile":
+        """The tensors under `prefix` (relative to this view), prefix stripped."""
+        return TensorFile(self.path, self.prefix + prefix, (self._base, self._meta))
+
+    def __iter__(self):
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __contains__(self, name) -> bool:
+        return isinstance(name, str) and (self.prefix + name) in self._meta
+
+    def _info(self, name: str) -> dict:
+        try:
+            return self._meta[self.prefix + name]
+        except KeyError:
+            raise KeyError(name) from None
+
+    def shape(self, name: str) -> tuple:
+        return tuple(self._info(name)["shape"])
+
+    def dtype(self, name: str) -> torch.dtype:
+        d = self._info(name)["dtype"]
+        if d not in _DTYPES:
+            raise WeightsError(f"{self.path}: tensor {self.prefix + name} has unsupported dtype {d}")
+        return _DTYPES[d]
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self.read(name)
+
+    def read(self, name: str, dtype: torch.dtype | None = None, device=None) -> torch.Tensor:
+        """The tensor `name`, converted to `dtype` (default: the file's) on `device` (default:
+        cpu), read in pieces of at most PIECE_BYTES of the file."""
+        info, src = self._info(name), self.dtype(name)
+        shape, (start, end) = self.shape(name), info["data_offsets"]
+        dtype = dtype or src
+        out = torch.empty(shape, dtype=dtype, device=device or "cpu")
+        n = out.numel()
+        if (end - start) != n * src.itemsize:
+            raise WeightsError(f"{self.path}: tensor {self.prefix + name} has {end - start} bytes, expected {n * src.itemsize}")
+        flat = out.view(-1)
+        step = max(1, PIECE_BYTES // src.itemsize)
+        direct = dtype == src and out.device.type == "cpu"
+        with open(self.path, "rb", buffering=0) as f:
+            f.seek(self._base + start)
+            for i in range(0, n, step):
+                j = min(n, i + step)
+                piece = flat[i:j] if direct else torch.empty(j - i, dtype=src)
+                view = memoryview(piece.view(torch.uint8).numpy()) if j > i else memoryview(b"")
+                got = 0
+                while got < len(view):
+                    r = f.readinto(view[got:])
+                    if not r:
+                        raise WeightsError(f"{self.path} is truncated (tensor {self.prefix + name})")
+                    got += r
+                if not direct:
+                    flat[i:j].copy_(piece)
+        return out
+
+
+def read_safetensors(path: str | Path, prefix: str = "") -> TensorFile:
+    """The tensors of `path` whose name starts with `prefix` (prefix stripped), read on access."""
+    return TensorFile(path, prefix)
+
+
+def split_by_prefix(tensors: Mapping, prefixes: Iterable[str], what: str) -> list[Mapping]:
+    """One mapping per prefix (prefix stripped); a tensor under none of them is an error. A
+    `TensorFile` gives `TensorFile` views (nothing is read here)."""
     prefixes = list(prefixes)
     other = sorted(k for k in tensors if not k.startswith(tuple(prefixes)))
     if other:
         raise WeightsError(f"{what} has unexpected tensors: {', '.join(other[:20])}")
+    if isinstance(tensors, TensorFile):
+        return [tensors.view(p) for p in prefixes]
     return [{k[len(p):]: v for k, v in tensors.items() if k.startswith(p)} for p in prefixes]
+
+
+def view(tensors: Mapping, prefix: str) -> Mapping:
+    """The tensors under `prefix`, prefix stripped (a `TensorFile` view reads nothing)."""
+    if isinstance(tensors, TensorFile):
+        return tensors.view(prefix)
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def _shape(tensors: Mapping, k: str) -> tuple:
+    return tensors.shape(k) if isinstance(tensors, TensorFile) else tuple(tensors[k].shape)
+
+
+def _src_dtype(tensors: Mapping, k: str) -> torch.dtype:
+    return tensors.dtype(k) if isinstance(tensors, TensorFile) else tensors[k].dtype
+
+
+def _fetch(tensors: Mapping, k: str, dtype: torch.dtype, device) -> torch.Tensor:
+    if isinstance(tensors, TensorFile):
+        return tensors.read(k, dtype, device)
+    return tensors[k].to(device=device, dtype=dtype)
+
+
+# Checkpoint dtypes that float32 holds exactly: a table kept in one of them (`keep_dtype`) and
+# widened per looked-up row gives the same numbers as the widened table.
+_EXACT_IN_F32 = (torch.bfloat16, torch.float16)
 
 
 def load_into(
     module: torch.nn.Module,
-    tensors: dict[str, torch.Tensor],
+    tensors: Mapping,
     *,
     ignore: Iterable[str] = (),
     what: str = "checkpoint",
     dtype: torch.dtype | None = None,
+    device=None,
+    keep_dtype: Iterable[str] = (),
+    only_meta: bool = False,
 ) -> None:
-    """Copy `tensors` into `module`'s parameters and persistent buffers, strictly.
+    """Copy `tensors` (a dict or a `TensorFile`) into `module`'s parameters and persistent
+    buffers, strictly.
 
     `ignore`: regexes of checkpoint names that are known to be unused (not an error when
     the module lacks them). Floating tensors are cast to `dtype` (default: the parameter's).
+    Tensors on the meta device are made here (on `device`, default cpu) instead of copied into.
+    `keep_dtype`: regexes of names (lookup tables) that stay in the checkpoint's bfloat16 /
+    float16 where the model is float32 (exact: their users widen the rows they look up).
+    `only_meta`: fill only the tensors still on the meta device, without the strict check (the
+    caller ran `check_names` on the whole module before loading parts of it).
     """
+    if not only_meta:
+        check_names(module, tensors, ignore=ignore, what=what)
+    keep = [re.compile(p) for p in keep_dtype]
+    with torch.no_grad():
+        for k, t in module.state_dict(keep_vars=True).items():
+            if only_meta and not t.is_meta:
+                continue
+            want = (dtype or t.dtype) if t.is_floating_point() else t.dtype
+            src = _src_dtype(tensors, k)
+            if want == torch.float32 and src in _EXACT_IN_F32 and any(p.fullmatch(k) for p in keep):
+                want = src
+            if t.is_meta or want != t.dtype:
+                owner, _, name = k.rpartition(".")
+                mod = module.get_submodule(owner)
+                new = _fetch(tensors, k, want, device if t.is_meta else t.device)
+                if name in mod._parameters:
+                    mod._parameters[name] = torch.nn.Parameter(new, requires_grad=False)
+                else:
+                    mod._buffers[name] = new
+            else:
+                t.copy_(_fetch(tensors, k, want, t.device))
+
+
+def check_names(module: torch.nn.Module, tensors: Mapping, *, ignore: Iterable[str] = (), what: str = "checkpoint") -> None:
+    """The strict check of `load_into`: every tensor of `module` in `tensors` with its shape, and
+    nothing else there (but `ignore`d names); raises WeightsError naming the differences."""
     pats = [re.compile(p) for p in ignore]
     own = dict(module.state_dict())
     missing = sorted(k for k in own if k not in tensors)
     unexpected = sorted(k for k in tensors if k not in own and not any(p.fullmatch(k) for p in pats))
     bad_shape = sorted(
-        f"{k}: checkpoint {tuple(tensors[k].shape)} vs model {tuple(own[k].shape)}"
+        f"{k}: checkpoint {_shape(tensors, k)} vs model {tuple(own[k].shape)}"
         for k in own
-        if k in tensors and tuple(tensors[k].shape) != tuple(own[k].shape)
+        if k in tensors and _shape(tensors, k) != tuple(own[k].shape)
     )
     problems = []
     if missing:
@@ -73,10 +222,17 @@ def load_into(
         problems.append("shape mismatch: " + "; ".join(bad_shape[:20]))
     if problems:
         raise WeightsError(f"{what} does not match the model: " + " | ".join(problems))
-    with torch.no_grad():
-        for k, t in own.items():
-            src = tensors[k]
-            if t.is_floating_point():
-                t.copy_(src.to(dtype or t.dtype))
-            else:
-                t.copy_(src)
+
+
+def release_freed_memory() -> None:
+    """Give the C heap's free pages back to the system (glibc `malloc_trim`): loading frees
+    many mid-sized temporaries (per-piece conversions, unfused q/k/v, float weights replaced by
+    quantized ones) that would otherwise stay in the process's resident set. A no-op elsewhere."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass

@@ -154,16 +154,38 @@ def test_voice_from_file(tts, voices):
     assert max_abs(v.speaker_embedding, voices["icl"].speaker_embedding) < 1e-5
 
 
-def test_primed_codec_state_is_cached_and_exact(tts, voices, generations, expected_info):
-    """The codec state primed with a voice's reference codes is reused: a second stream with the
-    same voice gives the same samples as the first."""
+def test_primed_codec_state_is_kept_with_the_voice_and_exact(tts, voices, expected_info):
+    """The codec state primed with an ICL voice's reference codes is computed when the voice is
+    created (not on its first request), kept with it, shared read-only by its streams (each
+    starts from a copy), and gives the same samples as priming a fresh decoder per request."""
     case = expected_info["generation"]["icl"]
-    kw = dict(language=case["language"], voice=voices["icl"], **GREEDY)
-    tts._primed.clear()
-    a = torch.cat([c.audio for c in tts.stream(case["text"], **kw)])
-    assert len(tts._primed) == 1
-    b = torch.cat([c.audio for c in tts.stream(case["text"], **kw)])
-    assert len(tts._primed) == 1 and torch.equal(a, b)
+    icl = voices["icl"]
+    n0 = tts.codec_primings
+    v = tts.create_voice_prompt(TINY / "reference.wav", ref_text=icl.ref_text)
+    assert tts.codec_primings == n0 + 1  # at creation
+    kept = v.primed_state(tts.speech_tokenizer)
+    assert kept is not None and kept[1] == v.ref_codes.shape[0]
+    before = {k: [t.clone() for t in ts] for k, ts in kept[0].items()}
+    kw = dict(language=case["language"], **GREEDY)
+    a = torch.cat([c.audio for c in tts.stream(case["text"], voice=v, **kw)])
+    b = torch.cat([c.audio for c in tts.stream(case["text"], voice=v, **kw)])
+    assert tts.codec_primings == n0 + 1  # no request primed again
+    assert v.primed_state(tts.speech_tokenizer) is kept  # the same object, unchanged by the streams
+    assert all(torch.equal(t, u) for k in before for t, u in zip(kept[0][k], before[k]))
+    # without a precomputed state: a voice built by hand is primed on its first stream, once
+    bare = VoicePrompt(icl.speaker_embedding, icl.ref_codes.clone(), icl.ref_text, "icl")
+    assert bare.primed_state(tts.speech_tokenizer) is None
+    c = torch.cat([ch.audio for ch in tts.stream(case["text"], voice=bare, **kw)])
+    assert tts.codec_primings == n0 + 2
+    # the old way: a fresh decoder fed the reference codes, then the generated frames
+    codes = tts.generate(case["text"], voice=v, **kw).codes
+    dec = tts.speech_tokenizer.streaming_decoder()
+    dec.push(v.ref_codes)
+    d = torch.cat([dec.push(codes[i:i + 1]) for i in range(codes.shape[0])])
+    assert torch.equal(a, b) and torch.equal(a, c) and torch.equal(a, d)
+    # other codes (the same object edited) are not served the old state
+    bare.ref_codes = bare.ref_codes[:-5].clone()
+    assert bare.primed_state(tts.speech_tokenizer) is None
 
 
 def test_warm_up_runs_a_short_synthesis_and_changes_nothing(tiny_tts):

@@ -248,3 +248,20 @@ def test_exchange_swaps_folders(tmp_path):
     assert _exchange(tmp_path / "a", tmp_path / "b")  # Linux local file systems have RENAME_EXCHANGE
     assert (tmp_path / "a" / "x").read_text() == "b" and (tmp_path / "b" / "x").read_text() == "a"
     assert not _exchange(tmp_path / "a", tmp_path / "missing")
+
+
+def test_loaded_voice_comes_primed(tmp_path, tts):
+    """A voice read from the disk cache gets its codec state when it is loaded, once: its first
+    stream does not prime it."""
+    s = VoiceStore(tmp_path, model_tag="tiny")
+    s.add(TINY / "reference.wav", transcript=REF_TEXT, voice_id="v")
+    s.prompt("v", tts)  # computed (and primed) and saved
+    s2 = VoiceStore(tmp_path, model_tag="tiny")  # a restart: loaded from disk
+    n = tts.codec_primings
+    p = s2.prompt("v", tts)
+    assert s2.prompt_computations == 0 and tts.codec_primings == n + 1
+    kept = p.primed_state(tts.speech_tokenizer)
+    assert kept is not None
+    assert s2.prompt("v", tts) is p and tts.codec_primings == n + 1  # memory hit: nothing again
+    chunks = list(tts.stream("Hi.", language="English", voice=p, do_sample=False, subtalker_dosample=False, max_new_tokens=3))
+    assert chunks and tts.codec_primings == n + 1 and p.primed_state(tts.speech_tokenizer) is kept

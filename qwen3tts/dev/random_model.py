@@ -143,7 +143,8 @@ def random_tts(path: str | Path, seed: int = 0, device="cpu", dtype=torch.float3
     cfg = Qwen3TTSConfig.from_file(path)
     tts = Qwen3TTS(path, cfg, device=device, dtype=dtype)
     shapes = model_shapes(cfg)
-    load_into(tts.talker, {k[7:]: random_tensor(k, s, seed).to(dtype) for k, s in shapes.items() if k.startswith("talker.")})
+    load_into(tts.talker, {k[7:]: random_tensor(k, s, seed).to(dtype) for k, s in shapes.items() if k.startswith("talker.")},
+              device=tts.device)
     tts.talker.fuse()
     tts.quantize(quantize)
     if tts.speaker_encoder is not None:

@@ -77,10 +77,34 @@ class Talker(nn.Module):
         for m in self.modules():
             OneDNNLinear.adopt(m)
 
+    # Tables that may stay in the checkpoint's bfloat16 in a float32 model (exact: rows are
+    # widened as they are looked up): the text embedding is a third of the talker's parameters.
+    KEEP_DTYPE = (r"model\.text_embedding\.weight",)
+
+    def load(self, tensors, device=None, each_layer=None) -> None:
+        """Load the checkpoint tensors (names without `talker.`; a dict or a weights.TensorFile),
+        strictly, into this talker built on the meta device, decoder layer by decoder layer:
+        each layer is fused as it arrives and handed to `each_layer` (quant.layer_quantizer), so
+        the float weights of one layer at most exist beside the quantized ones."""
+        from ..weights import check_names, load_into, view
+
+        check_names(self, tensors, what="talker weights")
+        for prefix, stack in (("model.", self.model), ("code_predictor.model.", self.code_predictor.model)):
+            for i, layer in enumerate(stack.layers):
+                load_into(layer, view(tensors, f"{prefix}layers.{i}."), what=f"talker {prefix}layers.{i}", device=device)
+                layer.self_attn.fuse()
+                layer.mlp.fuse()
+                if each_layer is not None:
+                    each_layer(layer)
+        load_into(self, tensors, device=device, keep_dtype=self.KEEP_DTYPE, only_meta=True)
+        self.fuse()
+
     # ---- embeddings (talker.md §2.3)
     def text_embed(self, ids: torch.Tensor) -> torch.Tensor:
-        """T(ids): (..., ) int -> (..., hidden)."""
-        return self.text_projection(self.model.text_embedding(ids))
+        """T(ids): (..., ) int -> (..., hidden). The table may be narrower than the model
+        (KEEP_DTYPE): the looked-up rows are widened, exactly."""
+        e = self.model.text_embedding(ids)
+        return self.text_projection(e.to(self.text_projection.linear_fc2.bias.dtype))
 
     def codec_embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self.model.codec_embedding(ids)

@@ -9,12 +9,13 @@ HTTP, takes a slot of the shared `Admission` (`--max-sessions`).
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import WSCloseCode, web
 
 from ..builtin_voice import VoiceStoreWithBuiltin
+from ..settings import default_voices_dir
 from ..voices import VoiceError, config_languages
 from . import protocol as P
 from .access import AccessPolicy, token_ok
@@ -34,7 +35,7 @@ HTTP_SYNTHESIS = {("POST", "/v1/audio/speech")}  # HTTP routes that hold an admi
 @dataclass
 class ServerConfig:
     model: str | None = None
-    voices_dir: str = "voices"
+    voices_dir: str = field(default_factory=lambda: str(default_voices_dir()))  # the CLI's store too
     default_voice: str | None = None
     host: str = "127.0.0.1"
     port: int = 8765
