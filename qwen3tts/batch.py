@@ -49,6 +49,10 @@ class Utterance:
         """Every piece has been generated (frames may still wait in `buf`)."""
         return self.state is None and self.piece >= len(self.plan.prompts)
 
+    def ready(self) -> bool:
+        """Can this utterance make a frame in this step? (`textfeed.TextUtterance` may wait for text.)"""
+        return self.state is not None
+
     def _ensure_state(self) -> None:
         if self.state is None and self.piece < len(self.plan.prompts):
             self.state = self.tts.generator.start(self.plan.prompts[self.piece], self.plan.piece_settings(self.piece))
@@ -80,7 +84,7 @@ def step(tts, utts: list[Utterance]) -> list:
     live = [u for u in utts if not u.done]
     for u in live:
         u._ensure_state()
-    gen = [u for u in live if u.state is not None]
+    gen = [u for u in live if u.ready()]
     frames = tts.generator.next_frames([u.state for u in gen]) if gen else []
     for u, f in zip(gen, frames):
         if f is None:
