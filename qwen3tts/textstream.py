@@ -202,16 +202,32 @@ class TextStream:
         if not sent:
             return
         p = self._current()
+        if p is not None and p.decided is not None and p.packed + len(_join(p.last_char, sent)) + len(sent) > self.budget:
+            self._close(p.decided)
+            p = None
         if p is None:
             self._open(s0)
-            p = self.pieces[-1]
-        elif p.decided is not None and p.packed + len(_join(p.last_char, sent)) + len(sent) > self.budget:
-            self._close(p.decided)
-            self._open(s0)
-            p = self.pieces[-1]
-        p.packed += (len(_join(p.last_char, sent)) if p.decided is not None else 0) + len(sent)
+            p = self._current()
+        if p.decided is None:  # the piece's first sentence
+            self._cut_long(s1)
+            p = self._current()
+            sent = R[p.start : s1].strip()
+            p.packed = len(sent)
+        else:
+            p.packed += len(_join(p.last_char, sent)) + len(sent)
         p.last_char = sent[-1]
         p.decided = s0 + len(R[s0:s1].rstrip())
+
+    def _cut_long(self, end: int) -> None:
+        """While the current piece (its first sentence, up to `end`) is longer than the budget,
+        cut it at the last space that fits (else hard at the budget) and go on with the rest."""
+        R = self._text
+        p = self._current()
+        while p is not None and len(R[p.start : end].rstrip()) > self.budget:
+            cut = last_cut(R, p.start, p.start + self.budget) or p.start + self.budget
+            self._close(cut)
+            self._open(cut)
+            p = self._current()
 
     def _advance(self) -> None:
         R = self._text
@@ -225,8 +241,7 @@ class TextStream:
             p = self._current()
             if p is None and not self._open(max(self._last, self._scan, self.pieces[-1].end if self.pieces else 0)):
                 break
-            p = self._current()
-            m = _SENT.search(R, self._scan)
+            m = _SENT.search(R, self._scan) if self._scan <= len(R) else None
             if m is not None and (m.end() < len(R) or self.ended):
                 self._scan = m.end() + (m.end() == m.start())
                 if m.start() > self._last and m.end() > self._last:
@@ -242,12 +257,8 @@ class TextStream:
             self._close(p.decided)  # the sentence being written cannot fit: the piece ends
             self._open(self._last)
             p = self._current()
-        while p is not None and p.decided is None and len(R[p.start :].rstrip()) > self.budget:
-            # a sentence longer than the budget: cut at the last space that fits
-            cut = last_cut(R, p.start, p.start + self.budget) or p.start + self.budget
-            self._close(cut)
-            self._last = max(self._last, cut)
-            self._open(cut)
+        if p is not None and p.decided is None:
+            self._cut_long(len(R))
             p = self._current()
         if self.ended and p is not None:
             if R[self._last :].strip():
