@@ -36,7 +36,7 @@ def test_bench_json_has_the_figures(quantize):
 
 def test_bench_text_stream():
     cmd = [sys.executable, str(ROOT / "scripts" / "bench.py"), "--model", str(TINY_MODEL), "--text-stream", "40,1000", "--repeats", "1",
-           "--text-lookahead", "2", "--json"]
+           "--text-lookahead", "2", "--threads", "1", "--json"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads(r.stdout.strip().splitlines()[-1])
