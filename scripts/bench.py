@@ -259,7 +259,7 @@ def main():
 
         res = {"model": model_desc, "cpu": cpu_name(), "dtype": args.dtype + (f"+{args.quantize}" if args.quantize else ""),
                "threads": torch.get_num_threads(), **text_stream_run(tts, xvec, [float(x) for x in args.text_stream.split(",")], kw,
-                                                                     args.text_lookahead, args.repeats)}
+                                                                     args.text_lookahead, args.repeats, icl)}
         print(json.dumps(res) if args.json else "\n".join(f"{k:24s} {v}" for k, v in res.items()))
         return
 

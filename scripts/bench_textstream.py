@@ -7,6 +7,8 @@ LLM's first token) into `Qwen3TTS.stream_text` (x-vector voice, 1-frame chunks) 
   once (`stream`), the issue's yardstick (streamed <= whole + 80 ms);
 * generation stalls: times the talker waited at a frame boundary for the next text token after
   its first frame (count, total seconds; `TextUtterance.stats`);
+* with an ICL voice (one run): its first audio, which waits until the text fills the span of
+  the reference codes;
 * playback gaps: a player that starts at the first chunk and plays 80 ms per frame; a chunk that
   arrives after its due time is a gap (count, total seconds) — what a listener hears.
 
@@ -77,7 +79,7 @@ def whole_sentence_first_audio(tts, voice, kw) -> float:
     return dt * 1000
 
 
-def run(tts, voice, rates: list[float], kw: dict, lookahead: int = 0, repeats: int = 1) -> dict:
+def run(tts, voice, rates: list[float], kw: dict, lookahead: int = 0, repeats: int = 1, icl=None) -> dict:
     one_run(tts, voice, 1000.0, kw)  # warm-up (shapes of a streamed piece)
     whole = statistics.median(whole_sentence_first_audio(tts, voice, kw) for _ in range(3))
     out = {"text_stream_words": len(_words(PARAGRAPH)), "text_stream_lookahead": lookahead,
@@ -86,4 +88,8 @@ def run(tts, voice, rates: list[float], kw: dict, lookahead: int = 0, repeats: i
         runs = [one_run(tts, voice, r, kw, lookahead) for _ in range(repeats)]
         med = {k: statistics.median(x[k] for x in runs) for k in runs[0]}
         out["text_stream"][f"{r:g}"] = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in med.items()}
+    if icl is not None:  # ICL starts once the text fills the reference span (textfeed.py)
+        r = 15.0 if 15.0 in rates else rates[0]
+        x = one_run(tts, icl, r, kw, lookahead)
+        out["text_stream_icl"] = {"words_per_s": r, **{k: (round(v, 3) if isinstance(v, float) else v) for k, v in x.items()}}
     return out

@@ -45,3 +45,4 @@ def test_bench_text_stream():
         x = res["text_stream"][rate]
         assert x["first_audio_ms"] > 0 and x["frames"] > res["text_stream_words"] and x["stalls"] >= 0 and x["stall_s"] >= 0
         assert x["gaps"] >= 0 and x["wall_s"] >= x["text_s"]
+    assert res["text_stream_icl"]["first_audio_ms"] > 0 and res["text_stream_icl"]["words_per_s"] == 40
