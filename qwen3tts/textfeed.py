@@ -107,7 +107,8 @@ class TextUtterance(Utterance):
     @property
     def generated_all(self) -> bool:
         s = self.stream
-        return self.state is None and s.ended and (s.cancelled or (s.complete and self.piece >= len(s.pieces)))
+        with s.lock:  # a consistent view while a writer thread ends the stream
+            return self.state is None and s.ended and (s.cancelled or (s.complete and self.piece >= len(s.pieces)))
 
     def _ensure_state(self) -> None:
         if self.state is not None or not self._sync():

@@ -171,3 +171,24 @@ def test_error_paths(srv):
     assert r["empty"]["code"] == "INVALID_TEXT" and r["empty"]["id"] == "e"
     assert r["timeout"]["code"] == "TIMEOUT" and r["timeout"]["id"] == "t" and "--text-timeout" in r["timeout"]["message"]
     assert r["ok"]["id"] == "ok"
+
+
+def test_streamed_request_aborted_while_queued(srv):
+    """A streamed request still in the queue that ends with no text fails at once, while the
+    request ahead of it goes on and completes."""
+    async def go():
+        async with aiohttp.ClientSession() as http:
+            c = await session(http, srv)
+            await c.send({"type": "speak", "text": "A request that speaks first, for a while.", "id": "first"})
+            await c.send({"type": "speak", "text": "", "final": False, "id": "s"})
+            await c.send({"type": "text", "text": "  ", "final": True})
+            got = []
+            while len(got) < 2:
+                m = await c.next()
+                if isinstance(m, dict) and m["type"] in ("error", "complete"):
+                    got.append(m)
+            return got
+
+    done, err = sorted(asyncio.run(go()), key=lambda m: m["type"])
+    assert err["type"] == "error" and err["code"] == "INVALID_TEXT" and err["id"] == "s" and "empty" in err["message"]
+    assert done["type"] == "complete" and done["id"] == "first"
