@@ -100,7 +100,6 @@ class TextStream:
         self.pieces: list[_Piece] = []
         self._scan = 0  # where the next sentence-boundary search starts (finditer's position)
         self._last = 0  # start of the current sentence (split_text's `last`)
-        self.first_push: float | None = None  # monotonic time of the first non-empty push
         self.last_push = time.monotonic()
         self.version = 0  # bumped on every change (waiters compare)
 
@@ -113,12 +112,14 @@ class TextStream:
                 raise ValueError("text stream already ended")
             if "\x00" in text:
                 raise ValueError("text contains NUL characters")
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("text contains a lone surrogate (not valid Unicode)") from None
             if self.max_chars is not None and len(self._text) + len(text) > self.max_chars:
                 raise ValueError(f"text is longer than {self.max_chars} characters")
             self.last_push = time.monotonic()
             if text:
-                if self.first_push is None:
-                    self.first_push = self.last_push
                 self._text += text
                 self._advance()
             self.version += 1

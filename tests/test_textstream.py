@@ -125,6 +125,8 @@ def test_long_sentence_is_cut_at_a_space_and_limits():
         ts.push(b"x")
     with pytest.raises(ValueError, match="NUL"):
         ts.push("a\x00")
+    with pytest.raises(ValueError, match="surrogate"):
+        ts.push("\ud800")
     ts.end()
     with pytest.raises(ValueError, match="ended"):
         ts.push("more")
