@@ -201,7 +201,8 @@ def stream_text(tts, chunks, language="auto", voice=None, non_streaming_mode=Non
 
 
 def _step1(tts, u):
-    return step(tts, [u])[0]
+    with torch.inference_mode():
+        return step(tts, [u])[0]
 
 
 def _run_sync(tts, u: TextUtterance, ts: TextStream, it):
