@@ -168,3 +168,15 @@ def test_errors(tiny_tts):
     with pytest.raises(TypeError, match="must be str"):
         list(tiny_tts.stream_text(bad(), **GREEDY))
     assert list(tiny_tts.stream_text(["  ", "\n"], **GREEDY)) == []  # no words: no audio
+
+
+def test_non_streaming_layout_waits_for_whole_pieces(tiny_tts, xvec):
+    """non_streaming_mode puts all of a piece's text in the prefill: the piece starts when it is
+    complete, and the audio is still the whole text's."""
+    text = "First sentence here. And a second one!"
+    kw = dict(GREEDY, non_streaming_mode=True, voice=xvec)
+    assert max_abs(streamed(tiny_tts, cut(text, 4), **kw), whole(tiny_tts, text, **kw)) <= 1e-5
+    ts = TextStream()
+    u = TextUtterance(tiny_tts, ts, **kw)
+    ts.push("First sentence here. And a sec")
+    assert step(tiny_tts, [u]) == [None] and u.state is None and u.waiting  # one piece, not complete yet
