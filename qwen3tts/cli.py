@@ -4,6 +4,7 @@
     qwen3tts say "Hello." --ref-audio me.wav --ref-text "What I say in the clip." -o out.wav
     qwen3tts voices add me.wav --transcript "What I say in the clip." --name Me
     qwen3tts say "Hello." --voice me --stream --stdout-pcm | aplay -r 24000 -f S16_LE
+    my-llm | qwen3tts say - --stream --stdout-pcm | aplay ...   # speaks as the text arrives
     qwen3tts download Qwen/Qwen3-TTS-12Hz-0.6B-Base
     qwen3tts dev random-model --preset 0.6b-base /tmp/random-0.6b
 
@@ -98,8 +99,10 @@ def cmd_say(args) -> int:
     from .audio import float_to_pcm16, write_wav
     from .voices import VoiceError, VoiceStore
 
-    text = sys.stdin.read() if args.text == "-" else args.text
-    if not text.strip():
+    incremental = args.text == "-" and args.stream  # speak stdin as it is written (e.g. an LLM piped in)
+    got: list[str] = []
+    text = _stdin_pieces(got) if incremental else (sys.stdin.read() if args.text == "-" else args.text)
+    if not incremental and not text.strip():
         raise CLIError("text is empty")
     if args.ref_text and not args.ref_audio:
         raise CLIError("--ref-text needs --ref-audio")
@@ -122,7 +125,7 @@ def cmd_say(args) -> int:
     if args.stdout_pcm:
         out = sys.stdout.buffer
         if args.stream:
-            for chunk in tts.stream(text, **kw):
+            for chunk in (tts.stream_text(text, **kw) if incremental else tts.stream(text, **kw)):
                 out.write(float_to_pcm16(chunk.audio))
                 out.flush()
         else:
@@ -131,7 +134,8 @@ def cmd_say(args) -> int:
     else:
         path = args.output or Path("out.wav")
         if args.stream:
-            audio = torch.cat([c.audio for c in tts.stream(text, **kw)] or [torch.zeros(0)])
+            chunks = tts.stream_text(text, **kw) if incremental else tts.stream(text, **kw)
+            audio = torch.cat([c.audio for c in chunks] or [torch.zeros(0)])
             warnings = tts.last_warnings
         else:
             res = tts.generate(text, **kw)
@@ -141,7 +145,24 @@ def cmd_say(args) -> int:
             print(f"wrote {path} ({audio.shape[0] / tts.sample_rate:.2f} s)", file=sys.stderr)
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
+    if incremental and not "".join(got).strip():
+        raise CLIError("text is empty")
     return 0
+
+
+def _stdin_pieces(seen: list):
+    """Standard input as it arrives (whatever each read returns, UTF-8 decoded incrementally)."""
+    import codecs
+
+    dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    while True:
+        b = os.read(sys.stdin.fileno(), 4096)
+        piece = dec.decode(b, final=not b)
+        if piece:
+            seen.append(piece)
+            yield piece
+        if not b:
+            return
 
 
 def cmd_voices(args) -> int:
