@@ -1,7 +1,7 @@
 """qwen3tts: a from-scratch PyTorch Qwen3-TTS (12 Hz family) that streams 80 ms frames.
 
 Public API (lazy: importing the package does not import torch):
-    SpeechTokenizer, Qwen3TTS, TextTokenizer, VoicePrompt
+    SpeechTokenizer, Qwen3TTS, TextTokenizer, VoicePrompt, TextStream
 """
 
 __version__ = "0.1.0"
@@ -12,6 +12,7 @@ _LAZY = {
     "Qwen3TTS": ("qwen3tts.pipeline", "Qwen3TTS"),
     "TextTokenizer": ("qwen3tts.text", "TextTokenizer"),
     "VoicePrompt": ("qwen3tts.voice", "VoicePrompt"),
+    "TextStream": ("qwen3tts.textstream", "TextStream"),
 }
 
 __all__ = list(_LAZY)

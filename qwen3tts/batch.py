@@ -71,6 +71,10 @@ class Utterance:
         """Every piece has been generated (frames may still wait in `buf`)."""
         return self.state is None and self.piece >= len(self.plan.prompts)
 
+    def ready(self) -> bool:
+        """Can this utterance make a frame in this step? (`textfeed.TextUtterance` may wait for text.)"""
+        return self.state is not None
+
     def _ensure_state(self) -> None:
         if self.state is None and self.piece < len(self.plan.prompts):
             self.state = self.tts.generator.start(self.plan.prompts[self.piece], self.plan.piece_settings(self.piece))
@@ -105,7 +109,7 @@ def step(tts, utts: list[Utterance]) -> list:
         except Exception as e:  # noqa: BLE001 - this utterance's failure only
             u._failed(e)
     live = [u for u in live if u.error is None]
-    gen = [u for u in live if u.state is not None]
+    gen = [u for u in live if u.ready()]
     frames = _next_frames(tts.generator, gen)
     for u, f in zip(gen, frames):
         if u.error is not None:

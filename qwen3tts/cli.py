@@ -4,6 +4,7 @@
     qwen3tts say "Hello." --ref-audio me.wav --ref-text "What I say in the clip." -o out.wav
     qwen3tts voices add me.wav --transcript "What I say in the clip." --name Me
     qwen3tts say "Hello." --voice me --stream --stdout-pcm | aplay -r 24000 -f S16_LE
+    my-llm | qwen3tts say - --stream --stdout-pcm | aplay ...   # speaks as the text arrives
     qwen3tts download Qwen/Qwen3-TTS-12Hz-0.6B-Base
     qwen3tts dev random-model --preset 0.6b-base /tmp/random-0.6b
 
@@ -108,8 +109,10 @@ def cmd_say(args) -> int:
     from .voices import VoiceError
 
     t0 = time.monotonic()
-    text = sys.stdin.read() if args.text == "-" else args.text
-    if not text.strip():
+    incremental = args.text == "-" and args.stream  # speak stdin as it is written (e.g. an LLM piped in)
+    got: list[str] = []
+    text = _stdin_pieces(got) if incremental else (sys.stdin.read() if args.text == "-" else args.text)
+    if not incremental and not text.strip():
         raise CLIError("text is empty")
     if args.ref_text and not args.ref_audio:
         raise CLIError("--ref-text needs --ref-audio")
@@ -135,12 +138,12 @@ def cmd_say(args) -> int:
     kw = dict(language=args.language, voice=voice, seed=args.seed, max_new_tokens=args.max_new_tokens)
     if args.greedy:
         kw.update(do_sample=False, subtalker_dosample=False)
-    bar = progress.Bar("say", progress.estimate_frames(text), on)
+    bar = progress.Bar("say", progress.estimate_frames(text) if not incremental else 1, on and not incremental)
     t_synth = time.monotonic()
 
     def chunks():
         n = 0
-        for c in tts.stream(text, **kw):
+        for c in (tts.stream_text(text, **kw) if incremental else tts.stream(text, **kw)):
             n += c.codes.shape[0]
             bar.update(n, f"{n / 12.5:.1f} s of audio")
             yield c
@@ -177,11 +180,29 @@ def cmd_say(args) -> int:
     finally:
         bar.close()
     t_end = time.monotonic()
+    if incremental and not "".join(got).strip():
+        raise CLIError("text is empty")
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
     if not args.quiet:
         print(progress.summary(target, samples / tts.sample_rate, t_end - t0, t_end - t_synth, list(warnings)), file=sys.stderr)
     return 0
+
+
+def _stdin_pieces(seen: list):
+    """Standard input as it arrives (whatever each read returns, UTF-8 decoded incrementally)."""
+    import codecs
+    import os
+
+    dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    while True:
+        b = os.read(sys.stdin.fileno(), 4096)
+        piece = dec.decode(b, final=not b)
+        if piece:
+            seen.append(piece)
+            yield piece
+        if not b:
+            return
 
 
 def cmd_voices(args) -> int:

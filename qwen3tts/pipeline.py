@@ -367,6 +367,18 @@ class Qwen3TTS:
                 yield chunk
         self.last_warnings = u.warnings
 
+    def stream_text(self, chunks, language: str | None = "auto", voice: VoicePrompt | None = None, non_streaming_mode: bool | None = None,
+                    frames_per_chunk: int = 1, split: bool = True, lookahead: int = 0, **kw):
+        """`stream` for text that is still being written (an LLM's tokens): `chunks` is an
+        iterable or async iterable of text pieces (any cut, inside words too), or a
+        `TextStream` another thread / task pushes into (`push(text)`, `end()`). Speech starts
+        after the first words and takes the rest as it arrives; a generator (an async generator
+        for an async iterable) of `AudioChunk`s, the same samples as `stream(whole text)` (see
+        `textfeed` for when). `lookahead`: hold that many text tokens before starting."""
+        from .textfeed import stream_text
+
+        return stream_text(self, chunks, language, voice, non_streaming_mode, frames_per_chunk, split, lookahead, **kw)
+
     def warm_up(self, frames: int = 3) -> float:
         """Run one short greedy synthesis (no reference voice, `frames` frames, 1-frame chunks)
         and return its seconds: the first call after loading pays one-time costs (the native

@@ -32,6 +32,7 @@ FLAGS = [
     ("max-chars", int, 5000, "characters per speak request at most"),
     ("idle-timeout", float, 300.0, "close a session idle this many seconds (0: never)"),
     ("request-timeout", float, 300.0, "end a request running longer than this many seconds"),
+    ("text-timeout", float, 30.0, "end a streamed request (speak final: false) that gets no text for this many seconds (0: never)"),
     ("max-upload-mb", float, 10.0, "voice upload size limit"),
     ("max-new-tokens", int, None, "talker token budget per text piece (default: the model's generation_config)"),
     ("frames-per-chunk", int, 1, "80 ms frames per audio message"),
@@ -71,7 +72,7 @@ def main(argv=None) -> int:
         return 2
     cfg = ServerConfig(model=a.model, voices_dir=a.voices_dir, default_voice=a.default_voice, host=a.host, port=a.port,
                        preload=a.preload, device=a.device, dtype=a.dtype, quantize=a.quantize, auth_token=a.auth_token, max_sessions=a.max_sessions,
-                       max_queue=a.max_queue, max_chars=a.max_chars, idle_timeout=a.idle_timeout, request_timeout=a.request_timeout,
+                       max_queue=a.max_queue, max_chars=a.max_chars, idle_timeout=a.idle_timeout, request_timeout=a.request_timeout, text_timeout=a.text_timeout,
                        max_upload_mb=a.max_upload_mb, greedy=a.greedy, max_new_tokens=a.max_new_tokens, frames_per_chunk=a.frames_per_chunk,
                        drain_seconds=a.drain_seconds, auth_timeout=a.auth_timeout, allowed_origins=a.allowed_origins,
                        allowed_hosts=a.allowed_hosts, cuda_graphs=a.cuda_graphs)

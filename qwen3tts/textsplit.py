@@ -17,11 +17,20 @@ _CLAUSE = re.compile(r"""(?<=[,;:—–])\s+|(?<=[，、；：])\s*""")
 DEFAULT_BUDGET = 200
 
 
+_CLOSERS = "\"'”’)]」』）"
+
+
+def sentence_end(m: re.Match) -> int:
+    """Where the text before a boundary match ends: closing quotes / brackets stay with it."""
+    g = m.group()
+    return m.start() + len(g) - len(g.lstrip(_CLOSERS))
+
+
 def _split_keep(text: str, pattern: re.Pattern) -> list[str]:
     out, last = [], 0
     for m in pattern.finditer(text):
         if m.end() > last and m.start() > last:
-            out.append(text[last : m.start()])
+            out.append(text[last : sentence_end(m)])
             last = m.end()
     out.append(text[last:])
     return [p.strip() for p in out if p.strip()]

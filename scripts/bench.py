@@ -219,6 +219,8 @@ def main():
     ap.add_argument("--cuda-graphs", action="store_true", help="also time the CUDA-graph single-stream path (eager static steps on CPU)")
     ap.add_argument("--sessions", type=int, default=4, help="concurrent sessions for the aggregate throughput figure (0: skip)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--text-stream", help="only the streamed-text figures: words per second, comma-separated (scripts/bench_textstream.py)")
+    ap.add_argument("--text-lookahead", type=int, default=0, help="with --text-stream: text tokens held before speech starts")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -252,6 +254,14 @@ def main():
     icl = tts.create_voice_prompt((ref, 24000), ref_text=REF_TEXT)
     voice_ms = (time.perf_counter() - t0) * 1000
     kw = {} if args.sample else dict(do_sample=False, subtalker_dosample=False)
+    if args.text_stream:
+        from bench_textstream import run as text_stream_run
+
+        res = {"model": model_desc, "cpu": cpu_name(), "dtype": args.dtype + (f"+{args.quantize}" if args.quantize else ""),
+               "threads": torch.get_num_threads(), **text_stream_run(tts, xvec, [float(x) for x in args.text_stream.split(",")], kw,
+                                                                     args.text_lookahead, args.repeats, icl)}
+        print(json.dumps(res) if args.json else "\n".join(f"{k:24s} {v}" for k, v in res.items()))
+        return
 
     time_frames(tts, xvec, 2, kw)  # warm-up
     first_audio(tts, xvec, kw)

@@ -32,3 +32,17 @@ def test_bench_json_has_the_figures(quantize):
     assert all(p > 0 for p in parts) and res["frame_ms"] > 0 and res["first_audio_ms"] > 0 and res["peak_rss_mb"] > 100
     assert res["rtf"] > 0 and res["frames_timed"] == 3 and res["sessions"] == 2 and res["sessions_speedup"] > 0
     assert len(res["sessions_speedup_steady_runs"]) == 1 and res["sessions_speedup_steady_runs"][0] > 0
+
+
+def test_bench_text_stream():
+    cmd = [sys.executable, str(ROOT / "scripts" / "bench.py"), "--model", str(TINY_MODEL), "--text-stream", "40,1000", "--repeats", "1",
+           "--text-lookahead", "2", "--threads", "1", "--json"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert res["first_audio_whole_sentence_ms"] > 0 and res["text_stream_lookahead"] == 2 and res["text_stream_words"] > 50
+    for rate in ("40", "1000"):
+        x = res["text_stream"][rate]
+        assert x["first_audio_ms"] > 0 and x["frames"] > res["text_stream_words"] and x["stalls"] >= 0 and x["stall_s"] >= 0
+        assert x["gaps"] >= 0 and x["wall_s"] >= x["text_s"]
+    assert res["text_stream_icl"]["first_audio_ms"] > 0 and res["text_stream_icl"]["words_per_s"] == 40

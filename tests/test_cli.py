@@ -82,6 +82,9 @@ def test_say_stdout_pcm_stream_and_stdin(tmp_path, lib):
     assert len(pcm) == want.audio.shape[0] == 7 * 1920
     assert np.abs(pcm.astype(int) - pcm16(want.audio).astype(int)).max() <= 1  # stream vs offline: fp noise only
     assert b"warning: piece 1: no end of speech" in r.stderr
+    # stdin with --stream is spoken as it arrives (stream_text): nothing at all is still an error
+    r = run("say", "-", "--model", TINY_MODEL, "--greedy", "--stdout-pcm", "--stream", cwd=tmp_path, input=b"  \n")
+    assert r.returncode != 0 and b"text is empty" in r.stderr and not r.stdout
 
 
 def test_voices_across_processes(tmp_path):

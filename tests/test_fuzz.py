@@ -231,3 +231,68 @@ def test_http_routes_fuzz(fuzz_server, caplog, capfd):
     assert len(statuses) >= 200 and {s[1] for s in statuses} & {200, 201} and 400 in {s[1] for s in statuses}
     out, err = capfd.readouterr()
     assert "Traceback" not in out + err and "Traceback" not in caplog.text and not [r for r in caplog.records if r.exc_info]
+
+
+# ---------------------------------------------------------------------------- streamed text
+_ANY = st.one_of(st.none(), st.booleans(), st.integers(-5, 2000), st.text(max_size=6))
+STREAM_MSG = st.one_of(
+    st.fixed_dictionaries({"type": st.just("speak"), "text": st.one_of(st.text(max_size=20), _ANY)},
+                          optional={"final": st.one_of(st.just(False), _ANY), "id": st.text(min_size=1, max_size=8), "lookahead": _ANY}),
+    st.fixed_dictionaries({"type": st.just("text")}, optional={"text": st.one_of(st.text(max_size=30), st.just("w" * 250), _ANY),
+                                                               "final": _ANY, "id": _ANY}),
+    st.just({"type": "cancel"}),
+)
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck))
+@given(STREAM_MSG)
+def test_streamed_text_parser(m):
+    try:
+        got = P.parse(json.dumps(m), LIMITS)
+    except P.ProtocolError as e:
+        assert e.code in P.ERROR_CODES and e.message
+        return
+    if got["type"] == "text":
+        assert isinstance(got["text"], str) and len(got["text"]) <= LIMITS.max_chars and isinstance(got["final"], bool)
+    if got["type"] == "speak" and got["final"] is False:
+        assert isinstance(got["text"], str) and 0 <= got["lookahead"] <= P.MAX_LOOKAHEAD
+
+
+def test_streamed_text_live_fuzz(fuzz_server):
+    """Random sequences of speak(final: false) / text / cancel messages on a live session: every
+    message that is wrong gets an error, the probe after each always comes back, and a streamed
+    request still completes at the end."""
+    seqs = []
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(st.lists(STREAM_MSG, min_size=1, max_size=6))
+    def collect(s):
+        seqs.append(s)
+
+    collect()
+
+    async def go():
+        async with aiohttp.ClientSession() as http:
+            c = await connect(http, fuzz_server.ws_url)
+            await c.ready()
+            for i, seq in enumerate(seqs):
+                for m in seq:
+                    await c.send(m)
+                probe = f"probe-{i}"
+                await c.send({"type": probe})
+                while True:
+                    m = await c.next(timeout=30)
+                    if isinstance(m, bytes):
+                        continue
+                    assert isinstance(m, dict) and m["type"] in SERVER_TYPES
+                    if m["type"] == "error":
+                        assert m["code"] in P.ERROR_CODES
+                        if probe in m["message"]:
+                            break
+                await c.send({"type": "cancel"})
+            await c.send({"type": "speak", "text": "Still", "final": False, "id": "last"})
+            await c.send({"type": "text", "text": " fine.", "final": True})
+            return await c.until(lambda m: m["type"] in ("complete", "error") and m.get("id") == "last")
+
+    done = asyncio.run(go())
+    assert done["type"] == "complete" and done["charactersProcessed"] == len("Still fine.")

@@ -107,3 +107,23 @@ def test_upload_voice_from_page(page):
     n = len(stats(page)["completes"])
     page.click("#speak")
     page.wait_for_function(f"() => window.__speak.completes.length > {n}", timeout=60000)
+
+
+def test_stream_words_like_an_llm(page):
+    """The page's LLM mode: the text goes out word by word at the chosen rate (speak final:false +
+    text messages); the audio plays and first audio is measured from the first word."""
+    n = len(stats(page)["completes"])
+    text = "Streamed word by word, as a language model writes its answer."
+    page.fill("#text", text)
+    page.select_option("#voice", "default")
+    page.check("#llm")
+    page.fill("#wps", "25")
+    page.click("#speak")
+    page.wait_for_function(f"() => window.__speak.completes.length > {n}", timeout=60000)
+    s = stats(page)
+    done = s["completes"][-1]
+    assert s["wordsSent"] == len(text.split()) and done["charactersProcessed"] == len(text)
+    assert s["firstAudioFromFirstWordMs"] is not None and s["firstAudioFromFirstWordMs"] > 0
+    assert "from the first word" in page.inner_text("#ttfa") and done["audioLengthMs"] > 0
+    page.screenshot(path=str(DOCS / "speak-page-stream.png"))
+    page.uncheck("#llm")

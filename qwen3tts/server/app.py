@@ -50,6 +50,7 @@ class ServerConfig:
     max_chars: int = 5000
     idle_timeout: float = 300.0
     request_timeout: float = 300.0
+    text_timeout: float = 30.0  # a streamed request with no text for this long ends with TIMEOUT (0: never)
     max_upload_mb: float = 10.0
     greedy: bool = False
     max_new_tokens: int | None = None

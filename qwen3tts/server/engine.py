@@ -44,6 +44,8 @@ class Request:
     started: float | None = None
     frames: int = 0
     utt: object = None  # qwen3tts.batch.Utterance, built at admission
+    text_stream: object = None  # qwen3tts.textstream.TextStream: a streamed request (text arrives while it speaks)
+    lookahead: int = 0  # streamed: text tokens to hold before starting
 
     def consumed(self) -> None:
         self.pending -= 1
@@ -170,7 +172,13 @@ class Engine:
                 kw["instruct"] = r.instruct
             from ..batch import Utterance
 
-            r.utt = Utterance(self.tts, r.text, language=r.language, voice=voice, frames_per_chunk=self.frames_per_chunk, **kw)
+            if r.text_stream is not None:
+                from ..textfeed import TextUtterance
+
+                r.utt = TextUtterance(self.tts, r.text_stream, language=r.language, voice=voice, frames_per_chunk=self.frames_per_chunk,
+                                      lookahead=r.lookahead, **kw)
+            else:
+                r.utt = Utterance(self.tts, r.text, language=r.language, voice=voice, frames_per_chunk=self.frames_per_chunk, **kw)
             r.started = time.monotonic()
             self._active.append(r)
         except Exception as e:  # noqa: BLE001
@@ -201,6 +209,8 @@ class Engine:
                 self._drop(r)
                 self._fail(r, e)
             return
+        if all(c is None for c in chunks) and all(getattr(r.utt, "waiting", False) for r in batch):
+            time.sleep(0.002)  # every request waits for its streamed text
         for r, chunk in zip(batch, chunks):
             if r.utt.error is not None:
                 self._drop(r)

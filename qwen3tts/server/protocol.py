@@ -101,6 +101,8 @@ def parse(raw, limits: Limits) -> dict:
         return _parse_start(msg, limits)
     if t == "speak":
         return _parse_speak(msg, limits)
+    if t == "text":
+        return _parse_text(msg, limits)
     if t == "cancel":
         return {"type": "cancel"}
     if t == "stop":
@@ -150,5 +152,38 @@ def _parse_speak(msg: dict, limits: Limits) -> dict:
     seed = _opt(msg, "seed", int, "an integer")
     if seed is not None and not 0 <= seed <= MAX_SEED:
         raise ProtocolError("INVALID_MESSAGE", "seed must be an integer in 0..2**63-1", rid)
+    final = _opt(msg, "final", bool, "a boolean")
+    if final is False:  # a streamed request: text follows in `text` messages (streamtext.md)
+        return dict(_parse_text(msg, limits, rid), type="speak", priority=prio, seed=seed, lookahead=_lookahead(msg, rid))
     text = check_text(text, limits.max_chars, rid)
-    return {"type": "speak", "text": text, "priority": prio, "id": rid, "seed": seed}
+    return {"type": "speak", "text": text, "priority": prio, "id": rid, "seed": seed, "final": True}
+
+
+MAX_LOOKAHEAD = 1000
+
+
+def _lookahead(msg: dict, rid) -> int:
+    n = _opt(msg, "lookahead", int, "an integer")
+    if n is not None and not 0 <= n <= MAX_LOOKAHEAD:
+        raise ProtocolError("INVALID_MESSAGE", f"lookahead must be 0..{MAX_LOOKAHEAD} text tokens", rid)
+    return n or 0
+
+
+def _parse_text(msg: dict, limits: Limits, rid=None) -> dict:
+    """`text` (and the text of a `speak` with final: false): a piece of a streamed request, kept
+    as sent (no stripping: pieces may cut words and spaces anywhere)."""
+    text = msg.get("text", "")
+    if not isinstance(text, str):
+        raise ProtocolError("INVALID_MESSAGE", "text must be a string", rid)
+    final = msg.get("final", False)
+    if not isinstance(final, bool):
+        raise ProtocolError("INVALID_MESSAGE", "final must be a boolean", rid)
+    if len(text) > limits.max_chars:
+        raise ProtocolError("INVALID_TEXT", f"text is longer than {limits.max_chars} characters", rid)
+    if "\x00" in text:
+        raise ProtocolError("INVALID_TEXT", "text contains NUL characters", rid)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ProtocolError("INVALID_TEXT", "text contains a lone surrogate (not valid Unicode)", rid) from None
+    return {"type": "text", "text": text, "final": final if msg.get("type") == "text" else False, "id": rid}

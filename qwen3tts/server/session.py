@@ -24,6 +24,7 @@ from aiohttp import WSMsgType, web
 from . import protocol as P
 from .access import token_ok
 from .engine import Request
+from .textsession import StreamedText
 
 
 def encode_pcm(x: np.ndarray, encoding: str) -> bytes:
@@ -48,7 +49,7 @@ class Resampler:
         return self.rs.resample_chunk(np.ascontiguousarray(x, dtype=np.float32), last=last)
 
 
-class Session:
+class Session(StreamedText):
     def __init__(self, server, ws: web.WebSocketResponse, pre_authed: bool, holds_slot: bool = False):
         self.server, self.ws, self.engine = server, ws, server.engine
         self.cfg = server.cfg
@@ -213,6 +214,8 @@ class Session:
                                   "language": None, "contractId": None})
         if len(self.queue) + (self.current is not None) >= self.cfg.max_queue:
             return await self.error("RATE_LIMITED", f"too many queued requests (max {self.cfg.max_queue})", m["id"])
+        if self._stream_refused(m):
+            return await self.error("INVALID_MESSAGE", "a streamed request is already open: end it (text with final: true) or cancel", m["id"])
         self._n += 1
         m["id"] = m["id"] or f"r{self._n}"
         m["received"] = time.monotonic()
@@ -220,6 +223,8 @@ class Session:
             self.queue.appendleft(m)
         else:
             self.queue.append(m)
+        if m.get("final") is False:
+            self._open_stream(m)
         self.server.metrics.request()
         self.has_work.set()
 
@@ -240,6 +245,10 @@ class Session:
                 cur["req"].cancelled.set()
         dropped = list(self.queue)
         self.queue.clear()
+        self.open_stream = None
+        for x in dropped + [cur or {}]:
+            if x.get("stream") is not None:
+                x["stream"].cancel()
 
         async def notify_dropped():
             for q in dropped:
@@ -260,6 +269,9 @@ class Session:
                 await self._process(item)
             finally:
                 self.current = None
+                if self.open_stream is item:  # the request ended before its text did
+                    self.open_stream = None
+                    item["stream"].cancel()
                 self.last_activity = time.monotonic()
 
     async def _process(self, item: dict) -> None:
@@ -268,17 +280,17 @@ class Session:
         loop = asyncio.get_running_loop()
         inbox: asyncio.Queue = asyncio.Queue()
         req = Request(text=item["text"], voice_id=self.voice, language=self.language, loop=loop, deliver=inbox.put_nowait,
-                      seed=item.get("seed"), request_id=rid)
+                      seed=item.get("seed"), request_id=rid, text_stream=item.get("stream"), lookahead=item.get("lookahead", 0))
         item["req"] = req
         if item.get("cancelled"):
-            return await self.error("CANCELLED", "request cancelled", rid)
+            return await self.error(*(item.get("abort") or ("CANCELLED", "request cancelled")), rid)
         if not await self.send({"type": "speaking", "id": rid}):
             return
         self.engine.submit(req)
         rs = Resampler(self.sample_rate)
         seq, sent_samples, first_audio = 0, 0, None
         while True:
-            ev = await inbox.get()
+            ev = await self._next_event(inbox, item)
             kind = ev[0]
             if kind == "audio":
                 req.consumed()
@@ -302,12 +314,12 @@ class Session:
                 dur = time.monotonic() - t0
                 audio_s = sent_samples / self.sample_rate
                 self.server.metrics.complete(first_audio, dur / audio_s if audio_s else None, audio_s)
-                await self.send({"type": "complete", "id": rid, "durationMs": round(dur * 1000), "charactersProcessed": len(item["text"]),
+                await self.send({"type": "complete", "id": rid, "durationMs": round(dur * 1000), "charactersProcessed": len(item["stream"].text if item.get("stream") else item["text"]),
                                  "audioLengthMs": round(audio_s * 1000), "firstAudioMs": None if first_audio is None else round(first_audio * 1000),
                                  "contractId": self.contract_id})
                 return
             elif kind == "cancelled":
-                return await self.error("CANCELLED", "request cancelled", rid)
+                return await self.error(*(item.get("abort") or ("CANCELLED", "request cancelled")), rid)
             elif kind == "error":
                 return await self.error(ev[1], ev[2], rid)
 

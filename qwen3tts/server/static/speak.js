@@ -10,10 +10,13 @@ const token = params.get("token");
 const stats = (window.__speak = {
   state: "idle", connected: false, ready: false, binaryMessages: 0, samplesPosted: 0, played: 0,
   workletStarted: false, completes: [], errors: [], voices: [], sampleRate: null,
+  wordsSent: 0, firstAudioFromFirstWordMs: null,
 });
 
 let ws = null, ctx = null, player = null, started = null, reqStart = 0, firstAudio = null;
 let capabilities = null, retry = 0, pending = null;
+// streamed-text mode: the words still to send, their timer, when the first word went out
+let words = null, wordTimer = null, firstWordAt = null, onSent = null;
 
 function setConn(cls, text) { const c = $("conn"); c.className = "pill " + cls; c.textContent = text; }
 function setState(s) { stats.state = s; $("state").textContent = s; }
@@ -52,7 +55,7 @@ function onMessage(m) {
       break;
     case "started":
       started = { voice: m.voice, language: m.language, sampleRate: m.sampleRate };
-      if (pending) { const p = pending; pending = null; ws.send(JSON.stringify(p)); }
+      if (pending) { const p = pending; pending = null; ws.send(JSON.stringify(p)); onSent && onSent(); }
       break;
     case "speaking":
       setState("speaking"); reqStart = performance.now(); firstAudio = null;
@@ -61,7 +64,8 @@ function onMessage(m) {
       stats.completes.push(m);
       $("rtf").textContent = m.audioLengthMs ? (m.durationMs / m.audioLengthMs).toFixed(2) : "–";
       $("audiolen").textContent = (m.audioLengthMs / 1000).toFixed(2) + " s";
-      if (m.firstAudioMs != null) $("ttfa").textContent = m.firstAudioMs + " ms (server) · " + (firstAudio ?? "–") + " ms (page)";
+      if (stats.firstAudioFromFirstWordMs !== null && firstWordAt !== null) $("ttfa").textContent = stats.firstAudioFromFirstWordMs + " ms from the first word";
+      else if (m.firstAudioMs != null) $("ttfa").textContent = m.firstAudioMs + " ms (server) · " + (firstAudio ?? "–") + " ms (page)";
       player && player.port.postMessage({ cmd: "end" });
       setState("idle"); $("cancel").disabled = true;
       break;
@@ -79,6 +83,10 @@ function onAudio(pcm) {
   if (firstAudio === null) {
     firstAudio = Math.round(performance.now() - reqStart);
     $("ttfa").textContent = firstAudio + " ms (page)";
+    if (firstWordAt !== null) {
+      stats.firstAudioFromFirstWordMs = Math.round(performance.now() - firstWordAt);
+      $("ttfa").textContent = stats.firstAudioFromFirstWordMs + " ms from the first word";
+    }
   }
   if (player) player.port.postMessage(pcm, [pcm.buffer]);
 }
@@ -107,16 +115,39 @@ async function speak() {
   const want = { type: "start", voice: $("voice").value, language: $("language").value, sampleRate: ctx.sampleRate,
                  encoding: "pcm32f", transport: "binary" };
   if (token) want.authToken = token;
-  const msg = { type: "speak", text, id: "p" + Date.now() };
+  let msg = { type: "speak", text, id: "p" + Date.now() };
+  stopWords(); firstWordAt = null; stats.firstAudioFromFirstWordMs = null; onSent = null;
+  if ($("llm").checked) {  // as an LLM writes: the first word opens a streamed request, the rest follow at the rate
+    words = $("text").value.match(/\S+\s*/g) || [];
+    msg = { type: "speak", text: words.shift(), final: false, id: msg.id };
+    stats.wordsSent = 1;
+    onSent = () => { onSent = null; firstWordAt = performance.now(); startWords(); };
+  }
   $("cancel").disabled = false; setState("queued");
   if (!started || started.voice !== want.voice || started.language.toLowerCase() !== want.language.toLowerCase() || started.sampleRate !== want.sampleRate) {
     pending = msg; ws.send(JSON.stringify(want));
   } else {
     ws.send(JSON.stringify(msg));
+    onSent && onSent();
   }
 }
 
+function startWords() {
+  const ms = 1000 / Math.max(1, Math.min(200, Number($("wps").value) || 15));
+  wordTimer = setInterval(() => {
+    if (!ws || ws.readyState !== 1) return stopWords();
+    const w = words.shift();
+    const last = words.length === 0;
+    ws.send(JSON.stringify(last ? { type: "text", text: w ?? "", final: true } : { type: "text", text: w }));
+    if (w !== undefined) stats.wordsSent++;
+    if (last) stopWords();
+  }, ms);
+}
+
+function stopWords() { if (wordTimer !== null) clearInterval(wordTimer); wordTimer = null; }
+
 function cancel() {
+  stopWords();
   ws && ws.readyState === 1 && ws.send(JSON.stringify({ type: "cancel" }));
   player && player.port.postMessage({ cmd: "flush" });
 }
