@@ -54,6 +54,7 @@ class TextUtterance(Utterance):
             raise ValueError("lookahead must be an integer >= 0")
         if not isinstance(text, TextStream):
             raise TypeError("text must be a TextStream")
+        voice = tts.resolve_voice(voice)
         if voice is not None and not isinstance(voice, VoicePrompt):
             raise TypeError("voice must be a VoicePrompt (see create_voice_prompt) or None")
         kw = dict(kw)
@@ -82,6 +83,8 @@ class TextUtterance(Utterance):
         if icl:
             tts._prime(self.decoder, voice)
         self.piece, self.state, self.buf, self.frames = 0, None, [], 0
+        self.audio: list[torch.Tensor] = []  # samples decoded frame by frame (`tts.codec_batch`)
+        self.error: Exception | None = None  # set (and `done`) when this utterance failed in a step
         self.warnings: list[str] = []
         self.stopped_by_eos = True
         self.done = False
