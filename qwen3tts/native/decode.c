@@ -234,6 +234,36 @@ static inline __attribute__((always_inline)) void dot_rows_4n(const uint8_t *q, 
 }
 #endif
 
+#if Q_ISA == Q_AVX2
+/* acc[r * 4 + j] for j < 2 (stride 4 per row): 2 weight rows x mm <= 4 activation rows, 8
+ * accumulators that stay in registers (4 x 4 of them would not: 16 ymm registers) */
+static inline __attribute__((always_inline)) void dot_rows_2n(const uint8_t *q, int Kp, const int8_t *w, int mm, int32_t *acc) {
+    __m256i a[4][2];
+    for (int r = 0; r < 4; r++) a[r][0] = a[r][1] = _mm256_setzero_si256();
+    const __m256i bias = _mm256_set1_epi8((char)0x80);
+    for (int k = 0; k < Kp; k += 64) {
+        _mm_prefetch((const char *)(w + k + PF_AHEAD), _MM_HINT_T0);
+        _mm_prefetch((const char *)(w + Kp + k + PF_AHEAD), _MM_HINT_T0);
+        for (int h = 0; h < 64; h += 32) {
+            const __m256i w0 = _mm256_loadu_si256((const __m256i *)(w + k + h)), w1 = _mm256_loadu_si256((const __m256i *)(w + Kp + k + h));
+            for (int r = 0; r < mm; r++) {
+                const __m256i xs = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(q + r * (size_t)Kp + k + h)), bias);
+                const __m256i ax = _mm256_abs_epi8(xs);
+                a[r][0] = dot32(xs, ax, w0, a[r][0]);
+                a[r][1] = dot32(xs, ax, w1, a[r][1]);
+            }
+        }
+    }
+    for (int r = 0; r < mm; r++) {
+        const __m256i s = _mm256_hadd_epi32(a[r][0], a[r][1]); /* (a0 a0 a1 a1 | a0 a0 a1 a1) pairs */
+        const __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+        const __m128i s2 = _mm_hadd_epi32(s4, s4); /* (sum a0, sum a1, ...) */
+        acc[r * 4] = _mm_cvtsi128_si32(s2);
+        acc[r * 4 + 1] = _mm_extract_epi32(s2, 1);
+    }
+}
+#endif
+
 #if Q_ISA == Q_AVX512
 /* the four 16-lane sums of a, b, c, d as one 4-lane vector (fewer shuffles than four reductions) */
 static inline __m128i hsum4(__m512i a, __m512i b, __m512i c, __m512i d) {
@@ -319,12 +349,22 @@ static void gemm_rows(const Lin *L, const uint8_t *q, const float *sx, int M, fl
             for (; n + 4 <= n1; n += 4) { /* four weight rows at a time */
                 int32_t acc[16];
                 const int8_t *w = L->w + (size_t)n * Kp;
+#if Q_ISA == Q_AVX2
+                if (mm > 2) { /* more rows: two weight rows at a time (registers) */
+                    if (mm == 3) dot_rows_2n(q0, Kp, w, 3, acc), dot_rows_2n(q0, Kp, w + 2 * (size_t)Kp, 3, acc + 2);
+                    else dot_rows_2n(q0, Kp, w, 4, acc), dot_rows_2n(q0, Kp, w + 2 * (size_t)Kp, 4, acc + 2);
+                } else if (mm == 2)
+                    dot_rows_4n(q0, Kp, w, 2, acc);
+                else
+                    dot_rows_4n(q0, Kp, w, 1, acc);
+#else
                 switch (mm) {
                 case 1: dot_rows_4n(q0, Kp, w, 1, acc); break;
                 case 2: dot_rows_4n(q0, Kp, w, 2, acc); break;
                 case 3: dot_rows_4n(q0, Kp, w, 3, acc); break;
                 default: dot_rows_4n(q0, Kp, w, 4, acc); break;
                 }
+#endif
                 for (int r = 0; r < mm; r++)
                     store_out4(L, _mm_loadu_si128((const __m128i *)(acc + r * 4)), sx[m0 + r], n, y + (size_t)(m0 + r) * ldy + n, accumulate);
             }
