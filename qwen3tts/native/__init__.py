@@ -34,7 +34,7 @@ import warnings
 from pathlib import Path
 
 _DIR = Path(__file__).parent
-KERNELS = [_DIR / n for n in ("decode.c", "codec.c", "common.h")]  # included by each isa_<name>.c
+KERNELS = [_DIR / n for n in ("decode.c", "codec.c", "common.h", "vec.h")]  # included by each isa_<name>.c
 UNITS = {"x86_64": ["dispatch.c", "isa_avx512.c", "isa_avx2.c", "isa_portable.c"], "aarch64": ["dispatch.c", "isa_neon.c", "isa_portable.c"]}
 FLAGS = ["-O3", "-fopenmp", "-ffp-contract=off", "-std=gnu11", "-shared", "-fPIC"]
 MODES = ("auto", "on", "off")

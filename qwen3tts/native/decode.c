@@ -24,7 +24,7 @@
  * shape (n_kv_heads, smax[r], head_dim). K/V of all rows are written before attention, so rows
  * of one sequence at consecutive positions (a 2-token prefill) attend causally to each other.
  */
-#include "common.h"
+#include "vec.h"
 
 #define Q_BIASED (Q_ISA == Q_AVX512 || Q_ISA == Q_PORTABLE) /* its int32 sums are of (q + 128) x w */
 #define KALIGN 64 /* K is padded to this (zero weights, activation 0) */
@@ -34,30 +34,15 @@
 
 /* Reductions in 16 lanes (sums in a fixed lane order, then the lanes in a fixed tree): the
  * compiler keeps IEEE order in scalar loops, which makes them latency-bound. */
-#if Q_ISA == Q_AVX2
-/* the sum of 16 lanes (lo: 0-7, hi: 8-15) in the order of GCC's _mm512_reduce_add_ps */
-static inline float hsum16_ps(__m256 lo, __m256 hi) {
-    const __m256 t3 = _mm256_add_ps(hi, lo);
-    const __m128 t6 = _mm_add_ps(_mm256_extractf128_ps(t3, 1), _mm256_castps256_ps128(t3));
-    const __m128 t8 = _mm_add_ps(t6, _mm_shuffle_ps(t6, t6, _MM_SHUFFLE(1, 0, 3, 2)));
-    return _mm_cvtss_f32(t8) + _mm_cvtss_f32(_mm_shuffle_ps(t8, t8, 1));
-}
-#endif
-
 static inline float dot_f32(const float *a, const float *b, int n) {
     int i = 0;
     float s = 0.f;
-#if Q_ISA == Q_AVX512
-    __m512 acc = _mm512_setzero_ps();
-    for (; i + 16 <= n; i += 16) acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i)));
-    s = _mm512_reduce_add_ps(acc);
-#elif Q_ISA == Q_AVX2
-    __m256 lo = _mm256_setzero_ps(), hi = lo;
-    for (; i + 16 <= n; i += 16) {
-        lo = _mm256_add_ps(lo, _mm256_mul_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i)));
-        hi = _mm256_add_ps(hi, _mm256_mul_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8)));
-    }
-    s = hsum16_ps(lo, hi);
+#ifdef Q_VEC
+    vf acc[VN16];
+    for (int j = 0; j < VN16; j++) acc[j] = vzero();
+    for (; i + 16 <= n; i += 16)
+        for (int j = 0; j < VN16; j++) acc[j] = vadd(acc[j], vmul(vloadu(a + i + j * VL), vloadu(b + i + j * VL)));
+    s = vsum16(acc);
 #endif
     for (; i < n; i++) s += a[i] * b[i];
     return s;
@@ -66,18 +51,10 @@ static inline float dot_f32(const float *a, const float *b, int n) {
 static inline float amax_f32(const float *x, int n) {
     int i = 0;
     float a = 0.f;
-#if Q_ISA == Q_AVX512
-    __m512 acc = _mm512_setzero_ps();
-    for (; i + 16 <= n; i += 16) acc = _mm512_max_ps(acc, _mm512_abs_ps(_mm512_loadu_ps(x + i)));
-    a = _mm512_reduce_max_ps(acc);
-#elif Q_ISA == Q_AVX2
-    const __m256 sign = _mm256_set1_ps(-0.0f);
-    __m256 acc = _mm256_setzero_ps();
-    for (; i + 8 <= n; i += 8) acc = _mm256_max_ps(acc, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + i)));
-    __m128 m4 = _mm_max_ps(_mm256_extractf128_ps(acc, 1), _mm256_castps256_ps128(acc));
-    m4 = _mm_max_ps(m4, _mm_shuffle_ps(m4, m4, _MM_SHUFFLE(1, 0, 3, 2)));
-    m4 = _mm_max_ps(m4, _mm_shuffle_ps(m4, m4, 1));
-    a = _mm_cvtss_f32(m4);
+#ifdef Q_VEC
+    vf acc = vzero();
+    for (; i + VL <= n; i += VL) acc = vmax(acc, vabs(vloadu(x + i)));
+    a = vhmax(acc);
 #endif
     for (; i < n; i++) {
         const float v = fabsf(x[i]);
@@ -86,45 +63,23 @@ static inline float amax_f32(const float *x, int n) {
     return a;
 }
 
-#if Q_ISA == Q_AVX512
-/* Cephes expf in 16 lanes: e^x = 2^n e^r, n = round(x / ln 2), r = x - n ln 2 (two-part ln 2),
+#ifdef Q_VEC
+/* Cephes expf in VL lanes: e^x = 2^n e^r, n = round(x / ln 2), r = x - n ln 2 (two-part ln 2),
  * degree-5 polynomial; within ~2 ulp. Inputs are clamped to [-88.38, 88.38]. */
-static inline __m512 exp_ps(__m512 x) {
-    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-88.3762626647949f)), _mm512_set1_ps(88.3762626647949f));
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_sub_ps(x, _mm512_mul_ps(n, _mm512_set1_ps(0.693359375f)));
-    r = _mm512_sub_ps(r, _mm512_mul_ps(n, _mm512_set1_ps(-2.12194440e-4f)));
-    const __m512 z = _mm512_mul_ps(r, r);
-    __m512 y = _mm512_set1_ps(1.9875691500e-4f);
-    y = _mm512_add_ps(_mm512_mul_ps(y, r), _mm512_set1_ps(1.3981999507e-3f));
-    y = _mm512_add_ps(_mm512_mul_ps(y, r), _mm512_set1_ps(8.3334519073e-3f));
-    y = _mm512_add_ps(_mm512_mul_ps(y, r), _mm512_set1_ps(4.1665795894e-2f));
-    y = _mm512_add_ps(_mm512_mul_ps(y, r), _mm512_set1_ps(1.6666665459e-1f));
-    y = _mm512_add_ps(_mm512_mul_ps(y, r), _mm512_set1_ps(5.0000001201e-1f));
-    y = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(y, z), r), _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(y, n); /* y * 2^n */
-}
-#elif Q_ISA == Q_AVX2
-/* exp_ps above in 8 lanes, the same operations; y * 2^n as two exact powers of two
- * (n = n1 + n2, |n1|, |n2| <= 64), which rounds once, as scalef does */
-static inline __m256 exp_ps(__m256 x) {
-    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-88.3762626647949f)), _mm256_set1_ps(88.3762626647949f));
-    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_sub_ps(x, _mm256_mul_ps(n, _mm256_set1_ps(0.693359375f)));
-    r = _mm256_sub_ps(r, _mm256_mul_ps(n, _mm256_set1_ps(-2.12194440e-4f)));
-    const __m256 z = _mm256_mul_ps(r, r);
-    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
-    y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(1.3981999507e-3f));
-    y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(8.3334519073e-3f));
-    y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(4.1665795894e-2f));
-    y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(1.6666665459e-1f));
-    y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(5.0000001201e-1f));
-    y = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(y, z), r), _mm256_set1_ps(1.0f));
-    const __m256i ni = _mm256_cvtps_epi32(n), n1 = _mm256_srai_epi32(ni, 1), n2 = _mm256_sub_epi32(ni, n1);
-    const __m256i b = _mm256_set1_epi32(127);
-    const __m256 p1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, b), 23));
-    const __m256 p2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, b), 23));
-    return _mm256_mul_ps(_mm256_mul_ps(y, p1), p2);
+static inline vf exp_ps(vf x) {
+    x = vmin(vmax(x, vset1(-88.3762626647949f)), vset1(88.3762626647949f));
+    const vf n = vround(vmul(x, vset1(1.44269504088896341f)));
+    vf r = vsub(x, vmul(n, vset1(0.693359375f)));
+    r = vsub(r, vmul(n, vset1(-2.12194440e-4f)));
+    const vf z = vmul(r, r);
+    vf y = vset1(1.9875691500e-4f);
+    y = vadd(vmul(y, r), vset1(1.3981999507e-3f));
+    y = vadd(vmul(y, r), vset1(8.3334519073e-3f));
+    y = vadd(vmul(y, r), vset1(4.1665795894e-2f));
+    y = vadd(vmul(y, r), vset1(1.6666665459e-1f));
+    y = vadd(vmul(y, r), vset1(5.0000001201e-1f));
+    y = vadd(vadd(vmul(y, z), r), vset1(1.0f));
+    return vscale2n(y, n); /* y * 2^n */
 }
 #endif
 
@@ -461,30 +416,18 @@ void Q_FN(qwen3tts_stack_decode)(const Stack *S, int M, float *x, float *out, co
             }
             float sum = 0.f;
             int64_t t0 = 0;
-#if Q_ISA == Q_AVX2
+#ifdef Q_VEC
             {
-                const __m256 mv = _mm256_set1_ps(mx);
-                __m256 lo = _mm256_setzero_ps(), hi = lo;
-                for (; t0 + 16 <= L; t0 += 16) {
-                    const __m256 e0 = exp_ps(_mm256_sub_ps(_mm256_loadu_ps(sc + t0), mv));
-                    const __m256 e1 = exp_ps(_mm256_sub_ps(_mm256_loadu_ps(sc + t0 + 8), mv));
-                    _mm256_storeu_ps(sc + t0, e0);
-                    _mm256_storeu_ps(sc + t0 + 8, e1);
-                    lo = _mm256_add_ps(lo, e0);
-                    hi = _mm256_add_ps(hi, e1);
-                }
-                sum = hsum16_ps(lo, hi);
-            }
-#elif Q_ISA == Q_AVX512
-            {
-                const __m512 mv = _mm512_set1_ps(mx);
-                __m512 acc = _mm512_setzero_ps();
-                for (; t0 + 16 <= L; t0 += 16) {
-                    const __m512 e = exp_ps(_mm512_sub_ps(_mm512_loadu_ps(sc + t0), mv));
-                    _mm512_storeu_ps(sc + t0, e);
-                    acc = _mm512_add_ps(acc, e);
-                }
-                sum = _mm512_reduce_add_ps(acc);
+                const vf mv = vset1(mx);
+                vf acc[VN16];
+                for (int j = 0; j < VN16; j++) acc[j] = vzero();
+                for (; t0 + 16 <= L; t0 += 16)
+                    for (int j = 0; j < VN16; j++) {
+                        const vf e = exp_ps(vsub(vloadu(sc + t0 + j * VL), mv));
+                        vstoreu(sc + t0 + j * VL, e);
+                        acc[j] = vadd(acc[j], e);
+                    }
+                sum = vsum16(acc);
             }
 #endif
             for (int64_t t = t0; t < L; t++) {
@@ -506,19 +449,13 @@ void Q_FN(qwen3tts_stack_decode)(const Stack *S, int M, float *x, float *out, co
         for (int r = 0; r < M; r++) { /* act = silu(gate) * up, written over the gate half */
             float *g = gu + (size_t)r * 2 * I, *u = g + I;
             int i = 0;
-#if Q_ISA == Q_AVX2
-            for (; i + 16 <= I; i += 16) /* two halves: the tail starts where AVX-512's does */
-                for (int h = 0; h < 16; h += 8) {
-                    const __m256 gv = _mm256_loadu_ps(g + i + h);
-                    const __m256 e = exp_ps(_mm256_sub_ps(_mm256_setzero_ps(), gv));
-                    _mm256_storeu_ps(g + i + h, _mm256_mul_ps(_mm256_div_ps(gv, _mm256_add_ps(_mm256_set1_ps(1.0f), e)), _mm256_loadu_ps(u + i + h)));
+#ifdef Q_VEC
+            for (; i + 16 <= I; i += 16) /* 16 at a time on every path: the scalar tail starts alike */
+                for (int h = i; h < i + 16; h += VL) {
+                    const vf gv = vloadu(g + h);
+                    const vf e = exp_ps(vsub(vzero(), gv));
+                    vstoreu(g + h, vmul(vdiv(gv, vadd(vset1(1.0f), e)), vloadu(u + h)));
                 }
-#elif Q_ISA == Q_AVX512
-            for (; i + 16 <= I; i += 16) {
-                const __m512 gv = _mm512_loadu_ps(g + i);
-                const __m512 e = exp_ps(_mm512_sub_ps(_mm512_setzero_ps(), gv));
-                _mm512_storeu_ps(g + i, _mm512_mul_ps(_mm512_div_ps(gv, _mm512_add_ps(_mm512_set1_ps(1.0f), e)), _mm512_loadu_ps(u + i)));
-            }
 #endif
             for (; i < I; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
             if (r > 0) memmove(gu + (size_t)r * I, g, sizeof(float) * I); /* pack rows (M, I) */
