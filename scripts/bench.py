@@ -14,7 +14,8 @@ first audio (x-vector and ICL, short sentence, 1-frame chunks: call -> first PCM
 factor (compute time / audio time, lower is faster); offline codec decode RTF for 10 s of codes;
 peak RSS; threads; the weight floor: bytes of weights one frame reads (talker once, the code
 predictor's stack 15 times, each head once) over the read bandwidth measured here (`read_gbps`:
-the best of a few float32 matrix-vector products over a 256 MB matrix, far larger than any L3),
+the fastest of a few float32 matrix-vector products and sums over a 256 MB matrix, far larger
+than any L3),
 and talker + predictor over that floor. Timings are medians over the frames of `--repeats` runs after a warm-up.
 Aggregate throughput of `--sessions` concurrent sessions vs one: `--repeats` runs in which one
 session and n sessions are stepped side by side (a step of each in turn, each timed), medians.
@@ -90,17 +91,17 @@ def weight_bytes_per_frame(tts) -> int:
 
 
 def read_gbps(mb: int = 256, tries: int = 7) -> float:
-    """Read bandwidth (GB/s): the best of `tries` float32 matrix-vector products over an `mb` MB
-    matrix (torch's threads)."""
+    """Read bandwidth (GB/s): the fastest of `tries` float32 matrix-vector products and `tries`
+    sums over an `mb` MB matrix (torch's threads), alternating."""
     cols = 16384
     a = torch.randn(mb * 2**20 // (4 * cols), cols)
     x = torch.randn(cols)
-    torch.mv(a, x)
     best = float("inf")
-    for _ in range(tries):
+    for i in range(2 * tries + 2):  # the first of each: warm-up
         t0 = time.perf_counter()
-        torch.mv(a, x)
-        best = min(best, time.perf_counter() - t0)
+        torch.mv(a, x) if i % 2 else a.sum()
+        if i >= 2:
+            best = min(best, time.perf_counter() - t0)
     return a.numel() * 4 / best / 1e9
 
 
