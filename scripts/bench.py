@@ -5,12 +5,18 @@
     python scripts/bench.py --dtype bfloat16 --frames 25 --json
     python scripts/bench.py --model DIR           # a model directory (official layout)
     python scripts/bench.py --compare-official    # + the official qwen-tts on the same weights, same run
+    python scripts/bench.py --isa avx2            # the AVX2 kernels on an AVX-512 CPU (torch's held to AVX2 too)
+    python scripts/bench.py --fastest             # the fastest CPU mode the project ships (named in `dtype`)
 
 Reports, per 80 ms frame: talker step (incl. codebook-0 pick), code predictor (15 steps incl.
 sampling), codec (exact streaming decode of one frame), and all three together; prefill; time to
 first audio (x-vector and ICL, short sentence, 1-frame chunks: call -> first PCM chunk); real-time
 factor (compute time / audio time, lower is faster); offline codec decode RTF for 10 s of codes;
-peak RSS; threads. Timings are medians over the frames of `--repeats` runs after a warm-up.
+peak RSS; threads; the weight floor: bytes of weights one frame reads (talker once, the code
+predictor's stack 15 times, each head once) over the read bandwidth measured here (`read_gbps`:
+the fastest of a few float32 matrix-vector products and sums over a 256 MB matrix, far larger
+than any L3),
+and talker + predictor over that floor. Timings are medians over the frames of `--repeats` runs after a warm-up.
 Aggregate throughput of `--sessions` concurrent sessions vs one: `--repeats` runs in which one
 session and n sessions are stepped side by side (a step of each in turn, each timed), medians.
 """
@@ -28,7 +34,27 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
+FASTEST = ("float32", "w8a8")  # (dtype, quantize) of the fastest CPU mode: native int8 decode steps
+
+# `--isa avx2|portable` holds torch's own kernels (oneDNN, MKL, ATen) to that instruction set as
+# well, as on a CPU without AVX-512; they read these when torch loads, hence before its import.
+TORCH_ISA_ENV = {"avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"},
+                 "portable": {"ONEDNN_MAX_CPU_ISA": "SSE41", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2", "ATEN_CPU_CAPABILITY": "default"}}
+
+
+def _torch_isa_env(argv: list[str]) -> dict:
+    isa = next((a.split("=", 1)[1] for a in argv if a.startswith("--isa=")), None)
+    if isa is None and "--isa" in argv[:-1]:
+        isa = argv[argv.index("--isa") + 1]
+    env = TORCH_ISA_ENV.get(isa or "", {})
+    for k, v in env.items():
+        os.environ.setdefault(k, v)
+    return {k: os.environ[k] for k in env}
+
+
+TORCH_ENV = _torch_isa_env(sys.argv[1:])
+
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -37,6 +63,46 @@ from qwen3tts.dev.random_model import random_tts, write_random_model  # noqa: E4
 
 TEXT = "Hello! This is a short benchmark sentence."
 REF_TEXT = "This is the reference clip that gives the voice."
+
+
+def linear_bytes(mod) -> int:
+    """Bytes of the linear weights under `mod` as its kernels read them (int8 + scales when
+    quantized, else the weight's dtype)."""
+    total = 0
+    for m in mod.modules():
+        if hasattr(m, "weight_q"):  # the native int8 weight, rows padded as the kernel reads them
+            total += m.weight_q.numel() * m.weight_q.element_size() + m.scales.numel() * m.scales.element_size()
+        elif hasattr(m, "quantized_weight"):
+            wq, s = m.quantized_weight()
+            total += wq.numel() * wq.element_size() + s.numel() * s.element_size()
+        elif isinstance(m, torch.nn.Linear) or (hasattr(m, "weight") and hasattr(m, "in_features")):
+            total += m.weight.numel() * m.weight.element_size()
+    return total
+
+
+def weight_bytes_per_frame(tts) -> int:
+    """Weights one frame reads: the talker's stack and codec head once, the code predictor's
+    stack once per codebook after the first (15 passes), each of its heads once."""
+    t = tts.talker
+    cp = t.code_predictor
+    passes = len(cp.lm_head)
+    return (linear_bytes(t.model) + linear_bytes(t.codec_head) + passes * linear_bytes(cp.model) + linear_bytes(cp.lm_head)
+            + linear_bytes(cp.small_to_mtp_projection))
+
+
+def read_gbps(mb: int = 256, tries: int = 7) -> float:
+    """Read bandwidth (GB/s): the fastest of `tries` float32 matrix-vector products and `tries`
+    sums over an `mb` MB matrix (torch's threads), alternating."""
+    cols = 16384
+    a = torch.randn(mb * 2**20 // (4 * cols), cols)
+    x = torch.randn(cols)
+    best = float("inf")
+    for i in range(2 * tries + 2):  # the first of each: warm-up
+        t0 = time.perf_counter()
+        torch.mv(a, x) if i % 2 else a.sum()
+        if i >= 2:
+            best = min(best, time.perf_counter() - t0)
+    return a.numel() * 4 / best / 1e9
 
 
 def peak_rss_mb() -> float:
@@ -218,10 +284,24 @@ def main():
                     help="also time the official qwen-tts package on the same weights in this run (writes the random model to disk)")
     ap.add_argument("--cuda-graphs", action="store_true", help="also time the CUDA-graph single-stream path (eager static steps on CPU)")
     ap.add_argument("--sessions", type=int, default=4, help="concurrent sessions for the aggregate throughput figure (0: skip)")
+    ap.add_argument("--isa", choices=["auto", "avx512", "avx2", "portable", "neon"], default="auto",
+                    help="instruction set of the native kernels (default: the best this CPU has); avx2 / portable also hold "
+                         "torch's oneDNN, MKL and ATen kernels to it")
+    ap.add_argument("--fastest", action="store_true", help=f"the fastest CPU mode the project ships: --dtype {FASTEST[0]} --quantize {FASTEST[1]}")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--text-stream", help="only the streamed-text figures: words per second, comma-separated (scripts/bench_textstream.py)")
     ap.add_argument("--text-lookahead", type=int, default=0, help="with --text-stream: text tokens held before speech starts")
     args = ap.parse_args()
+    if args.fastest:
+        if (args.dtype != "float32" and args.dtype != FASTEST[0]) or args.quantize not in (None, FASTEST[1]):
+            ap.error("--fastest picks --dtype and --quantize itself")
+        args.dtype, args.quantize = FASTEST
+
+    from qwen3tts import native
+
+    if args.isa != "auto":
+        native.set_isa(args.isa)  # raises when the library is missing or the CPU lacks the set
+    isa = native.isa() if native.available() else "none (torch kernels only)"
 
     torch.set_num_threads(args.threads)
     torch.set_num_interop_threads(1) if hasattr(torch, "set_num_interop_threads") else None
@@ -275,6 +355,9 @@ def main():
     fa_x = statistics.median(first_audio(tts, xvec, kw) for _ in range(3))
     fa_i = statistics.median(first_audio(tts, icl, kw) for _ in range(3))
 
+    floor_bytes = weight_bytes_per_frame(tts)
+    gbps = read_gbps()
+
     n_codec = int(args.codec_seconds * 12.5)
     codes = torch.randint(0, tts.speech_tokenizer.config.decoder.codebook_size, (n_codec, 16), generator=g)
     tts.speech_tokenizer.decode(codes[:5])
@@ -301,18 +384,27 @@ def main():
 
     med = lambda xs: statistics.median(xs) * 1000  # noqa: E731
     frame_ms = med([a + b + c for a, b, c in zip(talker, pred, codec)])
+    tp_ms = med([a + b for a, b in zip(talker, pred)])
+    floor_ms = floor_bytes / (gbps * 1e9) * 1000
     res = {
         "model": model_desc,
         "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
         "cpu": cpu_name(),
         "dtype": args.dtype + (f"+{args.quantize}" if args.quantize else ""),
         "threads": torch.get_num_threads(),
+        "isa": isa,  # the native kernels' instruction set
+        "torch_isa_env": TORCH_ENV,  # what holds torch's own kernels to it (--isa avx2 / portable)
         "native_decode": tts.talker.model.native is not None,  # decode steps in qwen3tts/native (w8a8 on CPU)
         "torch": torch.__version__,
         "frames_timed": len(talker),
         "talker_ms_per_frame": round(med(talker), 1),
         "predictor_ms_per_frame": round(med(pred), 1),
         "codec_ms_per_frame": round(med(codec), 1),
+        "talker_predictor_ms_per_frame": round(tp_ms, 2),
+        "weight_bytes_per_frame": floor_bytes,
+        "read_gbps": round(gbps, 2),
+        "weight_floor_ms": round(floor_ms, 3),
+        "talker_predictor_floor_ratio": round(tp_ms / floor_ms, 2),
         "frame_ms": round(frame_ms, 1),
         "rtf": round(frame_ms / 80.0, 3),
         "prefill_ms": round(med(prefills), 1),

@@ -1,6 +1,7 @@
 """The native CPU decode library (qwen3tts/native): its w8a8 linear against an exact float64
 model of its definition, per-row independence, whole decode steps of a stack against the same
-layers run as torch ops (outputs, caches, greedy codes), and the build / fallback rules."""
+layers run as torch ops (outputs, caches, greedy codes), and the build / fallback rules; every
+instruction set the CPU runs (native_isas: avx512, avx2, portable on an AVX-512 host)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,11 @@ import pytest
 import torch
 import torch.nn as nn
 
+from native_isas import isas, using
 from qwen3tts import native
 from qwen3tts.native.stack import NativeStack, NativeW8A8Linear
+
+ISAS = isas()
 
 
 @pytest.fixture(autouse=True)
@@ -33,11 +37,13 @@ def _reference(q: NativeW8A8Linear, x: torch.Tensor) -> torch.Tensor:
     return acc * (s.double() / 127) * ws.double()
 
 
+@pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("k", [256, 100])  # a multiple of the 64-byte row and a padded one
-def test_native_linear_is_per_row_int8(k):
+def test_native_linear_is_per_row_int8(k, isa):
     torch.manual_seed(0)
     lin = nn.Linear(k, 96, bias=True)
     q = NativeW8A8Linear(lin)
+    native.set_isa(isa)
     wq, ws = q.quantized_weight()
     assert wq.dtype == torch.int8 and wq.shape == (96, k) and q.weight_q.shape[1] % 64 == 0
     assert torch.equal(q.weight_q[:, k:], torch.zeros_like(q.weight_q[:, k:]))
@@ -56,9 +62,11 @@ def test_native_linear_is_per_row_int8(k):
     assert rel < 3e-2
 
 
-def test_native_linear_rows_do_not_depend_on_the_batch():
+@pytest.mark.parametrize("isa", ISAS)
+def test_native_linear_rows_do_not_depend_on_the_batch(isa):
     torch.manual_seed(1)
     q = NativeW8A8Linear(nn.Linear(512, 320, bias=False))
+    native.set_isa(isa)
     x = torch.randn(37, 512) * torch.linspace(0.01, 10.0, 37)[:, None]  # 37 rows: blocks of 4 and a tail
     with torch.inference_mode():
         together = q(x)
@@ -86,7 +94,13 @@ def _without_native(stack, fn):
         stack.native = saved
 
 
-def test_native_steps_equal_torch_ops_code_predictor(native_tts):
+@pytest.fixture(params=ISAS)
+def isa(request):
+    with using(request.param):
+        yield request.param
+
+
+def test_native_steps_equal_torch_ops_code_predictor(native_tts, isa):
     """The predictor's frame: a 2-token step at positions 0-1, then 1-token steps, batch 2."""
     torch.manual_seed(2)
     cp = native_tts.talker.code_predictor.model
@@ -106,7 +120,7 @@ def test_native_steps_equal_torch_ops_code_predictor(native_tts):
             assert torch.equal(k[:, :, 5:], torch.zeros_like(k[:, :, 5:]))
 
 
-def test_native_forward_rows_equals_torch_ops_talker(native_tts):
+def test_native_forward_rows_equals_torch_ops_talker(native_tts, isa):
     """Talker decode for two sessions at different positions, caches of different sizes."""
     torch.manual_seed(3)
     tr = native_tts.talker.model
@@ -149,7 +163,7 @@ def _clone_cache(c):
     return d
 
 
-def test_native_greedy_codes_equal_torch_ops(native_tts, tiny_icl_voice):
+def test_native_greedy_codes_equal_torch_ops(native_tts, tiny_icl_voice, isa):
     """End to end, the native decode steps give the codes of the same layers run as torch ops."""
     kw = dict(language="English", do_sample=False, subtalker_dosample=False, max_new_tokens=20)
     tk, cp = native_tts.talker.model, native_tts.talker.code_predictor.model
@@ -166,7 +180,50 @@ def test_build_is_cached(tmp_path, monkeypatch):
     assert first.parent == tmp_path / "native" and first.exists()
     stamp = first.stat().st_mtime_ns
     assert native.build() == first and first.stat().st_mtime_ns == stamp  # not rebuilt
-    assert native.load().qwen3tts_native_version() == 1
+    assert native.load().qwen3tts_native_version() == native.VERSION == 2
+
+
+def test_abi_is_checked_at_load():
+    lib = native.load()
+    native.check_abi(lib)  # the ctypes structures match the C ones
+
+    class BadLin(ctypes.Structure):  # bias and wsum swapped
+        _fields_ = [("w", ctypes.c_void_p), ("scale", ctypes.c_void_p), ("bias", ctypes.c_void_p), ("wsum", ctypes.c_void_p),
+                    ("n", ctypes.c_int32), ("k", ctypes.c_int32), ("kp", ctypes.c_int32)]
+
+    fields = [(BadLin if st is native.Lin else st, f) for st, f in native.ABI_FIELDS]
+    old, native.ABI_FIELDS = native.ABI_FIELDS, fields
+    try:
+        with pytest.raises(RuntimeError, match=r"ABI mismatch: offsetof\(BadLin, wsum\) is 16 in C, 24 in"):
+            native.check_abi(lib)
+        native.ABI_FIELDS = fields[:-1]
+        with pytest.raises(RuntimeError, match="ABI mismatch: it reports 26 sizes / offsets, the loader knows 25"):
+            native.check_abi(lib)
+    finally:
+        native.ABI_FIELDS = old
+
+
+def test_isa_is_chosen_at_load_and_can_be_forced(monkeypatch):
+    best = ISAS[0]
+    assert native.isa() == best and ISAS[-1] == "portable"
+    assert best == ("neon" if platform.machine() in ("aarch64", "arm64") else "avx512" if "avx512" in ISAS else best)
+    for name in ISAS:
+        native.reset()
+        monkeypatch.setenv("QWEN3TTS_ISA", name)
+        assert native.isa() == name  # read once, when the library is loaded
+    monkeypatch.setenv("QWEN3TTS_ISA", "auto")
+    assert native.isa() == ISAS[-1]  # not re-read per call
+    native.reset()
+    assert native.isa() == best
+    assert native.set_isa("portable") == best and native.isa() == "portable"
+    assert native.set_isa(None) == "portable" and native.isa() == best
+    other = "avx512" if platform.machine() in ("aarch64", "arm64") else "neon"  # never on this architecture
+    with pytest.raises(ValueError, match=f"isa={other}: this CPU cannot run it \\(it can: {', '.join(ISAS)}\\)"):
+        native.set_isa(other)
+    native.reset()
+    monkeypatch.setenv("QWEN3TTS_ISA", "sse9")
+    with pytest.raises(ValueError, match="QWEN3TTS_ISA must be one of auto, portable, avx2, avx512, neon, not 'sse9'"):
+        native.load()
 
 
 def test_no_compiler_falls_back_in_auto_and_raises_in_on(tmp_path, monkeypatch, tiny_tts):
@@ -174,11 +231,11 @@ def test_no_compiler_falls_back_in_auto_and_raises_in_on(tmp_path, monkeypatch, 
 
     monkeypatch.setenv("QWEN3TTS_CACHE", str(tmp_path))  # nothing cached there
     monkeypatch.setenv("CC", "false")  # a "compiler" that always fails
-    with pytest.warns(RuntimeWarning, match="(?s)native CPU decode unavailable: compiling decode.c codec.c with false failed.*falling back"):
+    with pytest.warns(RuntimeWarning, match="(?s)native CPU decode unavailable: compiling dispatch.c isa_.* with false failed.*falling back"):
         assert linear_class("w8a8", torch.float32) is W8A8Linear
     native.reset()
     monkeypatch.setenv("QWEN3TTS_NATIVE", "on")
-    with pytest.raises(RuntimeError, match="compiling decode.c codec.c with false failed"):
+    with pytest.raises(RuntimeError, match="compiling dispatch.c isa_.* with false failed"):
         native.available()
     monkeypatch.setenv("QWEN3TTS_NATIVE", "off")
     assert not native.available() and linear_class("w8a8", torch.float32) is W8A8Linear
@@ -191,7 +248,7 @@ def test_no_compiler_falls_back_in_auto_and_raises_in_on(tmp_path, monkeypatch, 
 
 
 # ------------------------------------------------------------------ codec: SnakeBeta
-def test_native_snake_equals_float64_formula_and_torch_path():
+def test_native_snake_equals_float64_formula_and_torch_path(isa):
     from qwen3tts.codec.layers import SnakeBeta
 
     torch.manual_seed(4)
@@ -237,57 +294,77 @@ def test_snake_constants_follow_the_parameters_and_inference_tensors():
         assert torch.equal(made(x), before)
 
 
-@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="the portable build is checked on x86-64 (-march=x86-64-v2)")
-def test_portable_build_equals_the_vnni_build(tmp_path, monkeypatch):
-    """The plain-C paths (CPUs without AVX-512 VNNI) give the same linear bit for bit (exact int32
-    sums, the same float epilogue) and the same SnakeBeta within rounding."""
-    monkeypatch.setenv("QWEN3TTS_CACHE", str(tmp_path))
-    fast, plain = native.load(), native.open_library(native.build(march="x86-64-v2"))
-    assert plain.qwen3tts_native_vnni() == 0
+def _each_isa(fn):
+    """fn() under every instruction set, {isa: result}."""
+    out = {}
+    for name in ISAS:
+        with using(name):
+            out[name] = fn()
+    return out
+
+
+def test_every_isa_gives_the_same_linear_and_snake():
+    """The linear bit for bit on every path (exact int32 sums, the same float epilogue); SnakeBeta
+    bit for bit between AVX2 and AVX-512 (the same operations in 8 or 16 lanes), the portable
+    libm path within rounding."""
     torch.manual_seed(5)
-    for k, m in [(256, 1), (100, 5), (1024, 4)]:
-        q = NativeW8A8Linear(nn.Linear(k, 72, bias=True))
+    for k, m in [(256, 1), (100, 5), (1024, 4), (3072, 3)]:
+        q = NativeW8A8Linear(nn.Linear(k, 75, bias=True))  # 75 outputs: blocks of 4 and single rows
         x = (torch.randn(m, k) * torch.logspace(-2, 2, m)[:, None]).contiguous()
-        ys = []
-        for lib in (fast, plain):
-            y = torch.empty(m, 72)
-            lib.qwen3tts_linear(ctypes.byref(q.desc), x.data_ptr(), m, y.data_ptr(), 1)
-            ys.append(y)
-        if fast.qwen3tts_native_vnni():
-            assert torch.equal(ys[0], ys[1])
-        assert (ys[1].double() - (_reference(q, x) + q.bias.double())).abs().max().item() <= 2e-6 * ys[1].abs().max().item()
+        x[0, :7] = torch.tensor([1e3, -1e3, 1e3, 1e3, -1e3, -1e3, 1e3])  # +-127 activations side by side
+        with torch.no_grad():
+            q.weight_q[:, :8] = torch.tensor([127, -127, 127, -127, -127, 127, 127, -127], dtype=torch.int8)
+            q.wsum.copy_(q.weight_q.to(torch.int32).sum(1))
+
+        def run(q=q, x=x, m=m):
+            y = torch.empty(m, 75)
+            native.load().qwen3tts_linear(ctypes.byref(q.desc), x.data_ptr(), m, y.data_ptr(), 1)
+            return y
+
+        ys = _each_isa(run)
+        ref = _reference(q, x) + q.bias.double()
+        for name, y in ys.items():
+            assert torch.equal(y, ys[ISAS[0]]), name
+            assert (y.double() - ref).abs().max().item() <= 2e-6 * y.abs().max().item()
     C, T = 40, 64
     x = torch.randn(1, T, C) * 3
+    x[0, 0, :3] = torch.tensor([1e5, -3e4, 9e3])  # lanes past 8192: libm
     a, ib = torch.rand(C) + 0.5, torch.rand(C)
-    outs = []
-    for lib in (fast, plain):
+
+    def snake():
         y = torch.empty_like(x)
-        lib.qwen3tts_snake(x.data_ptr(), y.data_ptr(), a.data_ptr(), ib.data_ptr(), T, C, 1)
-        outs.append(y)
+        native.load().qwen3tts_snake(x.data_ptr(), y.data_ptr(), a.data_ptr(), ib.data_ptr(), T, C, 1)
+        return y
+
+    outs = _each_isa(snake)
     s = torch.sin((x * a).double())
     want = x.double() + ib.double() * s * s
-    for y in outs:
-        assert ((y.double() - want).abs() / (want.abs() + 1)).max().item() < 1e-6
+    for name, y in outs.items():
+        assert ((y.double() - want).abs() / (want.abs() + 1)).max().item() < 1e-6, name
+    if "avx2" in outs and "avx512" in outs:
+        assert torch.equal(outs["avx2"], outs["avx512"])
 
 
-@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="the portable build is checked on x86-64 (-march=x86-64-v2)")
-def test_portable_build_decode_steps(native_tts, tmp_path, monkeypatch):
-    """A whole predictor decode step on the plain-C build matches the vectorized one."""
-    monkeypatch.setenv("QWEN3TTS_CACHE", str(tmp_path))
-    plain = native.open_library(native.build(march="x86-64-v2"))
+def test_every_isa_gives_the_same_decode_steps(native_tts):
+    """A whole predictor decode step on every path: AVX2 equals AVX-512 bit for bit (the float
+    reductions in the same 16-lane order, exp in the same operations), the portable path within
+    rounding."""
     cp = native_tts.talker.code_predictor.model
     torch.manual_seed(6)
     x2, x1 = torch.randn(2, 2, cp.cfg.hidden_size), torch.randn(2, 1, cp.cfg.hidden_size)
-    slots = torch.arange(16)
-    outs = []
-    fast = cp.native.lib
-    try:
-        for lib in (fast, plain):
-            cp.native.lib = lib
-            cache = cp.new_cache(2, 16)
-            with torch.inference_mode():
-                cp(x2, cache, slots[:2], kv_len=2)
-                outs.append(cp(x1, cache, slots[2:3], kv_len=3))
-    finally:
-        cp.native.lib = fast
-    assert (outs[0] - outs[1]).abs().max().item() <= 1e-4 * outs[0].abs().max().item()
+    slots = torch.arange(40)
+
+    def step():
+        cache = cp.new_cache(2, 40)
+        with torch.inference_mode():
+            for p in range(0, 34, 2):  # 34 cached positions: the softmax's 16-lane blocks and a tail
+                cp(torch.randn(2, 2, cp.cfg.hidden_size, generator=torch.Generator().manual_seed(p)), cache, slots[p : p + 2], kv_len=p + 2)
+            cp(x2, cache, slots[34:36], kv_len=36)
+            return cp(x1, cache, slots[36:37], kv_len=37)
+
+    outs = _each_isa(step)
+    best = outs[ISAS[0]]
+    for name, y in outs.items():
+        assert (y - best).abs().max().item() <= 1e-4 * best.abs().max().item(), name
+    if "avx2" in outs and "avx512" in outs:
+        assert torch.equal(outs["avx2"], outs["avx512"])

@@ -1,7 +1,8 @@
 """Winograd F(4, 7) convolutions of the codec decoder (codec/winograd.py, native/codec.c): the
 transform matrices are exact, the native transforms compute the convolution within float32
 rounding (any dilation, batch, length, piece size), the codec layers use it where they should,
-and a codec with it on stays within the parity and streaming tolerances."""
+and a codec with it on stays within the parity and streaming tolerances; every instruction set
+the CPU runs (native_isas)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,19 @@ import torch
 import torch.nn.functional as F
 
 from conftest import TINY_MODEL, max_abs
+from native_isas import isas, using
 from qwen3tts import native
 from qwen3tts.codec import winograd
 from qwen3tts.codec.layers import CausalConv1d
 
 pytestmark = pytest.mark.skipif(not native.available(), reason="needs the native library (a C compiler)")
+ISAS = isas()
+
+
+@pytest.fixture(autouse=True)
+def _best_isa():
+    yield
+    native.set_isa(None)  # tests that pick an instruction set leave the default behind
 
 
 def test_matrices_are_an_exact_correlation():
@@ -44,9 +53,12 @@ def _case(C, cout, L, d, B, seed):
     return w, b, x, ref, direct
 
 
+@pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("C,cout,L,d,B", [(96, 96, 2000, 1, 1), (64, 48, 500, 3, 2), (32, 40, 257, 9, 3), (16, 16, 60, 9, 1), (8, 8, 7, 1, 1)])
-def test_native_conv_equals_float64_convolution(C, cout, L, d, B, monkeypatch):
+def test_native_conv_equals_float64_convolution(C, cout, L, d, B, isa, monkeypatch):
     """Lengths that are not whole tiles, dilations with several phases, batches, a single output."""
+    monkeypatch.setattr(winograd, "FUSED_MAX_CHANNELS", 0)  # the transforms (the fused kernel: below)
+    native.set_isa(isa)
     w, b, x, ref, direct = _case(C, cout, L, d, B, seed=C + L)
     U = winograd.transform_weight(w)
     assert U.shape == (10, C, cout)
@@ -73,21 +85,24 @@ def test_native_conv_refuses_what_does_not_fit():
         winograd.conv(x.double(), U, b, 1, native.load())
 
 
-@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="the portable build is checked on x86-64 (-march=x86-64-v2)")
-def test_portable_build_transforms(tmp_path, monkeypatch):
-    monkeypatch.setenv("QWEN3TTS_CACHE", str(tmp_path))
-    plain = native.open_library(native.build(march="x86-64-v2"))
-    w, b, x, ref, _ = _case(48, 48, 300, 3, 2, seed=7)
+def test_every_isa_gives_the_same_transforms(monkeypatch):
+    """The vector transforms (a tile row in registers, 16 or 8 channels at a time) do the plain
+    loops' operations: the same floats on every path; the few-row linear within rounding."""
+    monkeypatch.setattr(winograd, "FUSED_MAX_CHANNELS", 0)
+    w, b, x, ref, _ = _case(44, 52, 300, 3, 2, seed=7)  # channels that are not whole vectors
     U = winograd.transform_weight(w)
-    # the AVX-512 transforms (a tile row in registers) do the plain loops' operations: the same floats
-    assert torch.equal(winograd.conv(x, U, b, 3, plain), winograd.conv(x, U, b, 3, native.load()))
-    xs, w, bias = torch.randn(5, 40), torch.randn(9, 40), torch.randn(9)  # the few-row linear
-    ys = []
-    for lib in (plain, native.load()):
-        y = torch.empty(5, 9)
-        lib.qwen3tts_linear_f32(xs.data_ptr(), 5, 40, w.data_ptr(), bias.data_ptr(), 9, y.data_ptr(), 1)
-        ys.append(y)
-    assert max_abs(ys[0], xs @ w.T + bias) < 1e-5 and max_abs(ys[1], xs @ w.T + bias) < 1e-5
+    ys = {}
+    for name in ISAS:
+        with using(name) as lib:
+            ys[name] = winograd.conv(x, U, b, 3, lib)
+    for name, y in ys.items():
+        assert torch.equal(y, ys["portable"]), name
+    xs, w, bias = torch.randn(5, 40), torch.randn(9, 40), torch.randn(9)
+    for name in ISAS:
+        with using(name) as lib:
+            y = torch.empty(5, 9)
+            lib.qwen3tts_linear_f32(xs.data_ptr(), 5, 40, w.data_ptr(), bias.data_ptr(), 9, y.data_ptr(), 1)
+        assert max_abs(y, xs @ w.T + bias) < 1e-5, name
 
 
 def test_causal_conv_uses_winograd_where_it_pays(monkeypatch):
@@ -182,8 +197,10 @@ def mid_codec():
     return tok, tok64
 
 
-def test_codec_with_winograd_offline_and_streaming(mid_codec, monkeypatch):
+@pytest.mark.parametrize("isa", ISAS)
+def test_codec_with_winograd_offline_and_streaming(mid_codec, monkeypatch, isa):
     tok, tok64 = mid_codec
+    native.set_isa(isa)
     codes = torch.randint(0, 2048, (10, 16), generator=torch.Generator().manual_seed(0))
     ref = tok64.decoder.decode(codes.T[None])[0]
     y = tok.decode(codes)
@@ -302,12 +319,14 @@ def test_codec_convolutions_run_few_rows_in_the_native_kernel(monkeypatch):
     assert max_abs(y, y_ref) < 1e-5 and max_abs(z, z_ref) < 1e-5
 
 
-def test_fused_kernel_equals_float64_and_serves_up_to_192_channels(monkeypatch, tmp_path):
+@pytest.mark.parametrize("isa", [i for i in ISAS if i in ("avx512", "avx2")] or
+                         [pytest.param("avx2", marks=pytest.mark.skip(reason="the fused kernel needs AVX2 or AVX-512, this CPU has neither"))])
+def test_fused_kernel_equals_float64_and_serves_up_to_192_channels(monkeypatch, isa):
     """`qwen3tts_wino_fused`: the whole convolution in L2-sized chunks (transforms + its own
-    register-blocked channel mixes) for <= 192 channels; history read in place; any batch."""
+    register-blocked channel mixes) for <= 192 channels; history read in place; any batch. The
+    AVX2 kernel gives AVX-512's floats (the same FMA per lane, k in order)."""
     lib = native.load()
-    if not lib.qwen3tts_native_vnni():
-        pytest.skip("the fused kernel is AVX-512 only")
+    native.set_isa(isa)
     g = torch.Generator().manual_seed(11)
     for C, cout, L, d, B in [(96, 80, 301, 9, 2), (40, 24, 50, 1, 3), (192, 192, 700, 3, 1), (8, 8, 7, 1, 1)]:
         w = torch.randn(cout, C, 7, generator=g) / math.sqrt(7 * C)
@@ -329,7 +348,9 @@ def test_fused_kernel_equals_float64_and_serves_up_to_192_channels(monkeypatch, 
         assert y.shape == ref.shape and y.transpose(1, 2).is_contiguous()
         assert max_abs(y, ref) < 4e-5 * scale and torch.equal(y, y8)
         assert max_abs(y, y_bmm) < 2e-6 * scale
+        if isa == "avx2" and "avx512" in ISAS:
+            with using("avx512"):
+                assert torch.equal(winograd.conv(x, U, b, d, lib, history=hist), y)
     assert not winograd.fused(384, 384, lib) and not winograd.fused(96, 384, lib)  # wide: oneDNN's mixes are faster
-    monkeypatch.setenv("QWEN3TTS_CACHE", str(tmp_path))
-    plain = native.open_library(native.build(march="x86-64-v2"))
-    assert not winograd.fused(96, 96, plain)  # no AVX-512: the unfused passes
+    with using("portable"):
+        assert not winograd.fused(96, 96, lib)  # no vector kernels: the unfused passes

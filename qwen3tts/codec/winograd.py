@@ -104,9 +104,10 @@ FUSED_CHUNK = 64 * 96  # tile rows x channels per chunk: V and M (10 x 4 x 64 x 
 
 
 def fused(cin: int, cout: int, lib, m: int = TILE) -> bool:
-    """Does `qwen3tts_wino_fused` serve this F(m, 7) convolution? (AVX-512 build, F(4, 7), at
-    most FUSED_MAX_CHANNELS channels: there the unfused transforms are memory-bound.)"""
-    return m == 4 and max(cin, cout) <= FUSED_MAX_CHANNELS and bool(lib.qwen3tts_native_vnni())
+    """Does `qwen3tts_wino_fused` serve this F(m, 7) convolution? (the AVX-512 or AVX2 kernels
+    in use, F(4, 7), at most FUSED_MAX_CHANNELS channels: there the unfused transforms are
+    memory-bound.)"""
+    return m == 4 and max(cin, cout) <= FUSED_MAX_CHANNELS and bool(lib.qwen3tts_wino_fused_available())
 
 
 def pack_mix(U: torch.Tensor, rows_hint: int = 256) -> list:

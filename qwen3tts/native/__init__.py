@@ -7,9 +7,15 @@ numerics, see quant.py) in one call, with OpenMP threads shared with torch's own
 `codec.c` has the codec decoder's SnakeBeta, the transforms of its Winograd convolutions (and
 the whole convolution fused for <= 192 channels) and its few-row float32 linear.
 
-Built with `cc -O3 -march=native -fopenmp -ffp-contract=off` into
-`$QWEN3TTS_CACHE/native/` (default `~/.cache/qwen3tts/native/`), keyed by the source, the
-flags, the compiler and the CPU's flags, so a rebuild happens only when one of those changes.
+One build serves every CPU of an architecture: the kernels are compiled once per instruction
+set (isa_avx512.c, isa_avx2.c, isa_portable.c on x86-64; isa_neon.c, isa_portable.c on
+aarch64; each sets its compiler target for itself) and dispatch.c picks one at run time, the best
+the CPU has unless `QWEN3TTS_ISA=avx512|avx2|portable|neon` (read once, at load) forces another;
+`set_isa` switches at run time (tests, `scripts/bench.py --isa`), `isa()` names the one in use.
+Built with `cc -O3 -fopenmp -ffp-contract=off` (no -march) into `$QWEN3TTS_CACHE/native/`
+(default `~/.cache/qwen3tts/native/`), keyed by the sources, the flags and the compiler, so a
+rebuild happens only when one of those changes. At load the C structures' layout
+(`qwen3tts_abi`) is checked against the ctypes ones here.
 `QWEN3TTS_NATIVE=auto|on|off` (default auto): auto uses it when it builds and falls back to the
 torch kernels otherwise (with one warning), on raises when it cannot build, off never builds.
 """
@@ -19,6 +25,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import platform
 import shutil
 import subprocess
 import tempfile
@@ -26,10 +33,12 @@ import threading
 import warnings
 from pathlib import Path
 
-SOURCES = [Path(__file__).with_name(n) for n in ("decode.c", "codec.c")]
-HEADERS = [Path(__file__).with_name("common.h")]
-FLAGS = ["-O3", "-fopenmp", "-ffp-contract=off", "-std=gnu11", "-shared", "-fPIC"]  # + -march=<march>
+_DIR = Path(__file__).parent
+KERNELS = [_DIR / n for n in ("decode.c", "codec.c", "common.h", "vec.h")]  # included by each isa_<name>.c
+UNITS = {"x86_64": ["dispatch.c", "isa_avx512.c", "isa_avx2.c", "isa_portable.c"], "aarch64": ["dispatch.c", "isa_neon.c", "isa_portable.c"]}
+FLAGS = ["-O3", "-fopenmp", "-ffp-contract=off", "-std=gnu11", "-shared", "-fPIC"]
 MODES = ("auto", "on", "off")
+ISAS = ("portable", "avx2", "avx512", "neon")  # common.h Q_PORTABLE .. Q_NEON
 KALIGN_DEFAULT = 64  # decode.c KALIGN: the int8 weights' rows are zero padded to a multiple of this
 
 _lock = threading.Lock()
@@ -44,16 +53,17 @@ def native_mode() -> str:
     return mode
 
 
-def _cpu_flags() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return line
-    except OSError:
-        pass
-    import platform
+def isa_option() -> str:
+    """`QWEN3TTS_ISA` (default auto: the best the CPU has); read when the library is loaded."""
+    v = os.environ.get("QWEN3TTS_ISA", "auto").strip().lower() or "auto"
+    if v not in ("auto", *ISAS):
+        raise ValueError(f"QWEN3TTS_ISA must be one of auto, {', '.join(ISAS)}, not {v!r}")
+    return v
 
-    return platform.machine() + platform.processor()
+
+def _machine(machine: str | None = None) -> str:
+    m = (machine or platform.machine()).lower()
+    return {"amd64": "x86_64", "arm64": "aarch64"}.get(m, m)
 
 
 def _cache_dir() -> Path:
@@ -66,31 +76,35 @@ def _compiler() -> str | None:
     return cc
 
 
-def build(march: str = "native") -> Path:
-    """Compile the sources for `-march=<march>` (if not cached) and return the shared library's
-    path; raises RuntimeError. Other targets than the default are for tests (the portable
-    C paths of CPUs without AVX-512 VNNI)."""
-    cc = _compiler()
+def build(cc: str | None = None, machine: str | None = None, extra: tuple[str, ...] = ()) -> Path:
+    """Compile the sources (if not cached) and return the shared library's path; raises
+    RuntimeError. `cc` / `machine` / `extra` flags: another compiler for another architecture
+    (the aarch64 test cross-compiles)."""
+    machine = _machine(machine)
+    if machine not in UNITS:
+        raise RuntimeError(f"the native kernels are written for {' and '.join(UNITS)}, not {machine}")
+    units = [_DIR / n for n in UNITS[machine]]
+    cc = cc or _compiler()
     if cc is None:
         raise RuntimeError("no C compiler found (install gcc, or set CC)")
     try:
         version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError) as e:
         raise RuntimeError(f"C compiler {cc!r} does not run: {e}") from e
-    src = b"\0".join(f.read_bytes() for f in [*SOURCES, *HEADERS])
-    flags = [*FLAGS, f"-march={march}"]
-    key = hashlib.sha256(b"\0".join([src, " ".join(flags).encode(), version.encode(), _cpu_flags().encode()])).hexdigest()[:16]
-    out = _cache_dir() / f"qwen3tts_decode_{key}.so"
+    src = b"\0".join(f.read_bytes() for f in [*units, *KERNELS])
+    flags = [*FLAGS, *extra]
+    key = hashlib.sha256(b"\0".join([src, " ".join(flags).encode(), cc.encode(), version.encode(), machine.encode()])).hexdigest()[:16]
+    out = _cache_dir() / f"qwen3tts_native_{machine}_{key}.so"
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         so = Path(tmp) / out.name
-        cmd = [cc, *flags, f"-I{SOURCES[0].parent}", *map(str, SOURCES), "-o", str(so), "-lm"]
+        cmd = [cc, *flags, f"-I{_DIR}", *map(str, units), "-o", str(so), "-lm"]
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         if r.returncode != 0:
             detail = (r.stderr or r.stdout).strip()[-2000:]
-            raise RuntimeError(f"compiling {' '.join(f.name for f in SOURCES)} with {cc} failed (exit {r.returncode})" + (f":\n{detail}" if detail else ""))
+            raise RuntimeError(f"compiling {' '.join(f.name for f in units)} with {cc} failed (exit {r.returncode})" + (f":\n{detail}" if detail else ""))
         os.replace(so, out)  # atomic: concurrent builders agree on the result
     return out
 
@@ -107,21 +121,57 @@ def load() -> ctypes.CDLL:
             raise RuntimeError(_error)
         import torch  # noqa: F401  (torch first: the library then shares torch's libgomp)
 
+        want = isa_option()  # a bad value raises ValueError, before anything is built
         try:
             lib = open_library(build())
-            if lib.qwen3tts_native_version() != 1:
-                raise RuntimeError("native library version mismatch")
         except (RuntimeError, OSError) as e:
             _error = f"native CPU decode unavailable: {e}"
             raise RuntimeError(_error) from e
+        if want == "auto":  # (a library loaded before shares the process's one copy: set it either way)
+            lib.qwen3tts_set_isa(-1)
+        else:
+            _set(lib, want, "QWEN3TTS_ISA")
         _lib = lib
         return lib
+
+
+def _set(lib: ctypes.CDLL, name: str, what: str) -> None:
+    if name not in ISAS:
+        raise ValueError(f"{what} must be one of {', '.join(ISAS)}, not {name!r}")
+    if lib.qwen3tts_set_isa(ISAS.index(name)) != 0:
+        raise ValueError(f"{what}={name}: this CPU cannot run it (it can: {', '.join(supported_isas(lib))})")
+
+
+def supported_isas(lib: ctypes.CDLL | None = None) -> list[str]:
+    """The instruction sets the library can run on this CPU, best first."""
+    lib = lib or load()
+    return [n for i, n in reversed(list(enumerate(ISAS))) if lib.qwen3tts_isa_supported(i)]
+
+
+def isa(lib: ctypes.CDLL | None = None) -> str:
+    """The instruction set the native kernels run now: avx512, avx2, portable or neon."""
+    lib = lib or load()
+    return ISAS[lib.qwen3tts_isa()]
+
+
+def set_isa(name: str | None, lib: ctypes.CDLL | None = None) -> str:
+    """Run the native kernels with `name` (None or "auto": the best the CPU has) from now on, in
+    every thread; returns the one before. A set the CPU lacks raises ValueError."""
+    lib = lib or load()
+    before = isa(lib)
+    if name in (None, "auto"):
+        lib.qwen3tts_set_isa(-1)
+    else:
+        _set(lib, name, "isa")
+    return before
 
 
 def reset() -> None:
     """Forget the loaded library and any build error (tests; a changed environment)."""
     global _lib, _error
     with _lock:
+        if _lib is not None:
+            _lib.qwen3tts_set_isa(-1)
         _lib, _error = None, None
     available._warned = False
 
@@ -165,10 +215,35 @@ class Stack(ctypes.Structure):
                 ("layers", ctypes.POINTER(Layer)), ("final_norm", ctypes.c_void_p)]
 
 
+# the layout qwen3tts_abi reports, in its order: (structure, field or None for its size)
+ABI_FIELDS = [(Lin, None), *((Lin, f) for f, _ in Lin._fields_), (Layer, None), *((Layer, f) for f, _ in Layer._fields_),
+              (Stack, None), *((Stack, f) for f, _ in Stack._fields_)]
+VERSION = 2
+
+
+def check_abi(lib: ctypes.CDLL) -> None:
+    """The C structures' sizes and offsets equal the ctypes ones; RuntimeError naming the first
+    field that differs."""
+    n = len(ABI_FIELDS)
+    out = (ctypes.c_int32 * n)()
+    count = lib.qwen3tts_abi(out, n)
+    if count != n:
+        raise RuntimeError(f"native library ABI mismatch: it reports {count} sizes / offsets, the loader knows {n}")
+    for (st, field), got in zip(ABI_FIELDS, out):
+        want = ctypes.sizeof(st) if field is None else getattr(st, field).offset
+        if got != want:
+            what = f"sizeof({st.__name__})" if field is None else f"offsetof({st.__name__}, {field})"
+            raise RuntimeError(f"native library ABI mismatch: {what} is {got} in C, {want} in native/__init__.py")
+
+
 def open_library(path) -> ctypes.CDLL:
-    """A built library loaded with its functions declared (`load` does this for the default build)."""
+    """A built library loaded with its functions declared, its version and structure layout
+    checked (`load` does this for the default build)."""
     lib = ctypes.CDLL(str(path))
     _declare(lib)
+    if lib.qwen3tts_native_version() != VERSION:
+        raise RuntimeError(f"native library version {lib.qwen3tts_native_version()}, the loader expects {VERSION}")
+    check_abi(lib)
     return lib
 
 
@@ -179,6 +254,14 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.qwen3tts_stack_decode.argtypes = [ctypes.POINTER(Stack), I, P, P, P, P, P, I, P, P, P, I]
     lib.qwen3tts_stack_decode.restype = None
     lib.qwen3tts_native_vnni.restype = I
+    lib.qwen3tts_wino_fused_available.restype = I
+    lib.qwen3tts_isa.restype = I
+    lib.qwen3tts_isa_supported.argtypes = [I]
+    lib.qwen3tts_isa_supported.restype = I
+    lib.qwen3tts_set_isa.argtypes = [I]
+    lib.qwen3tts_set_isa.restype = I
+    lib.qwen3tts_abi.argtypes = [ctypes.POINTER(ctypes.c_int32), I]
+    lib.qwen3tts_abi.restype = I
     lib.qwen3tts_snake.argtypes = [P, P, P, P, ctypes.c_int64, I, I]
     lib.qwen3tts_snake.restype = None
     lib.qwen3tts_snake_ncw.argtypes = [P, P, P, P, ctypes.c_int64, I, ctypes.c_int64, I]

@@ -1,7 +1,7 @@
 /* Native CPU kernels of the codec decoder (see native/__init__.py): SnakeBeta in one pass, the
  * input / output transforms of the Winograd k7 convolutions (codec/winograd.py) and the
  * few-row float32 linear (native/f32.py). */
-#include "common.h"
+#include "vec.h"
 
 /* ------------------------------------------------------------------ SnakeBeta (codec decoder)
  * y = x + inv_beta[c] * sin(x * alpha[c])^2 over channels-last rows (rows, C), one pass
@@ -10,52 +10,53 @@
  * parts, Cephes' constants doubled: k * part is exact for |v| < 8192), then sin^2 v = sin^2 r
  * (k even) or 1 - sin^2 r (k odd), sin^2 r = z (1 - z/3 + 2z^2/45 - z^3/315 + 2z^4/14175
  * - 2z^5/467775), z = r^2 (the series; truncation < 4e-9 at |r| = pi/4). Within ~2e-7 absolute
- * of the exact sin^2; lanes with |v| > 8192 use libm's sinf. */
-#ifdef Q_VNNI
-static inline __m512 sin2_ps(__m512 v) {
-    const __m512 ax = _mm512_abs_ps(v);
-    const __mmask16 big = _mm512_cmp_ps_mask(ax, _mm512_set1_ps(8192.f), _CMP_GT_OQ);
-    const __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(ax, _mm512_set1_ps(0.636619772367581343f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(1.5703125f), ax);
-    r = _mm512_fnmadd_ps(k, _mm512_set1_ps(4.837512969970703125e-4f), r);
-    r = _mm512_fnmadd_ps(k, _mm512_set1_ps(7.54978995489188216e-8f), r);
-    const __m512 z = _mm512_mul_ps(r, r);
-    __m512 p = _mm512_set1_ps(-4.27563e-6f); /* -2 / 467775 */
-    p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(1.41093474e-4f));  /* 2 / 14175 */
-    p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(-3.17460317e-3f)); /* -1 / 315 */
-    p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(4.44444444e-2f));  /* 2 / 45 */
-    p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(-3.33333333e-1f)); /* -1 / 3 */
-    p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(1.0f));
-    const __m512 s2 = _mm512_mul_ps(p, z);
-    const __mmask16 odd = _mm512_test_epi32_mask(_mm512_cvtps_epi32(k), _mm512_set1_epi32(1));
-    __m512 res = _mm512_mask_sub_ps(s2, odd, _mm512_set1_ps(1.0f), s2);
+ * of the exact sin^2; lanes with |v| > 8192 use libm's sinf. The AVX2 path does the same
+ * operations in 8 lanes (the same floats); the portable one calls sinf. */
+#ifdef Q_VEC
+static inline vf sin2_ps(vf v) {
+    const vf ax = vabs(v);
+    const int big = vgt_bits(ax, vset1(8192.f));
+    const vf k = vround(vmul(ax, vset1(0.636619772367581343f)));
+    vf r = vfnmadd(k, vset1(1.5703125f), ax);
+    r = vfnmadd(k, vset1(4.837512969970703125e-4f), r);
+    r = vfnmadd(k, vset1(7.54978995489188216e-8f), r);
+    const vf z = vmul(r, r);
+    vf p = vset1(-4.27563e-6f);              /* -2 / 467775 */
+    p = vfmadd(p, z, vset1(1.41093474e-4f));  /* 2 / 14175 */
+    p = vfmadd(p, z, vset1(-3.17460317e-3f)); /* -1 / 315 */
+    p = vfmadd(p, z, vset1(4.44444444e-2f));  /* 2 / 45 */
+    p = vfmadd(p, z, vset1(-3.33333333e-1f)); /* -1 / 3 */
+    p = vfmadd(p, z, vset1(1.0f));
+    vf res = vodd_flip(k, vmul(p, z));
     if (big) {
-        float buf[16], in[16];
-        _mm512_storeu_ps(buf, res);
-        _mm512_storeu_ps(in, v);
-        for (int i = 0; i < 16; i++)
+        float buf[VL], in[VL];
+        vstoreu(buf, res);
+        vstoreu(in, v);
+        for (int i = 0; i < VL; i++)
             if (big >> i & 1) {
                 const float sv = sinf(in[i]);
                 buf[i] = sv * sv;
             }
-        res = _mm512_loadu_ps(buf);
+        res = vloadu(buf);
     }
     return res;
 }
 #endif
 
-void qwen3tts_snake(const float *x, float *y, const float *alpha, const float *inv_beta, int64_t rows, int C, int nt) {
+
+void Q_FN(qwen3tts_snake)(const float *x, float *y, const float *alpha, const float *inv_beta, int64_t rows, int C, int nt) {
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (int64_t r = 0; r < rows; r++) {
         const float *xr = x + r * C;
         float *yr = y + r * C;
         int c = 0;
-#ifdef Q_VNNI
-        for (; c + 16 <= C; c += 16) {
-            const __m512 v = _mm512_loadu_ps(xr + c);
-            const __m512 s2 = sin2_ps(_mm512_mul_ps(v, _mm512_loadu_ps(alpha + c)));
-            _mm512_storeu_ps(yr + c, _mm512_add_ps(v, _mm512_mul_ps(_mm512_loadu_ps(inv_beta + c), s2)));
-        }
+#ifdef Q_VEC
+        for (; c + 16 <= C; c += 16) /* 16 at a time on every path: the scalar tail starts alike */
+            for (int h = c; h < c + 16; h += VL) {
+                const vf v = vloadu(xr + h);
+                const vf s2 = sin2_ps(vmul(v, vloadu(alpha + h)));
+                vstoreu(yr + h, vadd(v, vmul(vloadu(inv_beta + h), s2)));
+            }
 #endif
         for (; c < C; c++) {
             const float s = sinf(xr[c] * alpha[c]);
@@ -65,20 +66,21 @@ void qwen3tts_snake(const float *x, float *y, const float *alpha, const float *i
 }
 
 /* the same over NCW rows: x (B * C, T), channel c = row % C */
-void qwen3tts_snake_ncw(const float *x, float *y, const float *alpha, const float *inv_beta, int64_t rows, int C, int64_t T, int nt) {
+void Q_FN(qwen3tts_snake_ncw)(const float *x, float *y, const float *alpha, const float *inv_beta, int64_t rows, int C, int64_t T, int nt) {
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (int64_t r = 0; r < rows; r++) {
         const float a = alpha[r % C], ib = inv_beta[r % C];
         const float *xr = x + r * T;
         float *yr = y + r * T;
         int64_t t = 0;
-#ifdef Q_VNNI
-        const __m512 av = _mm512_set1_ps(a), ibv = _mm512_set1_ps(ib);
-        for (; t + 16 <= T; t += 16) {
-            const __m512 v = _mm512_loadu_ps(xr + t);
-            const __m512 s2 = sin2_ps(_mm512_mul_ps(v, av));
-            _mm512_storeu_ps(yr + t, _mm512_add_ps(v, _mm512_mul_ps(ibv, s2)));
-        }
+#ifdef Q_VEC
+        const vf av = vset1(a), ibv = vset1(ib);
+        for (; t + 16 <= T; t += 16)
+            for (int h = 0; h < 16; h += VL) {
+                const vf v = vloadu(xr + t + h);
+                const vf s2 = sin2_ps(vmul(v, av));
+                vstoreu(yr + t + h, vadd(v, vmul(ibv, s2)));
+            }
 #endif
         for (; t < T; t++) {
             const float s = sinf(xr[t] * a);
@@ -127,27 +129,45 @@ static void nonzero_lists(const float *A, int rows, int n, coef_lists *L) {
     }
 }
 
-#ifdef Q_VNNI
-/* one tile row of the input transform in registers, 16 channels at a time, over all n x n
+#ifdef Q_VEC
+/* one tile row of the input transform in registers, VL channels at a time, over all n x n
  * coefficients (constant n: unrolled, each product one multiply with a broadcast operand). The
  * same values as the plain loop below: a zero coefficient or a missing (zero) input row adds an
  * exact zero, so the sums agree with the sparse ones in order and rounding. */
 static inline __attribute__((always_inline)) void wino_in_row(const float *const *xk, int n, int C, float *out0, int64_t si,
                                                               const float *BT) {
-    for (int c = 0; c < C; c += 16) {
-        const __mmask16 mk = C - c >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (C - c)) - 1);
-        __m512 xv[32];
-        for (int k = 0; k < n; k++) xv[k] = xk[k] ? _mm512_maskz_loadu_ps(mk, xk[k] + c) : _mm512_setzero_ps();
+    for (int c = 0; c < C; c += VL) {
+        const vmask mk = vlanes(C - c);
+        vf xv[32];
+        for (int k = 0; k < n; k++) xv[k] = xk[k] ? vmaskload(xk[k] + c, mk) : vzero();
         for (int i = 0; i < n; i++) {
-            __m512 acc = _mm512_mul_ps(_mm512_set1_ps(BT[i * n]), xv[0]);
-            for (int k = 1; k < n; k++) acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_set1_ps(BT[i * n + k]), xv[k]));
-            _mm512_mask_storeu_ps(out0 + i * si + c, mk, acc);
+            vf acc = vmul(vset1(BT[i * n]), xv[0]);
+            for (int k = 1; k < n; k++) acc = vadd(acc, vmul(vset1(BT[i * n + k]), xv[k]));
+            vmaskstore(out0 + i * si + c, mk, acc);
+        }
+    }
+}
+
+/* one tile row of the output transform (+ bias), its first pmax outputs, the same way */
+static inline __attribute__((always_inline)) void wino_out_row(const float *const *Mr, int n, int m, int C, float *dst0, int64_t ds,
+                                                               int pmax, const float *bias, const float *AT) {
+    for (int c = 0; c < C; c += VL) {
+        const vmask mk = vlanes(C - c);
+        vf mv[32];
+        for (int i = 0; i < n; i++) mv[i] = vmaskload(Mr[i] + c, mk);
+        const vf bv = bias ? vmaskload(bias + c, mk) : vzero();
+        for (int p = 0; p < m; p++) {
+            if (p >= pmax) break;
+            vf acc = vmul(vset1(AT[p * n]), mv[0]);
+            for (int i = 1; i < n; i++) acc = vadd(acc, vmul(vset1(AT[p * n + i]), mv[i]));
+            if (bias) acc = vadd(acc, bv);
+            vmaskstore(dst0 + p * ds + c, mk, acc);
         }
     }
 }
 #endif
 
-void qwen3tts_wino_in(const float *h, int64_t Lh, int64_t ldh, const float *x, int64_t Lx, int64_t ldx, int64_t off, int B,
+void Q_FN(qwen3tts_wino_in)(const float *h, int64_t Lh, int64_t ldh, const float *x, int64_t Lx, int64_t ldx, int64_t off, int B,
                       int C, float *V, int64_t si, int64_t sr, const float *BT, int m, int n, int d, int64_t q, int nt) {
     const int64_t R = (int64_t)B * q * d;
     coef_lists L;
@@ -160,7 +180,7 @@ void qwen3tts_wino_in(const float *h, int64_t Lh, int64_t ldh, const float *x, i
             const int64_t i = off + (t * m + k) * d + ph;
             xk[k] = i < Lh ? h + (b * ldh + i) * C : i < Lh + Lx ? x + (b * ldx + i - Lh) * C : NULL;
         }
-#ifdef Q_VNNI
+#ifdef Q_VEC
         if (n == 10) { /* F(4, 7) */
             wino_in_row(xk, 10, C, V + row * sr, si, BT);
             continue;
@@ -180,26 +200,7 @@ void qwen3tts_wino_in(const float *h, int64_t Lh, int64_t ldh, const float *x, i
     }
 }
 
-#ifdef Q_VNNI
-static inline __attribute__((always_inline)) void wino_out_row(const float *const *Mr, int n, int m, int C, float *dst0, int64_t ds,
-                                                               int pmax, const float *bias, const float *AT) {
-    for (int c = 0; c < C; c += 16) {
-        const __mmask16 mk = C - c >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (C - c)) - 1);
-        __m512 mv[32];
-        for (int i = 0; i < n; i++) mv[i] = _mm512_maskz_loadu_ps(mk, Mr[i] + c);
-        const __m512 bv = bias ? _mm512_maskz_loadu_ps(mk, bias + c) : _mm512_setzero_ps();
-        for (int p = 0; p < m; p++) {
-            if (p >= pmax) break;
-            __m512 acc = _mm512_mul_ps(_mm512_set1_ps(AT[p * n]), mv[0]);
-            for (int i = 1; i < n; i++) acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_set1_ps(AT[p * n + i]), mv[i]));
-            if (bias) acc = _mm512_add_ps(acc, bv);
-            _mm512_mask_storeu_ps(dst0 + p * ds + c, mk, acc);
-        }
-    }
-}
-#endif
-
-void qwen3tts_wino_out(const float *const *M, int64_t sr, int B, int64_t T, int64_t ldb, int C, float *y, const float *AT,
+void Q_FN(qwen3tts_wino_out)(const float *const *M, int64_t sr, int B, int64_t T, int64_t ldb, int C, float *y, const float *AT,
                        const float *bias, int m, int n, int d, int64_t q, int nt) {
     const int64_t R = (int64_t)B * q * d;
     coef_lists L;
@@ -209,7 +210,7 @@ void qwen3tts_wino_out(const float *const *M, int64_t sr, int B, int64_t T, int6
         const int64_t b = row / (q * d), t = (row / d) % q, ph = row % d;
         const int64_t o0 = t * m * d + ph; /* output of p: o0 + p d */
         const int pmax = o0 >= T ? 0 : (int)((T - 1 - o0) / d + 1); /* outputs of this tile below T */
-#ifdef Q_VNNI
+#ifdef Q_VEC
         if (n == 10 && m == 4) { /* F(4, 7) */
             const float *Mr[10];
             for (int i = 0; i < 10; i++) Mr[i] = M[i] + row * sr;
@@ -237,36 +238,37 @@ void qwen3tts_wino_out(const float *const *M, int64_t sr, int B, int64_t T, int6
  * its products M[i] = V[i] @ U[i] (U: (n, C, Cout), row-major) and the output transform, all
  * in the thread's L2; the unfused passes stream V and M (2.5x the activations each) through
  * memory, which bounds them at <= 192 channels. The products: a register-blocked kernel, 8
- * rows x 32 output channels of FMA accumulators per block (sums over k in order, one FMA
- * each). AVX-512 only (the caller checks qwen3tts_native_vnni). */
-#ifdef Q_VNNI
+ * rows x 32 output channels of FMA accumulators per block on AVX-512, 6 x 16 on AVX2 (sums over
+ * k in order, one FMA each: the same floats). AVX-512 and AVX2 (elsewhere it returns -2; the
+ * caller checks qwen3tts_wino_fused_available). */
+#ifdef Q_VEC
+#define MIX_ROWS (VL == 16 ? 8 : 6) /* rows x 2 vectors of accumulators: 16 of 32 zmm, 12 of 16 ymm */
 static inline __attribute__((always_inline)) void mix_block(const float *A, int64_t lda, int rb, const float *Bm, int K, int N, int c0,
                                                             float *Cm, int64_t ldc) {
-    const __mmask16 m0 = N - c0 >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (N - c0)) - 1);
-    const __mmask16 m1 = N - c0 >= 32 ? (__mmask16)0xFFFF : N - c0 <= 16 ? (__mmask16)0 : (__mmask16)((1u << (N - c0 - 16)) - 1);
-    __m512 acc[8][2];
-    for (int r = 0; r < 8; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    const vmask m0 = vlanes(N - c0), m1 = vlanes(N - c0 - VL);
+    vf acc[MIX_ROWS][2];
+    for (int r = 0; r < MIX_ROWS; r++) acc[r][0] = acc[r][1] = vzero();
     for (int k = 0; k < K; k++) {
-        const __m512 b0 = _mm512_maskz_loadu_ps(m0, Bm + (int64_t)k * N + c0);
-        const __m512 b1 = _mm512_maskz_loadu_ps(m1, Bm + (int64_t)k * N + c0 + 16);
+        const vf b0 = vmaskload(Bm + (int64_t)k * N + c0, m0);
+        const vf b1 = vmaskload(Bm + (int64_t)k * N + c0 + VL, m1);
         for (int r = 0; r < rb; r++) {
-            const __m512 a = _mm512_set1_ps(A[r * lda + k]);
-            acc[r][0] = _mm512_fmadd_ps(a, b0, acc[r][0]);
-            acc[r][1] = _mm512_fmadd_ps(a, b1, acc[r][1]);
+            const vf a = vset1(A[r * lda + k]);
+            acc[r][0] = vfmadd(a, b0, acc[r][0]);
+            acc[r][1] = vfmadd(a, b1, acc[r][1]);
         }
     }
     for (int r = 0; r < rb; r++) {
-        _mm512_mask_storeu_ps(Cm + r * ldc + c0, m0, acc[r][0]);
-        _mm512_mask_storeu_ps(Cm + r * ldc + c0 + 16, m1, acc[r][1]);
+        vmaskstore(Cm + r * ldc + c0, m0, acc[r][0]);
+        vmaskstore(Cm + r * ldc + c0 + VL, m1, acc[r][1]);
     }
 }
 
 static void mix_rows(const float *A, int R, int K, const float *Bm, int N, float *Cm) {
-    for (int r0 = 0; r0 < R; r0 += 8) {
-        const int rb = R - r0 < 8 ? R - r0 : 8;
-        for (int c0 = 0; c0 < N; c0 += 32) {
-            if (rb == 8)
-                mix_block(A + (int64_t)r0 * K, K, 8, Bm, K, N, c0, Cm + (int64_t)r0 * N, N); /* constant rows: registers */
+    for (int r0 = 0; r0 < R; r0 += MIX_ROWS) {
+        const int rb = R - r0 < MIX_ROWS ? R - r0 : MIX_ROWS;
+        for (int c0 = 0; c0 < N; c0 += 2 * VL) {
+            if (rb == MIX_ROWS)
+                mix_block(A + (int64_t)r0 * K, K, MIX_ROWS, Bm, K, N, c0, Cm + (int64_t)r0 * N, N); /* constant rows: registers */
             else
                 mix_block(A + (int64_t)r0 * K, K, rb, Bm, K, N, c0, Cm + (int64_t)r0 * N, N);
         }
@@ -274,10 +276,10 @@ static void mix_rows(const float *A, int R, int K, const float *Bm, int N, float
 }
 #endif
 
-int qwen3tts_wino_fused(const float *h, int64_t Lh, int64_t ldh, const float *x, int64_t Lx, int64_t ldx, int B, int C, int Cout,
+int Q_FN(qwen3tts_wino_fused)(const float *h, int64_t Lh, int64_t ldh, const float *x, int64_t Lx, int64_t ldx, int B, int C, int Cout,
                         const float *U, const float *BT, const float *AT, const float *bias, int64_t q, int64_t T, int64_t ldb,
                         float *y, int TR, int d, int nt) {
-#ifdef Q_VNNI
+#ifdef Q_VEC
     enum { m = 4, n = 10 };
     const int64_t R = (int64_t)B * q * d;
     const int64_t chunks = (R + TR - 1) / TR;
@@ -330,36 +332,47 @@ int qwen3tts_wino_fused(const float *h, int64_t Lh, int64_t ldh, const float *x,
  * y (M, N) = x (M, K) @ w (N, K)^T (+ bias), for the codec decoder's few-row products
  * (native/f32.py): 4 weight rows x mm <= 4 activation rows per pass in 16 lanes (FMA), each
  * weight row read from memory once (then from L1 for the next 4 activation rows), one
- * horizontal sum per output. Summation order: 16 lanes over k, then the lanes. */
-#ifdef Q_VNNI
+ * horizontal sum per output. Summation order: 16 lanes over k, then the lanes (AVX2: 8 lanes). */
+#ifdef Q_VEC
+/* the sum of a vector's lanes: in 16 lanes _mm512_reduce_add_ps's order */
+static inline float vhsum(vf a) {
+#if VL == 16
+    return _mm512_reduce_add_ps(a);
+#else
+    const __m128 s4 = _mm_add_ps(_mm256_extractf128_ps(a, 1), _mm256_castps256_ps128(a));
+    const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    return _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
+#endif
+}
+
 static inline __attribute__((always_inline)) void dot_f32_4n(const float *const *xr, int K, const float *const *wr, int mm,
                                                              const float *pf, int pass, int passes, float *out) {
-    __m512 acc[4][4];
+    vf acc[4][4];
     for (int i = 0; i < 4; i++)
-        for (int j = 0; j < 4; j++) acc[i][j] = _mm512_setzero_ps();
+        for (int j = 0; j < 4; j++) acc[i][j] = vzero();
     /* the next 4 weight rows (contiguous): pass p of P over these rows fetches their p-th P-th,
      * one cache line per row every P steps */
     size_t at = ((size_t)pass * K / passes) & ~(size_t)15;
     int tick = 0;
-    for (int k = 0; k < K; k += 16) {
-        const __mmask16 mk = K - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (K - k)) - 1);
-        if (pf) {
+    for (int k = 0; k < K; k += VL) {
+        const vmask mk = vlanes(K - k);
+        if (pf && (k & 15) == 0) {
             for (int j = 0; j < 4; j++) _mm_prefetch((const char *)(pf + (size_t)j * K + at), _MM_HINT_T0);
             if (++tick == passes) tick = 0, at += 16;
         }
-        __m512 wv[4];
-        for (int j = 0; j < 4; j++) wv[j] = _mm512_maskz_loadu_ps(mk, wr[j] + k);
+        vf wv[4];
+        for (int j = 0; j < 4; j++) wv[j] = vmaskload(wr[j] + k, mk);
         for (int i = 0; i < mm; i++) {
-            const __m512 xv = _mm512_maskz_loadu_ps(mk, xr[i] + k);
-            for (int j = 0; j < 4; j++) acc[i][j] = _mm512_fmadd_ps(xv, wv[j], acc[i][j]);
+            const vf xv = vmaskload(xr[i] + k, mk);
+            for (int j = 0; j < 4; j++) acc[i][j] = vfmadd(xv, wv[j], acc[i][j]);
         }
     }
     for (int i = 0; i < mm; i++)
-        for (int j = 0; j < 4; j++) out[i * 4 + j] = _mm512_reduce_add_ps(acc[i][j]);
+        for (int j = 0; j < 4; j++) out[i * 4 + j] = vhsum(acc[i][j]);
 }
 #endif
 
-void qwen3tts_linear_f32(const float *x, int M, int K, const float *w, const float *bias, int N, float *y, int nt) {
+void Q_FN(qwen3tts_linear_f32)(const float *x, int M, int K, const float *w, const float *bias, int N, float *y, int nt) {
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (int n0 = 0; n0 < N; n0 += 4) {
         const float *wr[4];
@@ -369,7 +382,7 @@ void qwen3tts_linear_f32(const float *x, int M, int K, const float *w, const flo
             const float *xr[4];
             for (int i = 0; i < 4; i++) xr[i] = x + (size_t)(m0 + (i < mm ? i : 0)) * K;
             float out[16];
-#ifdef Q_VNNI
+#ifdef Q_VEC
             const float *pf = n0 + 8 <= N ? w + (size_t)(n0 + 4) * K : NULL;
             const int pass = m0 / 4, passes = (M + 3) / 4;
             switch (mm) { /* constant row counts */

@@ -13,55 +13,36 @@
  * attention), so a batch of rows equals each row alone, bit for bit. Float arithmetic is plain
  * IEEE single precision (built with -ffp-contract=off: no FMA contraction).
  *
+ * Per instruction set (Q_ISA, see common.h): AVX-512 sums u8 (q + 128) x s8 with VNNI and
+ * subtracts 128 * wsum; AVX2 sums q x w exactly with vpmaddubsw on |q| and w * sign(q) (every
+ * pair is at most 2 * 127 * 127 < 2^15: no int16 saturation) and vpmaddwd; NEON with widening
+ * s8 products. The int32 sums, hence the products, are the same on every path; AVX2 also does
+ * the float reductions (norms, softmax) in the 16-lane order of AVX-512, so the two agree bit for
+ * bit; the portable path sums floats in index order.
+ *
  * Rows: row r is at position pos[r % npos] and owns the caches kp/vp[l * M + r] (layer l) of
  * shape (n_kv_heads, smax[r], head_dim). K/V of all rows are written before attention, so rows
  * of one sequence at consecutive positions (a 2-token prefill) attend causally to each other.
  */
-#include "common.h"
+#include "vec.h"
 
+#define Q_BIASED (Q_ISA == Q_AVX512 || Q_ISA == Q_PORTABLE) /* its int32 sums are of (q + 128) x w */
 #define KALIGN 64 /* K is padded to this (zero weights, activation 0) */
 #ifndef PF_AHEAD
 #define PF_AHEAD 8192 /* bytes ahead of each of the 4 weight rows streamed (past a row end: the rows after it) */
 #endif
-
-typedef struct {
-    const int8_t *w;    /* (N, Kp) */
-    const float *scale; /* (N,) */
-    const int32_t *wsum; /* (N,) sum_k w_nk */
-    const float *bias;  /* (N,) or NULL */
-    int32_t n, k, kp;
-} Lin;
-
-typedef struct {
-    const float *in_norm, *post_norm, *qk_norm; /* (H,), (H,), ((nh + nkv) * D,) */
-    Lin qkv, o, gate_up, down;
-} Layer;
-
-typedef struct {
-    int32_t n_layers, hidden, n_heads, n_kv, head_dim, inter;
-    float eps;
-    const Layer *layers;
-    const float *final_norm; /* (H,) or NULL */
-} Stack;
-
-int qwen3tts_native_version(void) { return 1; }
-int qwen3tts_native_vnni(void) {
-#ifdef Q_VNNI
-    return 1;
-#else
-    return 0;
-#endif
-}
 
 /* Reductions in 16 lanes (sums in a fixed lane order, then the lanes in a fixed tree): the
  * compiler keeps IEEE order in scalar loops, which makes them latency-bound. */
 static inline float dot_f32(const float *a, const float *b, int n) {
     int i = 0;
     float s = 0.f;
-#ifdef Q_VNNI
-    __m512 acc = _mm512_setzero_ps();
-    for (; i + 16 <= n; i += 16) acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i)));
-    s = _mm512_reduce_add_ps(acc);
+#ifdef Q_VEC
+    vf acc[VN16];
+    for (int j = 0; j < VN16; j++) acc[j] = vzero();
+    for (; i + 16 <= n; i += 16)
+        for (int j = 0; j < VN16; j++) acc[j] = vadd(acc[j], vmul(vloadu(a + i + j * VL), vloadu(b + i + j * VL)));
+    s = vsum16(acc);
 #endif
     for (; i < n; i++) s += a[i] * b[i];
     return s;
@@ -70,10 +51,10 @@ static inline float dot_f32(const float *a, const float *b, int n) {
 static inline float amax_f32(const float *x, int n) {
     int i = 0;
     float a = 0.f;
-#ifdef Q_VNNI
-    __m512 acc = _mm512_setzero_ps();
-    for (; i + 16 <= n; i += 16) acc = _mm512_max_ps(acc, _mm512_abs_ps(_mm512_loadu_ps(x + i)));
-    a = _mm512_reduce_max_ps(acc);
+#ifdef Q_VEC
+    vf acc = vzero();
+    for (; i + VL <= n; i += VL) acc = vmax(acc, vabs(vloadu(x + i)));
+    a = vhmax(acc);
 #endif
     for (; i < n; i++) {
         const float v = fabsf(x[i]);
@@ -82,23 +63,23 @@ static inline float amax_f32(const float *x, int n) {
     return a;
 }
 
-#ifdef Q_VNNI
-/* Cephes expf in 16 lanes: e^x = 2^n e^r, n = round(x / ln 2), r = x - n ln 2 (two-part ln 2),
+#ifdef Q_VEC
+/* Cephes expf in VL lanes: e^x = 2^n e^r, n = round(x / ln 2), r = x - n ln 2 (two-part ln 2),
  * degree-5 polynomial; within ~2 ulp. Inputs are clamped to [-88.38, 88.38]. */
-static inline __m512 exp_ps(__m512 x) {
-    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-88.3762626647949f)), _mm512_set1_ps(88.3762626647949f));
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_sub_ps(x, _mm512_mul_ps(n, _mm512_set1_ps(0.693359375f)));
-    r = _mm512_sub_ps(r, _mm512_mul_ps(n, _mm512_set1_ps(-2.12194440e-4f)));
-    const __m512 z = _mm512_mul_ps(r, r);
-    __m512 y = _mm512_set1_ps(1.9875691500e-4f);
-    y = _mm512_add_ps(_mm512_mul_ps(y, r), _mm512_set1_ps(1.3981999507e-3f));
-    y = _mm512_add_ps(_mm512_mul_ps(y, r), _mm512_set1_ps(8.3334519073e-3f));
-    y = _mm512_add_ps(_mm512_mul_ps(y, r), _mm512_set1_ps(4.1665795894e-2f));
-    y = _mm512_add_ps(_mm512_mul_ps(y, r), _mm512_set1_ps(1.6666665459e-1f));
-    y = _mm512_add_ps(_mm512_mul_ps(y, r), _mm512_set1_ps(5.0000001201e-1f));
-    y = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(y, z), r), _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(y, n); /* y * 2^n */
+static inline vf exp_ps(vf x) {
+    x = vmin(vmax(x, vset1(-88.3762626647949f)), vset1(88.3762626647949f));
+    const vf n = vround(vmul(x, vset1(1.44269504088896341f)));
+    vf r = vsub(x, vmul(n, vset1(0.693359375f)));
+    r = vsub(r, vmul(n, vset1(-2.12194440e-4f)));
+    const vf z = vmul(r, r);
+    vf y = vset1(1.9875691500e-4f);
+    y = vadd(vmul(y, r), vset1(1.3981999507e-3f));
+    y = vadd(vmul(y, r), vset1(8.3334519073e-3f));
+    y = vadd(vmul(y, r), vset1(4.1665795894e-2f));
+    y = vadd(vmul(y, r), vset1(1.6666665459e-1f));
+    y = vadd(vmul(y, r), vset1(5.0000001201e-1f));
+    y = vadd(vadd(vmul(y, z), r), vset1(1.0f));
+    return vscale2n(y, n); /* y * 2^n */
 }
 #endif
 
@@ -120,9 +101,43 @@ static void quant_rows(const float *x, int M, int K, int Kp, uint8_t *q, float *
     }
 }
 
-/* acc[r] = sum_k q[r, k] * w[k] for mm <= 4 rows (u8 x s8 -> s32); inlined per constant mm */
+#if Q_ISA == Q_AVX2
+/* sum over 32 bytes of (q - 128) * w, q the biased activations, into 8 int32 lanes */
+static inline __m256i dot32(__m256i xs, __m256i ax, __m256i wv, __m256i acc) {
+    const __m256i p = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(wv, xs)); /* |x| * (w * sign x) = x * w, pairs < 2^15 */
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)));
+}
+#endif
+
+/* acc[r] = sum_k q[r, k] * w[k] for mm <= 4 rows (u8 x s8 -> s32; without Q_BIASED the
+ * activations less 128); inlined per constant mm */
 static inline __attribute__((always_inline)) void dot_rows(const uint8_t *q, int Kp, const int8_t *w, int mm, int32_t *acc) {
-#ifdef Q_VNNI
+#if Q_ISA == Q_AVX2
+    for (int r = 0; r < mm; r++) {
+        const uint8_t *qr = q + (size_t)r * Kp;
+        __m256i a = _mm256_setzero_si256();
+        for (int k = 0; k < Kp; k += 32) {
+            const __m256i xs = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(qr + k)), _mm256_set1_epi8((char)0x80));
+            a = dot32(xs, _mm256_abs_epi8(xs), _mm256_loadu_si256((const __m256i *)(w + k)), a);
+        }
+        const __m128i s4 = _mm_add_epi32(_mm256_extracti128_si256(a, 1), _mm256_castsi256_si128(a));
+        const __m128i s2 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, _MM_SHUFFLE(1, 0, 3, 2)));
+        acc[r] = _mm_cvtsi128_si32(_mm_add_epi32(s2, _mm_shuffle_epi32(s2, 1)));
+    }
+#elif Q_ISA == Q_NEON
+    for (int r = 0; r < mm; r++) {
+        const uint8_t *qr = q + (size_t)r * Kp;
+        int32x4_t a = vdupq_n_s32(0);
+        for (int k = 0; k < Kp; k += 16) {
+            const int8x16_t x = vreinterpretq_s8_u8(veorq_u8(vld1q_u8(qr + k), vdupq_n_u8(0x80)));
+            const int8x16_t wv = vld1q_s8(w + k);
+            int16x8_t p = vmull_s8(vget_low_s8(x), vget_low_s8(wv)); /* |x|, |w| <= 127: pairs < 2^15 */
+            p = vmlal_s8(p, vget_high_s8(x), vget_high_s8(wv));
+            a = vpadalq_s16(a, p);
+        }
+        acc[r] = vaddvq_s32(a);
+    }
+#elif Q_ISA == Q_AVX512
     __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
     for (int k = 0; k < Kp; k += 64) {
         const __m512i wv = _mm512_loadu_si512((const void *)(w + k));
@@ -145,7 +160,66 @@ static inline __attribute__((always_inline)) void dot_rows(const uint8_t *q, int
 #endif
 }
 
-#ifdef Q_VNNI
+#if Q_ISA == Q_AVX2
+/* the four 8-lane sums of a, b, c, d as one 4-lane vector */
+static inline __m128i hsum4(__m256i a, __m256i b, __m256i c, __m256i d) {
+    const __m256i abcd = _mm256_hadd_epi32(_mm256_hadd_epi32(a, b), _mm256_hadd_epi32(c, d));
+    return _mm_add_epi32(_mm256_castsi256_si128(abcd), _mm256_extracti128_si256(abcd, 1));
+}
+
+/* acc[r * 4 + j] = sum_k (q[r, k] - 128) * w[j][k], 4 weight rows (stride Kp) x mm <= 4 activation rows */
+static inline __attribute__((always_inline)) void dot_rows_4n(const uint8_t *q, int Kp, const int8_t *w, int mm, int32_t *acc) {
+    __m256i a[4][4];
+    for (int r = 0; r < 4; r++)
+        for (int j = 0; j < 4; j++) a[r][j] = _mm256_setzero_si256();
+    const __m256i bias = _mm256_set1_epi8((char)0x80);
+    for (int k = 0; k < Kp; k += 64) {
+        for (int j = 0; j < 4; j++) _mm_prefetch((const char *)(w + j * (size_t)Kp + k + PF_AHEAD), _MM_HINT_T0);
+        for (int h = 0; h < 64; h += 32) {
+            __m256i wv[4];
+            for (int j = 0; j < 4; j++) wv[j] = _mm256_loadu_si256((const __m256i *)(w + j * (size_t)Kp + k + h));
+            for (int r = 0; r < mm; r++) {
+                const __m256i xs = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(q + r * (size_t)Kp + k + h)), bias);
+                const __m256i ax = _mm256_abs_epi8(xs);
+                for (int j = 0; j < 4; j++) a[r][j] = dot32(xs, ax, wv[j], a[r][j]);
+            }
+        }
+    }
+    for (int r = 0; r < mm; r++) _mm_storeu_si128((__m128i *)(acc + r * 4), hsum4(a[r][0], a[r][1], a[r][2], a[r][3]));
+}
+#endif
+
+#if Q_ISA == Q_AVX2
+/* acc[r * 4 + j] for j < 2 (stride 4 per row): 2 weight rows x mm <= 4 activation rows, 8
+ * accumulators that stay in registers (4 x 4 of them would not: 16 ymm registers) */
+static inline __attribute__((always_inline)) void dot_rows_2n(const uint8_t *q, int Kp, const int8_t *w, int mm, int32_t *acc) {
+    __m256i a[4][2];
+    for (int r = 0; r < 4; r++) a[r][0] = a[r][1] = _mm256_setzero_si256();
+    const __m256i bias = _mm256_set1_epi8((char)0x80);
+    for (int k = 0; k < Kp; k += 64) {
+        _mm_prefetch((const char *)(w + k + PF_AHEAD), _MM_HINT_T0);
+        _mm_prefetch((const char *)(w + Kp + k + PF_AHEAD), _MM_HINT_T0);
+        for (int h = 0; h < 64; h += 32) {
+            const __m256i w0 = _mm256_loadu_si256((const __m256i *)(w + k + h)), w1 = _mm256_loadu_si256((const __m256i *)(w + Kp + k + h));
+            for (int r = 0; r < mm; r++) {
+                const __m256i xs = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(q + r * (size_t)Kp + k + h)), bias);
+                const __m256i ax = _mm256_abs_epi8(xs);
+                a[r][0] = dot32(xs, ax, w0, a[r][0]);
+                a[r][1] = dot32(xs, ax, w1, a[r][1]);
+            }
+        }
+    }
+    for (int r = 0; r < mm; r++) {
+        const __m256i s = _mm256_hadd_epi32(a[r][0], a[r][1]); /* (a0 a0 a1 a1 | a0 a0 a1 a1) pairs */
+        const __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+        const __m128i s2 = _mm_hadd_epi32(s4, s4); /* (sum a0, sum a1, ...) */
+        acc[r * 4] = _mm_cvtsi128_si32(s2);
+        acc[r * 4 + 1] = _mm_extract_epi32(s2, 1);
+    }
+}
+#endif
+
+#if Q_ISA == Q_AVX512
 /* the four 16-lane sums of a, b, c, d as one 4-lane vector (fewer shuffles than four reductions) */
 static inline __m128i hsum4(__m512i a, __m512i b, __m512i c, __m512i d) {
     const __m256i a2 = _mm256_add_epi32(_mm512_castsi512_si256(a), _mm512_extracti64x4_epi64(a, 1));
@@ -196,16 +270,18 @@ static inline __attribute__((always_inline)) void dot_rows_4n(const uint8_t *q, 
 
 /* y[m, n] (=|+=) the rescaled int32 sum acc of row m and weight row n (+ bias) */
 static inline void store_out(const Lin *L, int32_t acc, float sxm, int n, float *dst, int accumulate) {
-    float v = (float)(acc - 128 * L->wsum[n]) * sxm * L->scale[n];
+    float v = (float)(Q_BIASED ? acc - 128 * L->wsum[n] : acc) * sxm * L->scale[n];
     if (L->bias) v = v + L->bias[n];
     *dst = accumulate ? *dst + v : v;
 }
 
-#ifdef Q_VNNI
+#if Q_ISA == Q_AVX512 || Q_ISA == Q_AVX2
 /* store_out for the weight rows n..n+3 at once: the same IEEE operations on each output */
 static inline void store_out4(const Lin *L, __m128i acc, float sxm, int n, float *dst, int accumulate) {
-    const __m128i ws = _mm_loadu_si128((const __m128i *)(L->wsum + n));
-    __m128 v = _mm_cvtepi32_ps(_mm_sub_epi32(acc, _mm_slli_epi32(ws, 7))); /* acc - 128 * wsum */
+#if Q_BIASED
+    acc = _mm_sub_epi32(acc, _mm_slli_epi32(_mm_loadu_si128((const __m128i *)(L->wsum + n)), 7)); /* acc - 128 * wsum */
+#endif
+    __m128 v = _mm_cvtepi32_ps(acc);
     v = _mm_mul_ps(_mm_mul_ps(v, _mm_set1_ps(sxm)), _mm_loadu_ps(L->scale + n));
     if (L->bias) v = _mm_add_ps(v, _mm_loadu_ps(L->bias + n));
     if (accumulate) v = _mm_add_ps(_mm_loadu_ps(dst), v);
@@ -224,16 +300,26 @@ static void gemm_rows(const Lin *L, const uint8_t *q, const float *sx, int M, fl
             const int mm = M - m0 < 4 ? M - m0 : 4;
             const uint8_t *q0 = q + (size_t)m0 * Kp;
             int n = b * NB;
-#ifdef Q_VNNI
+#if Q_ISA == Q_AVX512 || Q_ISA == Q_AVX2
             for (; n + 4 <= n1; n += 4) { /* four weight rows at a time */
                 int32_t acc[16];
                 const int8_t *w = L->w + (size_t)n * Kp;
+#if Q_ISA == Q_AVX2
+                if (mm > 2) { /* more rows: two weight rows at a time (registers) */
+                    if (mm == 3) dot_rows_2n(q0, Kp, w, 3, acc), dot_rows_2n(q0, Kp, w + 2 * (size_t)Kp, 3, acc + 2);
+                    else dot_rows_2n(q0, Kp, w, 4, acc), dot_rows_2n(q0, Kp, w + 2 * (size_t)Kp, 4, acc + 2);
+                } else if (mm == 2)
+                    dot_rows_4n(q0, Kp, w, 2, acc);
+                else
+                    dot_rows_4n(q0, Kp, w, 1, acc);
+#else
                 switch (mm) {
                 case 1: dot_rows_4n(q0, Kp, w, 1, acc); break;
                 case 2: dot_rows_4n(q0, Kp, w, 2, acc); break;
                 case 3: dot_rows_4n(q0, Kp, w, 3, acc); break;
                 default: dot_rows_4n(q0, Kp, w, 4, acc); break;
                 }
+#endif
                 for (int r = 0; r < mm; r++)
                     store_out4(L, _mm_loadu_si128((const __m128i *)(acc + r * 4)), sx[m0 + r], n, y + (size_t)(m0 + r) * ldy + n, accumulate);
             }
@@ -259,7 +345,7 @@ static void rms_norm_row(const float *x, const float *w, int n, float eps, float
     for (int i = 0; i < n; i++) out[i] = w[i] * (x[i] * r);
 }
 
-void qwen3tts_linear(const Lin *L, const float *x, int M, float *y, int nt) {
+void Q_FN(qwen3tts_linear)(const Lin *L, const float *x, int M, float *y, int nt) {
     uint8_t *q = (uint8_t *)malloc((size_t)M * L->kp);
     float *sx = (float *)malloc(sizeof(float) * M);
     quant_rows(x, M, L->k, L->kp, q, sx);
@@ -268,7 +354,7 @@ void qwen3tts_linear(const Lin *L, const float *x, int M, float *y, int nt) {
     free(sx);
 }
 
-void qwen3tts_stack_decode(const Stack *S, int M, float *x, float *out, const float *cos_t, const float *sin_t,
+void Q_FN(qwen3tts_stack_decode)(const Stack *S, int M, float *x, float *out, const float *cos_t, const float *sin_t,
                            const int64_t *pos, int npos, const int64_t *kp, const int64_t *vp, const int64_t *smax, int nt) {
     const int H = S->hidden, nh = S->n_heads, nkv = S->n_kv, D = S->head_dim, I = S->inter;
     const int nqk = nh + nkv, nqkv = nh + 2 * nkv, group = nh / nkv;
@@ -330,16 +416,18 @@ void qwen3tts_stack_decode(const Stack *S, int M, float *x, float *out, const fl
             }
             float sum = 0.f;
             int64_t t0 = 0;
-#ifdef Q_VNNI
+#ifdef Q_VEC
             {
-                const __m512 mv = _mm512_set1_ps(mx);
-                __m512 acc = _mm512_setzero_ps();
-                for (; t0 + 16 <= L; t0 += 16) {
-                    const __m512 e = exp_ps(_mm512_sub_ps(_mm512_loadu_ps(sc + t0), mv));
-                    _mm512_storeu_ps(sc + t0, e);
-                    acc = _mm512_add_ps(acc, e);
-                }
-                sum = _mm512_reduce_add_ps(acc);
+                const vf mv = vset1(mx);
+                vf acc[VN16];
+                for (int j = 0; j < VN16; j++) acc[j] = vzero();
+                for (; t0 + 16 <= L; t0 += 16)
+                    for (int j = 0; j < VN16; j++) {
+                        const vf e = exp_ps(vsub(vloadu(sc + t0 + j * VL), mv));
+                        vstoreu(sc + t0 + j * VL, e);
+                        acc[j] = vadd(acc[j], e);
+                    }
+                sum = vsum16(acc);
             }
 #endif
             for (int64_t t = t0; t < L; t++) {
@@ -361,12 +449,13 @@ void qwen3tts_stack_decode(const Stack *S, int M, float *x, float *out, const fl
         for (int r = 0; r < M; r++) { /* act = silu(gate) * up, written over the gate half */
             float *g = gu + (size_t)r * 2 * I, *u = g + I;
             int i = 0;
-#ifdef Q_VNNI
-            for (; i + 16 <= I; i += 16) {
-                const __m512 gv = _mm512_loadu_ps(g + i);
-                const __m512 e = exp_ps(_mm512_sub_ps(_mm512_setzero_ps(), gv));
-                _mm512_storeu_ps(g + i, _mm512_mul_ps(_mm512_div_ps(gv, _mm512_add_ps(_mm512_set1_ps(1.0f), e)), _mm512_loadu_ps(u + i)));
-            }
+#ifdef Q_VEC
+            for (; i + 16 <= I; i += 16) /* 16 at a time on every path: the scalar tail starts alike */
+                for (int h = i; h < i + 16; h += VL) {
+                    const vf gv = vloadu(g + h);
+                    const vf e = exp_ps(vsub(vzero(), gv));
+                    vstoreu(g + h, vmul(vdiv(gv, vadd(vset1(1.0f), e)), vloadu(u + h)));
+                }
 #endif
             for (; i < I; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
             if (r > 0) memmove(gu + (size_t)r * I, g, sizeof(float) * I); /* pack rows (M, I) */

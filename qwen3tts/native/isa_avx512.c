@@ -1,0 +1,14 @@
+/* The kernels for avx512 (see common.h): this translation unit is compiled for "avx2,fma,f16c,bmi,bmi2,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni"; its code
+ * runs only where the CPU has them (dispatch.c). */
+#define Q_ISA Q_AVX512
+#define Q_SFX avx512
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c,bmi,bmi2,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni"))), apply_to = function)
+#else
+#pragma GCC target("avx2,fma,f16c,bmi,bmi2,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")
+#endif
+#include "decode.c"
+#include "codec.c"
+#if defined(__clang__)
+#pragma clang attribute pop
+#endif

@@ -1,0 +1,104 @@
+"""The native kernels on aarch64, under emulation: the library's sources cross-compiled with
+Debian's gcc-aarch64-linux-gnu (as a shared library, and as tests/native_harness.c, which runs
+the kernels on inputs written here under every instruction set the emulated CPU has: neon and
+portable) and run by qemu-user; the outputs are checked against torch on this host. Skips, and
+says why, where the tools are missing (.ci/run installs them when it can)."""
+
+from __future__ import annotations
+
+import math
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from qwen3tts import native
+from qwen3tts.codec import winograd
+
+ROOT = Path(__file__).resolve().parent.parent
+CC, QEMU, SYSROOT = "aarch64-linux-gnu-gcc", "qemu-aarch64", Path("/usr/aarch64-linux-gnu")
+MISSING = [t for t in (CC, QEMU) if shutil.which(t) is None] + ([] if SYSROOT.is_dir() else [str(SYSROOT)])
+pytestmark = pytest.mark.skipif(bool(MISSING) or platform.machine() == "aarch64",
+                                reason=f"needs {', '.join(MISSING)} (apt-get install gcc-aarch64-linux-gnu qemu-user)" if MISSING
+                                else "this host is aarch64: tests/test_native.py runs the kernels natively")
+
+LM, LK, LKP, LN = 3, 100, 128, 37
+SR, SC = 5, 37
+WL, WC, WCO, WD = 40, 12, 10, 2
+WT = WL - 6 * WD
+FM, FK, FN = 3, 40, 9
+
+
+def test_the_shared_library_builds_for_aarch64(tmp_path, monkeypatch):
+    monkeypatch.setenv("QWEN3TTS_CACHE", str(tmp_path))
+    so = native.build(cc=CC, machine="aarch64")
+    head = so.read_bytes()[:20]
+    assert head[:4] == b"\x7fELF" and int.from_bytes(head[18:20], "little") == 183  # EM_AARCH64
+    syms = subprocess.run(["aarch64-linux-gnu-nm", "-D", "--defined-only", str(so)], capture_output=True, text=True).stdout
+    for name in ("qwen3tts_linear", "qwen3tts_stack_decode", "qwen3tts_set_isa", "qwen3tts_abi", "qwen3tts_wino_fused"):
+        assert f" T {name}\n" in syms
+    assert "qwen3tts_linear_neon" not in syms  # the variants stay internal
+
+
+def _write(d: Path, **arrays):
+    for name, t in arrays.items():
+        (d / name).write_bytes(t.contiguous().numpy().tobytes())
+
+
+def _read(d: Path, name: str, isa: str, shape) -> torch.Tensor:
+    return torch.frombuffer(bytearray((d / f"{name}_y_{isa}").read_bytes()), dtype=torch.float32).reshape(shape)
+
+
+def test_kernels_under_qemu_equal_torch(tmp_path):
+    src = ROOT / "qwen3tts" / "native"
+    exe = tmp_path / "harness"
+    cmd = [CC, "-O2", "-fopenmp", "-ffp-contract=off", "-std=gnu11", f"-I{src}", str(ROOT / "tests" / "native_harness.c"),
+           *(str(src / n) for n in native.UNITS["aarch64"]), "-o", str(exe), "-lm"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    g = torch.Generator().manual_seed(0)
+    # w8a8 linear: int8 weights (rows padded to 128 with zeros) incl. +-127 pairs, rows of any scale
+    w = torch.randint(-127, 128, (LN, LK), generator=g, dtype=torch.int8)
+    w[:, :8] = torch.tensor([127, -127] * 4, dtype=torch.int8)
+    wp = torch.zeros(LN, LKP, dtype=torch.int8)
+    wp[:, :LK] = w
+    scale, bias = torch.rand(LN, generator=g) * 0.01 + 1e-3, torch.randn(LN, generator=g)
+    x = torch.randn(LM, LK, generator=g) * torch.tensor([1e-3, 1.0, 1e3])[:, None]
+    x[0, :8] = torch.tensor([1.0, -1.0] * 4) * x[0].abs().max() * 2
+    sn_x = torch.randn(SR, SC, generator=g) * 3
+    sn_x[0, :2] = torch.tensor([1e5, -3e4])
+    sn_a, sn_ib = torch.rand(SC, generator=g) + 0.5, torch.rand(SC, generator=g)
+    cw = torch.randn(WCO, WC, 7, generator=g) / math.sqrt(7 * WC)
+    cb, cx = torch.randn(WCO, generator=g) * 0.1, torch.randn(WL, WC, generator=g)
+    AT, _, BT = winograd._mats(4, 7)
+    lf_x, lf_w, lf_b = torch.randn(FM, FK, generator=g), torch.randn(FN, FK, generator=g), torch.randn(FN, generator=g)
+    _write(tmp_path, lin_w=wp, lin_scale=scale, lin_wsum=w.to(torch.int32).sum(1).to(torch.int32), lin_bias=bias, lin_x=x,
+           sn_x=sn_x, sn_a=sn_a, sn_ib=sn_ib, wi_x=cx, wi_U=winograd.transform_weight(cw), wi_BT=BT.float(), wi_AT=AT.float(),
+           wi_b=cb, lf_x=lf_x, lf_w=lf_w, lf_b=lf_b)
+    r = subprocess.run([QEMU, "-L", str(SYSROOT), str(exe), str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.split() == ["portable", "neon"]  # every set of the emulated CPU ran
+    # the references (float64 where the kernels' own float32 steps allow)
+    s = x.abs().amax(-1, keepdim=True)
+    xq = torch.round(x * (127.0 / s)).clamp(-127, 127).long()  # the float32 product, as the C code
+    lin_ref = (xq @ w.long().T).double() * (s.double() / 127) * scale.double() + bias.double()
+    sin = torch.sin((sn_x * sn_a).double())
+    sn_ref = sn_x.double() + sn_ib.double() * sin * sin
+    wi_ref = F.conv1d(cx.T[None].double(), cw.double(), cb.double(), dilation=WD)[0].T  # (T, Cout)
+    lf_ref = lf_x.double() @ lf_w.double().T + lf_b.double()
+    outs = {}
+    for isa in ("portable", "neon"):
+        lin, sn = _read(tmp_path, "lin", isa, (LM, LN)), _read(tmp_path, "sn", isa, (SR, SC))
+        wi, lf = _read(tmp_path, "wi", isa, (WT, WCO)), _read(tmp_path, "lf", isa, (FM, FN))
+        for rr in range(LM):
+            assert (lin[rr].double() - lin_ref[rr]).abs().max().item() <= 2e-6 * lin_ref[rr].abs().max().item(), (isa, rr)
+        assert ((sn.double() - sn_ref).abs() / (sn_ref.abs() + 1)).max().item() < 1e-6, isa
+        assert (wi.double() - wi_ref).abs().max().item() < 4e-5 * max(wi_ref.abs().max().item(), 1.0), isa
+        assert (lf.double() - lf_ref).abs().max().item() < 1e-5, isa
+        outs[isa] = (lin, sn, wi, lf)
+    assert torch.equal(outs["neon"][0], outs["portable"][0])  # exact int32 sums, the same epilogue
+    assert torch.equal(outs["neon"][2], outs["portable"][2])  # the same transform operations
