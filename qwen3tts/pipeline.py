@@ -335,6 +335,11 @@ class Qwen3TTS:
         self.prime_voice(voice)  # no-op when the voice was primed at creation / load
         dec.state.restore(voice.primed_state(self.speech_tokenizer))
 
+    @staticmethod
+    def frame_ceiling() -> tuple[int, int]:
+        """(base, per text token): a text piece is cut after base + per_token x its tokens frames."""
+        return FRAME_CEILING_BASE, FRAME_CEILING_PER_TOKEN
+
     def resolve_voice(self, voice):
         """`voice` as a `VoicePrompt` or None: `"default"` is the built-in voice (`builtin_voice`,
         made by this model once), None is no reference (the official model's default)."""

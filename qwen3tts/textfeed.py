@@ -20,7 +20,7 @@ time, not inserted audio).
   piece starts when it is complete (sentence by sentence).
 * Long text: the `TextStream` cuts pieces as `split_text` does (sentences packed up to the
   budget); the pieces share the voice, settings and one continuous codec stream, and each has
-  the frame ceiling of its tokens (`pipeline.FRAME_CEILING_*`), raised as its tokens arrive.
+  the frame ceiling of its tokens (`Qwen3TTS.frame_ceiling`), raised as its tokens arrive.
 * `lookahead=N`: the first piece starts only after N of its tokens are known (or it is
   complete): later first audio, fewer stalls with a slow writer.
 """
@@ -46,8 +46,6 @@ class TextUtterance(Utterance):
 
     def __init__(self, tts, text: TextStream, language: str | None = "auto", voice=None, non_streaming_mode: bool | None = None,
                  frames_per_chunk: int = 1, lookahead: int = 0, **kw):
-        from .pipeline import FRAME_CEILING_BASE, FRAME_CEILING_PER_TOKEN
-
         if frames_per_chunk < 1:
             raise ValueError("frames_per_chunk must be >= 1")
         if not isinstance(lookahead, int) or lookahead < 0:
@@ -74,7 +72,7 @@ class TextUtterance(Utterance):
         self.head, self.tail = tt.encode("<|im_start|>assistant\n"), tt.encode("<|im_end|>\n<|im_start|>assistant\n")
         # text tokens the prefill takes (None: the whole piece)
         self.need = None if self.nsm else (max(1, self.ref_codes.shape[0] + 1 - len(self.ref_ids[3:-2])) if icl else 1)
-        self.ceiling = (FRAME_CEILING_BASE, FRAME_CEILING_PER_TOKEN)
+        self.ceiling = tts.frame_ceiling()
         self.lookahead = lookahead
         self.stream = text
         self.tts = tts
