@@ -94,7 +94,9 @@ def _load_tts(args):
 
     from .pipeline import Qwen3TTS
 
-    dtype = args.dtype if args.dtype != "auto" else ("bfloat16" if str(args.device).startswith("cuda") else "float32")
+    from .settings import resolve_dtype
+
+    dtype = resolve_dtype(args.dtype, args.device)
     return Qwen3TTS.from_pretrained(args.model, device=args.device, dtype=getattr(torch, dtype), quantize=args.quantize)
 
 

@@ -31,6 +31,13 @@ QUANTIZE_MODES = {
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
+def resolve_dtype(dtype: str, device: str) -> str:
+    """The `--dtype` setting made concrete: "auto" is bfloat16 on CUDA, float32 (the parity mode) elsewhere."""
+    if dtype != "auto":
+        return dtype
+    return "bfloat16" if str(device).startswith("cuda") else "float32"
+
+
 def env_name(name: str) -> str:
     """`voices-dir` -> `QWEN3TTS_VOICES_DIR`."""
     return ENV_PREFIX + name.upper().replace("-", "_")

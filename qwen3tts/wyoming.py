@@ -38,6 +38,7 @@ from functools import partial
 from . import __version__
 from .config import QUANTIZE_MODES
 from .sentences import split_sentences
+from .settings import resolve_dtype
 
 RATE, WIDTH, CHANNELS = 24000, 2, 1
 # speak-server flags that mean nothing here (HTTP / WebSocket sessions)
@@ -92,7 +93,8 @@ class Synthesizer:
         from .pipeline import Qwen3TTS
 
         self.args = args
-        self.tts = Qwen3TTS.from_pretrained(args.model, device=args.device, dtype=getattr(torch, args.dtype), quantize=args.quantize)
+        self.tts = Qwen3TTS.from_pretrained(args.model, device=args.device, dtype=getattr(torch, resolve_dtype(args.dtype, args.device)),
+                                            quantize=args.quantize)
         try:
             self.tts.warm_up()
         except Exception:  # noqa: BLE001 - the first request reports a real failure
