@@ -203,7 +203,10 @@ def stream_text(tts, chunks, language="auto", voice=None, non_streaming_mode=Non
 
 def _step1(tts, u):
     with torch.inference_mode():
-        return step(tts, [u])[0]
+        chunk = step(tts, [u])[0]
+    if u.error is not None:  # `step` keeps a failure to its row; alone, the caller gets it raised (as `stream`)
+        raise u.error
+    return chunk
 
 
 def _run_sync(tts, u: TextUtterance, ts: TextStream, it):

@@ -180,3 +180,24 @@ def test_non_streaming_layout_waits_for_whole_pieces(tiny_tts, xvec):
     u = TextUtterance(tiny_tts, ts, **kw)
     ts.push("First sentence here. And a sec")
     assert step(tiny_tts, [u]) == [None] and u.state is None and u.waiting  # one piece, not complete yet
+
+
+def test_failed_step_is_raised_not_swallowed(tiny_tts):
+    """`step` keeps a failure to its row (`Utterance.error`); `stream_text`, like `stream`, raises
+    it to its caller instead of ending as if the text were spoken."""
+    gen = tiny_tts.generator
+    calls = {"n": 0}
+
+    def failing(states):
+        calls["n"] += 1
+        raise RuntimeError("injected frame-step failure")
+
+    gen.next_frames = failing
+    try:
+        with pytest.raises(RuntimeError, match="injected frame-step failure"):
+            list(tiny_tts.stream_text(["Hello ", "there."], do_sample=False, subtalker_dosample=False))
+        with pytest.raises(RuntimeError, match="injected frame-step failure"):
+            list(tiny_tts.stream("Hello there.", do_sample=False, subtalker_dosample=False))
+    finally:
+        del gen.next_frames  # back to the class method
+    assert calls["n"] == 2
