@@ -1,10 +1,9 @@
 """`FewRowsLinear`: an `nn.Linear` for the codec decoder's float32 CPU products (its transformer,
 ConvNeXt blocks and projections), which see a few rows per call (one per frame and stream).
-They run in oneDNN with the weight packed once (native/dnn.py: 34-39 GB/s streamed at 1-4 rows
-on the EPYC of docs/benchmarks.md, MKL's GEMM 8-21 GB/s); without oneDNN, 2..24 rows run in
-the native library (`qwen3tts_linear_f32`, codec.c: 4 weight rows x 4 activation rows of FMAs
-per pass, the next weight rows prefetched; the transformer's 116 MB at 4 rows 10.2 -> 5.3 ms
-against MKL on the Xeon of sessions 5-6). Same parameters and state_dict as nn.Linear; anything
+They run in oneDNN with the weight packed once (native/dnn.py: it streams few-row weights at
+several times MKL's rate, docs/benchmarks.md); without oneDNN, 2..24 rows run in the native
+library (`qwen3tts_linear_f32`, codec.c: 4 weight rows x 4 activation rows of FMAs per pass,
+the next weight rows prefetched). Same parameters and state_dict as nn.Linear; anything
 else (other dtypes, devices, no library) goes to F.linear. `few_rows_linear` is the native
 product for other callers: the codec's convolutions that run as one GEMM (the k7 convolution
 into the decoder, the transposed convolutions) see 4..16 rows per streaming step."""

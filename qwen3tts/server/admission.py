@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 
 RETRY_AFTER_S = 1  # what a refused HTTP request is told to wait (slots free as requests end)
+HTTP_SYNTHESIS = {("POST", "/v1/audio/speech")}  # HTTP routes that hold a slot while they run (and that a drain refuses)
 
 
 class Admission:

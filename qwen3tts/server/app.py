@@ -19,7 +19,7 @@ from ..settings import default_voices_dir
 from ..voices import VoiceError, config_languages
 from . import protocol as P
 from .access import AccessPolicy, token_ok
-from .admission import RETRY_AFTER_S, Admission
+from .admission import HTTP_SYNTHESIS, RETRY_AFTER_S, Admission
 from .engine import Engine
 from .forms import FormError, read_voice_form
 from .lifecycle import Lifecycle
@@ -29,7 +29,6 @@ from .session import Session
 
 SERVER_KEY = web.AppKey("server", object)
 STATIC = Path(__file__).resolve().parent / "static"
-HTTP_SYNTHESIS = {("POST", "/v1/audio/speech")}  # HTTP routes that hold an admission slot while they run
 
 
 @dataclass

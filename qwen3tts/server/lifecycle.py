@@ -28,8 +28,9 @@ import time
 
 from aiohttp import web
 
+from .admission import HTTP_SYNTHESIS
+
 SESSION_PATH = "/api/v1/speak"
-HTTP_SYNTHESIS_PATHS = ("/v1/audio/speech",)
 DRAIN_CLOSE = 1012  # WebSocket "service restart": try again (another replica)
 
 
@@ -91,15 +92,13 @@ class Lifecycle:
 
     def gauges(self) -> dict[str, tuple[str, float]]:
         """{metric name: (help, value)} for /metrics. Sessions and capacity come from the server's
-        shared admission counter when it has one."""
-        adm = getattr(self.server, "admission", None)
-        sessions = adm.in_use if adm is not None else len(self.server.sessions) + self.http_active
-        capacity = adm.capacity if adm is not None else self.server.cfg.max_sessions
+        shared admission counter."""
+        adm = self.server.admission
         return {
-            "qwen3tts_active_sessions": ("open WebSocket sessions plus in-flight HTTP synthesis requests", sessions),
+            "qwen3tts_active_sessions": ("open WebSocket sessions plus in-flight HTTP synthesis requests", adm.in_use),
             "qwen3tts_active_requests": ("requests accepted and not finished, all routes", self.active_requests()),
             "qwen3tts_waiting_requests": ("requests accepted, not generating yet", self.queue_depth()),
-            "qwen3tts_capacity_sessions": ("the admission limit (--max-sessions)", capacity),
+            "qwen3tts_capacity_sessions": ("the admission limit (--max-sessions)", adm.capacity),
             "qwen3tts_ready": ("1 when /readyz answers 200", 1 if self.state == "ready" else 0),
             "qwen3tts_draining": ("1 while the server drains after SIGTERM", 1 if self.draining else 0),
         }
@@ -108,7 +107,7 @@ class Lifecycle:
     @web.middleware
     async def _middleware(self, request: web.Request, handler):
         path = request.path
-        if path in HTTP_SYNTHESIS_PATHS and request.method == "POST":
+        if (request.method, path) in HTTP_SYNTHESIS:
             if self.draining:
                 return web.json_response({"error": {"code": "SERVER_DRAINING", "message": "the server is shutting down; retry (another replica)"}},
                                          status=503, headers={"Retry-After": "1"})

@@ -188,8 +188,6 @@ class OpenAIRoutes:
         instruct = p.instructions if p.instructions and srv.engine.takes_instructions else None
         if p.instructions and instruct is None:
             headers["X-Instructions-Ignored"] = "this checkpoint takes no instructions (VoiceDesign / CustomVoice 1.7B do); ignored"
-        # admission (issue 14): a shared WebSocket + HTTP slot is acquired here (429 + Retry-After beyond
-        # --max-sessions) and released in the `finally` below.
         inbox: asyncio.Queue = asyncio.Queue()
         req = Request(text=p.text, voice_id=p.voice, language=languages[p.language.lower()], loop=asyncio.get_running_loop(),
                       deliver=inbox.put_nowait, instruct=instruct)
