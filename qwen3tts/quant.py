@@ -28,6 +28,8 @@ import warnings
 import torch
 import torch.nn as nn
 
+from .quant4 import W4A8Linear
+
 
 # Above this many rows (prefill) a linear dequantizes its weight and runs one bf16 GEMM: on the
 # 2-core AVX-512 machine `_weight_int8pack_mm` costs ~0.09 ms per row for a 6144 x 1024 weight
@@ -125,7 +127,7 @@ class W8A8Linear(nn.Module):
         return qw.int_repr(), qw.q_per_channel_scales().float()
 
 
-LINEARS = {"int8": Int8Linear, "w8a8": W8A8Linear}
+LINEARS = {"int8": Int8Linear, "w8a8": W8A8Linear, "w4a8": W4A8Linear}  # w4a8: int4 weights (quant4.py)
 
 
 def _swap(parent: nn.Module, name: str, cls) -> int:
@@ -139,8 +141,8 @@ def _swap(parent: nn.Module, name: str, cls) -> int:
 def _check_mode(mode: str, device) -> None:
     if mode not in LINEARS:
         raise ValueError(f"quantize mode must be one of {sorted(LINEARS)}, not {mode!r}")
-    if mode == "w8a8" and torch.device(device).type != "cpu":
-        raise ValueError("quantize='w8a8' runs on CPU kernels (fbgemm); use it with device='cpu'")
+    if mode in ("w8a8", "w4a8") and torch.device(device).type != "cpu":
+        raise ValueError(f"quantize={mode!r} runs on CPU kernels; use it with device='cpu'")
 
 
 def quantize_layer(layer, cls) -> int:
@@ -168,7 +170,7 @@ def layer_quantizer(talker, mode: str, device="cpu"):
 
 @torch.no_grad()
 def quantize_talker(talker, mode: str = "int8") -> int:
-    """Quantize the talker's and code predictor's linear layers in place (`mode`: int8 | w8a8);
+    """Quantize the talker's and code predictor's linear layers in place (`mode`: int8 | w8a8 | w4a8);
     returns the number of weights converted (layers quantized while loading are not counted
     again). The float weights of a converted linear are dropped: the model holds only what it
     computes with."""
@@ -201,4 +203,11 @@ def linear_class(mode: str, dtype: torch.dtype):
             from .native.stack import NativeW8A8Linear
 
             return NativeW8A8Linear
+    if mode == "w4a8" and dtype == torch.float32:
+        from . import native
+
+        if native.available():
+            from .native.q4 import NativeW4A8Linear
+
+            return NativeW4A8Linear
     return LINEARS[mode]

@@ -26,7 +26,8 @@ ENV_PREFIX = "QWEN3TTS_"
 QUANTIZE_MODES = {
     "none": "keep the model dtype (float32: the parity mode)",
     "int8": "weight-only int8 talker + code predictor (any CPU; drifts from float32)",
-    "w8a8": "int8 weights and per-token int8 activations (fastest on CPU: with float32, decode steps run in the native C library, built on first use; drifts more)",
+    "w8a8": "int8 weights and per-token int8 activations (with float32, decode steps run in the native C library, built on first use; drifts more)",
+    "w4a8": "int4 weights (a scale per 32 inputs) and per-token int8 activations (fastest on CPU: half of w8a8's weight bytes, native C library with float32; drifts most)",
 }
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 

@@ -189,7 +189,8 @@ def test_abi_is_checked_at_load():
 
     class BadLin(ctypes.Structure):  # bias and wsum swapped
         _fields_ = [("w", ctypes.c_void_p), ("scale", ctypes.c_void_p), ("bias", ctypes.c_void_p), ("wsum", ctypes.c_void_p),
-                    ("n", ctypes.c_int32), ("k", ctypes.c_int32), ("kp", ctypes.c_int32)]
+                    ("n", ctypes.c_int32), ("k", ctypes.c_int32), ("kp", ctypes.c_int32), ("bits", ctypes.c_int32),
+                    ("group", ctypes.c_int32)]
 
     fields = [(BadLin if st is native.Lin else st, f) for st, f in native.ABI_FIELDS]
     old, native.ABI_FIELDS = native.ABI_FIELDS, fields
@@ -197,7 +198,7 @@ def test_abi_is_checked_at_load():
         with pytest.raises(RuntimeError, match=r"ABI mismatch: offsetof\(BadLin, wsum\) is 16 in C, 24 in"):
             native.check_abi(lib)
         native.ABI_FIELDS = fields[:-1]
-        with pytest.raises(RuntimeError, match="ABI mismatch: it reports 26 sizes / offsets, the loader knows 25"):
+        with pytest.raises(RuntimeError, match="ABI mismatch: it reports 28 sizes / offsets, the loader knows 27"):
             native.check_abi(lib)
     finally:
         native.ABI_FIELDS = old

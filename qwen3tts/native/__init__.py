@@ -34,7 +34,7 @@ import warnings
 from pathlib import Path
 
 _DIR = Path(__file__).parent
-KERNELS = [_DIR / n for n in ("decode.c", "codec.c", "common.h", "vec.h")]  # included by each isa_<name>.c
+KERNELS = [_DIR / n for n in ("decode.c", "codec.c", "q4.c", "common.h", "vec.h")]  # included by each isa_<name>.c
 UNITS = {"x86_64": ["dispatch.c", "isa_avx512.c", "isa_avx2.c", "isa_portable.c"], "aarch64": ["dispatch.c", "isa_neon.c", "isa_portable.c"]}
 FLAGS = ["-O3", "-fopenmp", "-ffp-contract=off", "-std=gnu11", "-shared", "-fPIC"]
 MODES = ("auto", "on", "off")
@@ -201,7 +201,7 @@ def available() -> bool:
 # ---------------------------------------------------------------- C structures (decode.c)
 class Lin(ctypes.Structure):
     _fields_ = [("w", ctypes.c_void_p), ("scale", ctypes.c_void_p), ("wsum", ctypes.c_void_p), ("bias", ctypes.c_void_p),
-                ("n", ctypes.c_int32), ("k", ctypes.c_int32), ("kp", ctypes.c_int32)]
+                ("n", ctypes.c_int32), ("k", ctypes.c_int32), ("kp", ctypes.c_int32), ("bits", ctypes.c_int32), ("group", ctypes.c_int32)]
 
 
 class Layer(ctypes.Structure):
@@ -275,3 +275,5 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.qwen3tts_wino_fused.restype = I
     lib.qwen3tts_linear_f32.argtypes = [P, I, I, P, P, I, P, I]
     lib.qwen3tts_linear_f32.restype = None
+    lib.qwen3tts_q4_gemm.argtypes = [ctypes.POINTER(Lin), P, P, I, P, I]
+    lib.qwen3tts_q4_gemm.restype = None

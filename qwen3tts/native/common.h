@@ -29,11 +29,12 @@
 #endif
 
 typedef struct {
-    const int8_t *w;    /* (N, Kp) */
-    const float *scale; /* (N,) */
-    const int32_t *wsum; /* (N,) sum_k w_nk */
+    const int8_t *w;    /* (N, Kp); bits == 4: the packed int4 blocks of q4.c */
+    const float *scale; /* (N,); bits == 4: the group scales of q4.c */
+    const int32_t *wsum; /* (N,) sum_k w_nk (int8 only) */
     const float *bias;  /* (N,) or NULL */
     int32_t n, k, kp;
+    int32_t bits, group; /* 4: int4 weights in groups of `group` inputs (q4.c); else int8 per channel */
 } Lin;
 
 typedef struct {
@@ -52,7 +53,7 @@ typedef struct {
 #define Q_CAT(a, b) Q_CAT2(a, b)
 #define Q_HIDDEN __attribute__((visibility("hidden")))
 
-/* The kernels, one declaration per instruction set (defined in decode.c / codec.c). */
+/* The kernels, one declaration per instruction set (defined in decode.c / codec.c / q4.c). */
 #define Q_KERNELS(X, sfx)                                                                                                          \
     X(void, qwen3tts_linear, sfx, (const Lin *L, const float *x, int M, float *y, int nt))                                       \
     X(void, qwen3tts_stack_decode, sfx, (const Stack *S, int M, float *x, float *out, const float *cos_t, const float *sin_t,    \
@@ -69,7 +70,8 @@ typedef struct {
     X(int, qwen3tts_wino_fused, sfx, (const float *h, int64_t Lh, int64_t ldh, const float *x, int64_t Lx, int64_t ldx, int B,    \
                                       int C, int Cout, const float *U, const float *BT, const float *AT, const float *bias,       \
                                       int64_t q, int64_t T, int64_t ldb, float *y, int TR, int d, int nt))                         \
-    X(void, qwen3tts_linear_f32, sfx, (const float *x, int M, int K, const float *w, const float *bias, int N, float *y, int nt))
+    X(void, qwen3tts_linear_f32, sfx, (const float *x, int M, int K, const float *w, const float *bias, int N, float *y, int nt))  \
+    X(void, qwen3tts_q4_gemm, sfx, (const Lin *L, const int8_t *x, const float *sx, int M, float *y, int nt))
 
 #define Q_DECLARE(ret, name, sfx, args) Q_HIDDEN ret Q_CAT(name, sfx) args;
 Q_KERNELS(Q_DECLARE, portable)

@@ -291,6 +291,10 @@ static inline void store_out4(const Lin *L, __m128i acc, float sxm, int n, float
 
 /* y[m, n] (=|+=) dot(q_m, w_n) rescaled; ldy: row stride of y */
 static void gemm_rows(const Lin *L, const uint8_t *q, const float *sx, int M, float *y, int ldy, int accumulate, int nt) {
+    if (L->bits == 4) { /* int4 weights: q4.c */
+        q4_gemm_biased(L, q, sx, M, y, ldy, accumulate, nt);
+        return;
+    }
     const int N = L->n, Kp = L->kp;
     const int NB = 16, nblocks = (N + NB - 1) / NB;
 #pragma omp parallel for schedule(static) num_threads(nt)

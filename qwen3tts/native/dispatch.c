@@ -79,7 +79,7 @@ int qwen3tts_wino_fused_available(void) { return qwen3tts_isa() == Q_AVX512 || q
 int qwen3tts_abi(int32_t *out, int n) {
     const int32_t v[] = {
         sizeof(Lin), offsetof(Lin, w), offsetof(Lin, scale), offsetof(Lin, wsum), offsetof(Lin, bias), offsetof(Lin, n),
-        offsetof(Lin, k), offsetof(Lin, kp),
+        offsetof(Lin, k), offsetof(Lin, kp), offsetof(Lin, bits), offsetof(Lin, group),
         sizeof(Layer), offsetof(Layer, in_norm), offsetof(Layer, post_norm), offsetof(Layer, qk_norm), offsetof(Layer, qkv),
         offsetof(Layer, o), offsetof(Layer, gate_up), offsetof(Layer, down),
         sizeof(Stack), offsetof(Stack, n_layers), offsetof(Stack, hidden), offsetof(Stack, n_heads), offsetof(Stack, n_kv),
@@ -117,3 +117,4 @@ Q_WRAP_int(qwen3tts_wino_fused,
            (h, Lh, ldh, x, Lx, ldx, B, C, Cout, U, BT, AT, bias, q, T, ldb, y, TR, d, nt))
 Q_WRAP_void(qwen3tts_linear_f32, (const float *x, int M, int K, const float *w, const float *bias, int N, float *y, int nt),
             (x, M, K, w, bias, N, y, nt))
+Q_WRAP_void(qwen3tts_q4_gemm, (const Lin *L, const int8_t *x, const float *sx, int M, float *y, int nt), (L, x, sx, M, y, nt))

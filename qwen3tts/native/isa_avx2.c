@@ -7,6 +7,7 @@
 #else
 #pragma GCC target("avx2,fma,f16c,bmi,bmi2")
 #endif
+#include "q4.c"
 #include "decode.c"
 #include "codec.c"
 #if defined(__clang__)

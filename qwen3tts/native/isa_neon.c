@@ -2,5 +2,6 @@
  * rest in plain C (which the compiler vectorizes for the baseline's NEON). */
 #define Q_ISA Q_NEON
 #define Q_SFX neon
+#include "q4.c"
 #include "decode.c"
 #include "codec.c"

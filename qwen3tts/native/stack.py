@@ -16,6 +16,7 @@ import torch.nn as nn
 
 from ..quant import quantize_channels
 from . import KALIGN_DEFAULT, Layer, Lin, Stack, load
+from .q4 import NativeW4A8Linear
 
 
 def _ptr(t: torch.Tensor | None) -> int | None:
@@ -69,8 +70,8 @@ class NativeStack:
         for i, layer in enumerate(tr.layers):
             a, m = layer.self_attn, layer.mlp
             lins = (a.qkv_proj, a.o_proj, m.gate_up_proj, m.down_proj)
-            if not all(isinstance(x, NativeW8A8Linear) for x in lins) or a.qk_norm_weight is None:
-                raise ValueError("NativeStack needs a fused stack with NativeW8A8Linear projections")
+            if not all(isinstance(x, (NativeW8A8Linear, NativeW4A8Linear)) for x in lins) or a.qk_norm_weight is None:
+                raise ValueError("NativeStack needs a fused stack with NativeW8A8Linear or NativeW4A8Linear projections")
             for w in (layer.input_layernorm.weight, layer.post_attention_layernorm.weight, a.qk_norm_weight):
                 assert w.dtype == torch.float32 and w.is_contiguous()
             layers[i] = Layer(_ptr(layer.input_layernorm.weight), _ptr(layer.post_attention_layernorm.weight), _ptr(a.qk_norm_weight),
