@@ -2,7 +2,7 @@
 
 A decode frame reads every weight of the talker once and of the code predictor 15 times, so its
 speed is set by bytes per weight (quant.py). w4a8 halves w8a8's: symmetric int4 weights
-w = round(W / s_g) in [-7, 7], one float32 scale s_g = max |W| / 7 per output row and group of
+w = round(W / s_g) in [-7, 7], one scale s_g = max |W| / 7 (rounded to bfloat16) per output row and group of
 `GROUP` consecutive inputs (a group follows the local range of the weights far better than one
 scale per row), with per-row int8 activations as in w8a8. The product of activation row m and
 weight row n is
@@ -25,8 +25,8 @@ KALIGN = 64  # inputs are zero padded to a multiple of this (decode.c KALIGN)
 
 
 def quantize_groups(w: torch.Tensor, group: int = GROUP) -> tuple[torch.Tensor, torch.Tensor]:
-    """(int4 values as int8 (out, Kp), float32 scales (out, Kp / group)) of a weight (out, in),
-    its inputs zero padded to Kp, a multiple of KALIGN."""
+    """(int4 values as int8 (out, Kp), scales (out, Kp / group): float32 holding bfloat16 values)
+    of a weight (out, in), its inputs zero padded to Kp, a multiple of KALIGN."""
     if group not in (32, 64):
         raise ValueError(f"the int4 group must be 32 or 64 inputs, not {group}")
     w = w.detach().float().cpu()
@@ -36,7 +36,7 @@ def quantize_groups(w: torch.Tensor, group: int = GROUP) -> tuple[torch.Tensor, 
     if Kp != K:
         wp[:, :K] = w
     wg = wp.reshape(N, Kp // group, group)  # (N, groups, group)
-    scale = (wg.abs().amax(-1) / LEVELS).clamp(min=1e-12)  # (N, groups)
+    scale = (wg.abs().amax(-1) / LEVELS).clamp(min=1e-12).to(torch.bfloat16).float()  # (N, groups)
     q = torch.round(wg / scale[..., None]).clamp(-LEVELS, LEVELS).to(torch.int8)
     return q.reshape(N, Kp), scale
 

@@ -273,7 +273,8 @@ def main():
     ap.add_argument("--preset", default="0.6b-base")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    ap.add_argument("--quantize", choices=["int8", "w8a8"], help="int8: weight-only int8 talker + predictor; w8a8: int8 weights and activations")
+    ap.add_argument("--quantize", choices=["int8", "w8a8", "w4a8"],
+                    help="int8: weight-only int8 talker + predictor; w8a8: int8 weights and activations; w4a8: int4 weights, int8 activations")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--frames", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=2)

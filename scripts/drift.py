@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Greedy-code drift of the bf16, int8 and w8a8 modes against float32 (full-size random 0.6B weights).
+"""Greedy-code drift of the bf16, int8, w8a8 and w4a8 modes against float32 (full-size random 0.6B weights).
 
     python scripts/drift.py --frames 40
 
@@ -32,7 +32,7 @@ TEXTS = ["Hello! This is a short benchmark sentence.", "The quick brown fox jump
 
 
 MODES = {"bf16": (torch.bfloat16, None), "bf16+int8": (torch.bfloat16, "int8"), "w8a8": (torch.float32, "w8a8"),
-         "bf16+w8a8": (torch.bfloat16, "w8a8")}
+         "bf16+w8a8": (torch.bfloat16, "w8a8"), "w4a8": (torch.float32, "w4a8")}
 
 
 def build(path, dtype, quantize):
@@ -76,7 +76,7 @@ def replay(tts, voice, refs, frames):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=int, default=40)
-    ap.add_argument("--modes", default="bf16,bf16+int8,w8a8,bf16+w8a8", help="comma-separated: " + ", ".join(MODES))
+    ap.add_argument("--modes", default="bf16,bf16+int8,w8a8,bf16+w8a8,w4a8", help="comma-separated: " + ", ".join(MODES))
     args = ap.parse_args()
     torch.set_num_threads(2)
     path = write_random_model(tempfile.mkdtemp(prefix="drift-"), weights=False)

@@ -30,7 +30,7 @@
 
 typedef struct {
     const int8_t *w;    /* (N, Kp); bits == 4: the packed int4 blocks of q4.c */
-    const float *scale; /* (N,); bits == 4: the group scales of q4.c */
+    const float *scale; /* (N,); bits == 4: the bfloat16 group scales of q4.c */
     const int32_t *wsum; /* (N,) sum_k w_nk (int8 only) */
     const float *bias;  /* (N,) or NULL */
     int32_t n, k, kp;

@@ -7,8 +7,9 @@
  * k8 * 8 + j in its low nibble and input k8 * 8 + 4 + j in its high one. So one 32-bit lane holds
  * 4 consecutive inputs of one row: the u8 x s8 dot products of 4 bytes into 32 bits (vpdpbusd,
  * vpmaddubsw + vpmaddwd, NEON widening products) give each output row in its own lane, and an
- * unpacked 64-byte vector is 16 rows (AVX-512), half of it 8 (AVX2). Group scales: 16 floats per
- * block and group, at scale + (b * ng + g) * 16.
+ * unpacked 64-byte vector is 16 rows (AVX-512), half of it 8 (AVX2). Group scales: bfloat16 (the
+ * high half of a float32: widened exactly by a shift), 16 per block and group, at
+ * scale + (b * ng + g) * 16.
  *
  * Activations: per row int8 as in w8a8 (decode.c quant_rows: x_k = round(x_k * 127 / s) with
  * s = max |x|). With d_g = sum_{k in g} u_nk x_mk - 8 sum_{k in g} x_mk (exact in int32):
@@ -22,6 +23,13 @@
 
 #define Q4_NB 16 /* weight rows per block */
 
+static inline float q4_bf16(uint16_t h) {
+    const uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
 static inline int32_t q4_load4(const int8_t *p) {
     int32_t v;
     memcpy(&v, p, 4);
@@ -30,7 +38,7 @@ static inline int32_t q4_load4(const int8_t *p) {
 
 /* f[r * 16 + i] = sum_g gs[g * 16 + i] * float(d_g) for the 16 rows of one block (packed weights
  * wb, scales gb) and mm <= 4 activation rows x (stride Kp) with xs8[r * ng + g] = 8 * group sums */
-static inline __attribute__((always_inline)) void q4_block(const uint8_t *wb, const float *gb, int ng, int G, const int8_t *x, int Kp,
+static inline __attribute__((always_inline)) void q4_block(const uint8_t *wb, const uint16_t *gb, int ng, int G, const int8_t *x, int Kp,
                                                            const int32_t *xs8, int mm, float *f) {
 #if Q_ISA == Q_AVX512
     const __m512i m4 = _mm512_set1_epi8(0x0F);
@@ -47,7 +55,7 @@ static inline __attribute__((always_inline)) void q4_block(const uint8_t *wb, co
                 c[r] = _mm512_dpbusd_epi32(c[r], hi, _mm512_set1_epi32(q4_load4(x + (size_t)r * Kp + k + 4)));
             }
         }
-        const __m512 s = _mm512_loadu_ps(gb + (size_t)g * Q4_NB);
+        const __m512 s = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(gb + (size_t)g * Q4_NB))), 16));
         for (int r = 0; r < mm; r++) {
             const __m512i d = _mm512_sub_epi32(_mm512_add_epi32(a[r], c[r]), _mm512_set1_epi32(xs8[r * ng + g]));
             acc[r] = _mm512_add_ps(acc[r], _mm512_mul_ps(_mm512_cvtepi32_ps(d), s));
@@ -76,7 +84,7 @@ static inline __attribute__((always_inline)) void q4_block(const uint8_t *wb, co
                 }
                 for (int r = 0; r < mm; r++) a[r] = _mm256_add_epi32(a[r], _mm256_madd_epi16(s16[r], ones));
             }
-            const __m256 s = _mm256_loadu_ps(gb + (size_t)g * Q4_NB + h * 8);
+            const __m256 s = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(gb + (size_t)g * Q4_NB + h * 8))), 16));
             for (int r = 0; r < mm; r++) {
                 const __m256i d = _mm256_sub_epi32(a[r], _mm256_set1_epi32(xs8[r * ng + g]));
                 acc[r] = _mm256_add_ps(acc[r], _mm256_mul_ps(_mm256_cvtepi32_ps(d), s));
@@ -108,7 +116,7 @@ static inline __attribute__((always_inline)) void q4_block(const uint8_t *wb, co
             }
             for (int v = 0; v < 4; v++) {
                 const int32x4_t d = vsubq_s32(a[v], vdupq_n_s32(xs8[r * ng + g]));
-                acc[v] = vaddq_f32(acc[v], vmulq_f32(vcvtq_f32_s32(d), vld1q_f32(gb + (size_t)g * Q4_NB + 4 * v)));
+                acc[v] = vaddq_f32(acc[v], vmulq_f32(vcvtq_f32_s32(d), vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(gb + (size_t)g * Q4_NB + 4 * v), 16))));
             }
         }
         for (int v = 0; v < 4; v++) vst1q_f32(f + r * Q4_NB + 4 * v, acc[v]);
@@ -123,7 +131,7 @@ static inline __attribute__((always_inline)) void q4_block(const uint8_t *wb, co
                     const uint8_t byte = wb[(size_t)(k >> 3) * 64 + i * 4 + (k & 3)];
                     d += (int32_t)((k & 4) ? byte >> 4 : byte & 15) * x[(size_t)r * Kp + k];
                 }
-                acc = acc + (float)(d - xs8[r * ng + g]) * gb[(size_t)g * Q4_NB + i];
+                acc = acc + (float)(d - xs8[r * ng + g]) * q4_bf16(gb[(size_t)g * Q4_NB + i]);
             }
             f[r * Q4_NB + i] = acc;
         }
@@ -138,7 +146,7 @@ static void q4_gemm(const Lin *L, const int8_t *x, const int32_t *xs8, const flo
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (int b = 0; b < nblocks; b++) {
         const uint8_t *wb = W + (size_t)b * (Q4_NB / 2) * Kp;
-        const float *gb = L->scale + (size_t)b * ng * Q4_NB;
+        const uint16_t *gb = (const uint16_t *)L->scale + (size_t)b * ng * Q4_NB;
         const int nr = N - b * Q4_NB < Q4_NB ? N - b * Q4_NB : Q4_NB;
         for (int m0 = 0; m0 < M; m0 += 4) {
             const int mm = M - m0 < 4 ? M - m0 : 4;

@@ -22,7 +22,7 @@ NB = 16  # q4.c Q4_NB: output rows per packed block
 
 def pack(q: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """q4.c's layout of int4 values q (N, Kp) int8 and group scales (N, groups): (packed bytes
-    (ceil(N / 16) * 16 * Kp / 2,) uint8, scales (ceil(N / 16) * groups * 16,) float32); rows
+    (ceil(N / 16) * 16 * Kp / 2,) uint8, scales (ceil(N / 16) * groups * 16,) bfloat16); rows
     past N are zero weights with zero scales."""
     N, Kp = q.shape
     nb = -(-N // NB)
@@ -30,7 +30,7 @@ def pack(q: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     u[:N] = (q.to(torch.int16) + 8).to(torch.uint8)  # u = w + 8 in [1, 15]
     u = u.reshape(nb, NB, Kp // 8, 2, 4)  # (block, row, 8 inputs, low / high nibble, 4 inputs)
     packed = (u[:, :, :, 0] | (u[:, :, :, 1] << 4)).permute(0, 2, 1, 3)  # (block, 8 inputs, row, 4 inputs)
-    s = torch.zeros(nb * NB, scale.shape[1])
+    s = torch.zeros(nb * NB, scale.shape[1], dtype=torch.bfloat16)
     s[:N] = scale
     s = s.reshape(nb, NB, -1).permute(0, 2, 1)  # (block, group, row)
     return packed.contiguous().reshape(-1), s.contiguous().reshape(-1)
@@ -46,7 +46,7 @@ class NativeW4A8Linear(nn.Module):
         self.in_features, self.out_features, self.group, self.kp = lin.in_features, lin.out_features, group, q.shape[1]
         packed, scales = pack(q, scale)
         self.register_buffer("weight_q", packed)  # packed int4 blocks, as q4.c reads them
-        self.register_buffer("scales", scales)  # group scales, per block
+        self.register_buffer("scales", scales)  # bfloat16 group scales, per block
         self.register_buffer("bias", None if lin.bias is None else lin.bias.detach().float().cpu().contiguous())
         self.desc = self.make_desc()
 
