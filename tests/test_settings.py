@@ -108,6 +108,6 @@ def test_bad_environment_value_is_a_usage_error(tmp_path):
     for cmd in (["-m", "qwen3tts.serve"], ["-m", "qwen3tts", "say", "hi"]):
         r = subprocess.run([sys.executable, *cmd], env=env, capture_output=True, timeout=60)
         assert r.returncode == 2
-        assert "QWEN3TTS_QUANTIZE must be one of none, int8, w8a8, not 'int4'" in r.stderr.decode()
+        assert "QWEN3TTS_QUANTIZE must be one of none, int8, w8a8, w4a8, not 'int4'" in r.stderr.decode()
     r = subprocess.run([sys.executable, "-m", "qwen3tts.serve"], env=_env(tmp_path, QWEN3TTS_PORT="eighty"), capture_output=True, timeout=60)
     assert r.returncode == 2 and "QWEN3TTS_PORT must be an int, not 'eighty'" in r.stderr.decode()
