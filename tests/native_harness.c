@@ -17,11 +17,13 @@ void qwen3tts_wino_in(const float *h, int64_t Lh, int64_t ldh, const float *x, i
 void qwen3tts_wino_out(const float *const *M, int64_t sr, int B, int64_t T, int64_t ldb, int C, float *y, const float *AT,
                        const float *bias, int m, int n, int d, int64_t q, int nt);
 void qwen3tts_linear_f32(const float *x, int M, int K, const float *w, const float *bias, int N, float *y, int nt);
+void qwen3tts_q4_gemm(const Lin *L, const int8_t *x, const float *sx, int M, float *y, int nt);
 
 enum { LM = 3, LK = 100, LKP = 128, LN = 37 };                           /* w8a8 linear */
 enum { SR = 5, SC = 37 };                                                /* SnakeBeta */
 enum { WL = 40, WC = 12, WCO = 10, WD = 2, WT = WL - 6 * WD, WQ = 4, WROWS = WQ * WD }; /* Winograd F(4, 7) */
 enum { FM = 3, FK = 40, FN = 9 };                                        /* float32 few-row linear */
+enum { QM = 5, QK = 100, QKP = 128, QN = 37, QNP = 48, QG = 32 };       /* w4a8 linear (q4.c) */
 
 static const char *dir;
 
@@ -61,6 +63,9 @@ int main(int argc, char **argv) {
     const float *wx = input("wi_x", 4 * WL * WC), *wU = input("wi_U", 4 * 10 * WC * WCO), *wBT = input("wi_BT", 4 * 100),
                 *wAT = input("wi_AT", 4 * 40), *wb = input("wi_b", 4 * WCO);
     const float *fx = input("lf_x", 4 * FM * FK), *fw = input("lf_w", 4 * FN * FK), *fb = input("lf_b", 4 * FN);
+    Lin Q = {input("q4_w", QNP * QKP / 2), input("q4_s", 2 * QNP * (QKP / QG)), NULL, input("q4_bias", 4 * QN), QN, QK, QKP, 4, QG};
+    const int8_t *qxq = input("q4_xq", QM * QKP);
+    const float *qsx = input("q4_sx", 4 * QM), *qx = input("q4_x", 4 * QM * QK);
     int ran = 0;
     for (int isa = 0; isa < Q_NISA; isa++) {
         if (qwen3tts_set_isa(isa) != 0) continue;
@@ -85,6 +90,11 @@ int main(int argc, char **argv) {
         output("wi", name, wy, sizeof wy);
         qwen3tts_linear_f32(fx, FM, FK, fw, fb, FN, fy, 2);
         output("lf", name, fy, sizeof fy);
+        float qy[QM * QN];
+        qwen3tts_q4_gemm(&Q, qxq, qsx, QM, qy, 2);
+        output("q4g", name, qy, sizeof qy);
+        qwen3tts_linear(&Q, qx, QM, qy, 2);
+        output("q4l", name, qy, sizeof qy);
         printf("%s\n", name);
         ran++;
     }

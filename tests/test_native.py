@@ -12,18 +12,11 @@ import pytest
 import torch
 import torch.nn as nn
 
-from native_isas import isas, using
+from native_isas import fresh_library, isas, using, without_native  # noqa: F401 (fresh_library: an autouse fixture)
 from qwen3tts import native
 from qwen3tts.native.stack import NativeStack, NativeW8A8Linear
 
 ISAS = isas()
-
-
-@pytest.fixture(autouse=True)
-def _fresh_library():
-    native.reset()
-    yield
-    native.reset()
 
 
 def _reference(q: NativeW8A8Linear, x: torch.Tensor) -> torch.Tensor:
@@ -86,14 +79,6 @@ def native_tts(tiny_tts):
     return tts
 
 
-def _without_native(stack, fn):
-    saved, stack.native = stack.native, None
-    try:
-        return fn()
-    finally:
-        stack.native = saved
-
-
 @pytest.fixture(params=ISAS)
 def isa(request):
     with using(request.param):
@@ -112,7 +97,7 @@ def test_native_steps_equal_torch_ops_code_predictor(native_tts, isa):
             x = torch.randn(2, n, H)
             pos = slots[:2] if j == 0 else slots[j + 1 : j + 2]
             got = cp(x, ca, pos, kv_len=j + 2)
-            want = _without_native(cp, lambda: cp(x, cb, pos, kv_len=j + 2))
+            want = without_native(cp, lambda: cp(x, cb, pos, kv_len=j + 2))
             assert got.shape == want.shape == (2, n, H)
             assert (got - want).abs().max().item() <= 1e-4 * want.abs().max().item()
         for k, kk in zip(ca.k + ca.v, cb.k + cb.v):  # the same keys and values, in the same slots
@@ -138,7 +123,7 @@ def test_native_forward_rows_equals_torch_ops_talker(native_tts, isa):
         for step in range(3):
             x = torch.randn(2, 1, H)
             got = tr.forward_rows(x, pair[0], pos)
-            want = _without_native(tr, lambda: tr.forward_rows(x, pair[1], pos))
+            want = without_native(tr, lambda: tr.forward_rows(x, pair[1], pos))
             assert (got - want).abs().max().item() <= 1e-4 * want.abs().max().item()
             alone = tr.forward_rows(x[1:], [_clone_cache(pair[0][1])], pos[1:])  # slot pos[1] rewritten alike
             assert torch.equal(alone[0], got[1])  # a row's numbers do not depend on its batch
@@ -169,7 +154,7 @@ def test_native_greedy_codes_equal_torch_ops(native_tts, tiny_icl_voice, isa):
     tk, cp = native_tts.talker.model, native_tts.talker.code_predictor.model
     for text, voice in [("Hello there, how are you today?", tiny_icl_voice), ("Third.", None)]:
         got = native_tts.generate(text, voice=voice, **kw).codes
-        want = _without_native(tk, lambda: _without_native(cp, lambda: native_tts.generate(text, voice=voice, **kw).codes))
+        want = without_native(tk, lambda: without_native(cp, lambda: native_tts.generate(text, voice=voice, **kw).codes))
         assert got.shape[0] > 3 and torch.equal(got, want)
 
 

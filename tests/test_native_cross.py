@@ -16,8 +16,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from native_isas import int8_rows, q4_reference
 from qwen3tts import native
 from qwen3tts.codec import winograd
+from qwen3tts.native.q4 import pack
 
 ROOT = Path(__file__).resolve().parent.parent
 CC, QEMU, SYSROOT = "aarch64-linux-gnu-gcc", "qemu-aarch64", Path("/usr/aarch64-linux-gnu")
@@ -31,6 +33,7 @@ SR, SC = 5, 37
 WL, WC, WCO, WD = 40, 12, 10, 2
 WT = WL - 6 * WD
 FM, FK, FN = 3, 40, 9
+QM, QK, QKP, QN, QG = 5, 100, 128, 37, 32
 
 
 def test_the_shared_library_builds_for_aarch64(tmp_path, monkeypatch):
@@ -76,9 +79,10 @@ def test_kernels_under_qemu_equal_torch(tmp_path):
     cb, cx = torch.randn(WCO, generator=g) * 0.1, torch.randn(WL, WC, generator=g)
     AT, _, BT = winograd._mats(4, 7)
     lf_x, lf_w, lf_b = torch.randn(FM, FK, generator=g), torch.randn(FN, FK, generator=g), torch.randn(FN, generator=g)
+    q4_in, q4_case = _q4_inputs(g)
     _write(tmp_path, lin_w=wp, lin_scale=scale, lin_wsum=w.to(torch.int32).sum(1).to(torch.int32), lin_bias=bias, lin_x=x,
            sn_x=sn_x, sn_a=sn_a, sn_ib=sn_ib, wi_x=cx, wi_U=winograd.transform_weight(cw), wi_BT=BT.float(), wi_AT=AT.float(),
-           wi_b=cb, lf_x=lf_x, lf_w=lf_w, lf_b=lf_b)
+           wi_b=cb, lf_x=lf_x, lf_w=lf_w, lf_b=lf_b, **q4_in)
     r = subprocess.run([QEMU, "-L", str(SYSROOT), str(exe), str(tmp_path)], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.split() == ["portable", "neon"]  # every set of the emulated CPU ran
@@ -102,3 +106,34 @@ def test_kernels_under_qemu_equal_torch(tmp_path):
         outs[isa] = (lin, sn, wi, lf)
     assert torch.equal(outs["neon"][0], outs["portable"][0])  # exact int32 sums, the same epilogue
     assert torch.equal(outs["neon"][2], outs["portable"][2])  # the same transform operations
+    _check_q4(tmp_path, *q4_case)
+
+
+def _q4_inputs(g) -> tuple[dict, tuple]:
+    """The w4a8 case (q4.c): int4 weights incl. a row of +7 against a row of +127 activations
+    (the largest partial sums), padded inputs, bfloat16 group scales, a bias; (the harness's
+    inputs, (weights, scales, int8 activations) for the check)."""
+    q = torch.randint(-7, 8, (QN, QKP), generator=g)
+    q[0], q[:, QK:] = 7, 0
+    s = (torch.rand(QN, QKP // QG, generator=g) * 0.01 + 1e-4).to(torch.bfloat16).float()
+    packed, scales = pack(q.to(torch.int8), s)
+    xq = torch.randint(-127, 128, (QM, QKP), generator=g)
+    xq[0], xq[:, QK:] = 127, 0
+    x = torch.randn(QM, QK, generator=g) * torch.tensor([1e-3, 1.0, 30.0, 1e3, 2.0])[:, None]
+    return dict(q4_w=packed, q4_s=scales.view(torch.int16), q4_bias=torch.randn(QN, generator=g), q4_xq=xq.to(torch.int8),
+                q4_sx=torch.rand(QM, generator=g) * 0.1 + 1e-3, q4_x=x), (q, s, xq)
+
+
+def _check_q4(d: Path, q, s, xq):
+    qg, sd = q.reshape(QN, QKP // QG, QG), s.double()
+    read = lambda name: torch.frombuffer(bytearray((d / name).read_bytes()), dtype=torch.float32)  # noqa: E731
+    bias, sx, x = read("q4_bias").double(), read("q4_sx"), read("q4_x").reshape(QM, QK)
+    x8, sx8 = int8_rows(x)
+    refs = {"q4g": q4_reference(qg, sd, xq, sx.double()[:, None]) + bias,
+            "q4l": q4_reference(qg, sd, F.pad(x8, (0, QKP - QK)), sx8) + bias}
+    for case, ref in refs.items():
+        ys = {isa: _read(d, case, isa, (QM, QN)) for isa in ("portable", "neon")}
+        for isa, y in ys.items():
+            for rr in range(QM):
+                assert (y[rr].double() - ref[rr]).abs().max().item() <= 2e-6 * ref[rr].abs().max().item(), (case, isa, rr)
+        assert torch.equal(ys["neon"], ys["portable"])  # exact int32 sums, the same float steps

@@ -1,36 +1,24 @@
 """The w4a8 mode: int4 group-wise weights x per-row int8 activations (quant4.py, native/q4.c).
 The kernels against an exact float64 model of their definition on every instruction set this CPU
-runs (and aarch64 under qemu-user), bit-equal across sets; the packed layout decoded by its
+runs (aarch64 under qemu-user: tests/test_native_cross.py), bit-equal across sets; the packed layout decoded by its
 documented rule; the torch definition (no library) against the same model; the whole mode end to
 end (native decode steps equal the same layers run as torch ops, greedy codes too)."""
 
 from __future__ import annotations
 
 import ctypes
-import platform
-import shutil
-import subprocess
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn as nn
 
-from native_isas import isas, using
+from native_isas import fresh_library, int8_rows, isas, q4_reference, using, without_native  # noqa: F401 (fresh_library: an autouse fixture)
 from qwen3tts import native
 from qwen3tts.native.q4 import NativeW4A8Linear, pack
 from qwen3tts.native.stack import NativeStack
 from qwen3tts.quant4 import W4A8Linear
 
 ISAS = isas()
-ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(autouse=True)
-def _fresh_library():
-    native.reset()
-    yield
-    native.reset()
 
 
 def _groups(w: torch.Tensor, G: int, Kp: int):
@@ -43,20 +31,6 @@ def _groups(w: torch.Tensor, G: int, Kp: int):
     s = (wg.abs().amax(-1).float() / 7).clamp(min=1e-12).to(torch.bfloat16).double()  # (N, groups)
     q = torch.round(wg.float() / s.float()[..., None]).clamp(-7, 7).long()
     return q, s
-
-
-def _int8_rows(x: torch.Tensor):
-    """decode.c's activations: s = max|x|, q = round(x * f32(127 / s)) in float32."""
-    s = x.abs().amax(-1, keepdim=True).clamp(min=1e-30)
-    return torch.round(x * (127.0 / s)).clamp(-127, 127).long(), s.double() / 127
-
-
-def _reference(q, s, xq, sx):
-    """y_mn = sum_g s_ng * sum_{k in g} xq_mk q_nk, times sx_m, in float64 (the group sums exact)."""
-    M, N, ng = xq.shape[0], q.shape[0], q.shape[1]
-    xg = xq.reshape(M, ng, -1)
-    d = torch.einsum("mgk,ngk->mng", xg, q)  # exact int64
-    return (d.double() * s[None]).sum(-1) * sx
 
 
 @pytest.mark.parametrize("isa", ISAS)
@@ -84,7 +58,7 @@ def test_q4_gemm_is_exact_integer_sums(N, K, G, M, isa):
     y = torch.empty(M, N)
     with using(isa) as lib:
         lib.qwen3tts_q4_gemm(ctypes.byref(L), x8.data_ptr(), sx32.data_ptr(), M, y.data_ptr(), 2)
-    want = _reference(q, s, xq, sx32.double()[:, None])
+    want = q4_reference(q, s, xq, sx32.double()[:, None])
     assert (y.double() - want).abs().max().item() <= 1e-6 * want.abs().max().item()
     with using("portable") as lib:
         yp = torch.empty(M, N)
@@ -125,9 +99,9 @@ def test_native_w4a8_linear_equals_its_definition(K, N, G, isa):
     with using(isa), torch.inference_mode():
         got = mod(x)
     q, s = _groups(lin.weight.detach(), G, mod.kp)
-    xq, sx = _int8_rows(x)
+    xq, sx = int8_rows(x)
     xq = torch.nn.functional.pad(xq, (0, mod.kp - K))
-    want = _reference(q, s, xq, sx) + lin.bias.detach().double()
+    want = q4_reference(q, s, xq, sx) + lin.bias.detach().double()
     for r in range(7):
         assert (got[r].double() - want[r]).abs().max().item() <= 2e-6 * want[r].abs().max().item()
     with torch.inference_mode():
@@ -161,14 +135,6 @@ def w4a8_tts(tiny_tts):
     return tts
 
 
-def _without_native(stack, fn):
-    saved, stack.native = stack.native, None
-    try:
-        return fn()
-    finally:
-        stack.native = saved
-
-
 def test_the_mode_holds_only_int4_weights(w4a8_tts):
     t = w4a8_tts.talker
     assert isinstance(t.model.native, NativeStack) and isinstance(t.code_predictor.model.native, NativeStack)
@@ -187,7 +153,7 @@ def test_w4a8_generates_and_native_steps_equal_torch_ops(w4a8_tts, tiny_icl_voic
     with using(isa):
         for text, voice in [("Hello there, how are you today?", tiny_icl_voice), ("Third.", None)]:
             got = w4a8_tts.generate(text, voice=voice, **kw)
-            want = _without_native(tk, lambda: _without_native(cp, lambda: w4a8_tts.generate(text, voice=voice, **kw).codes))
+            want = without_native(tk, lambda: without_native(cp, lambda: w4a8_tts.generate(text, voice=voice, **kw).codes))
             codes = got.codes
             assert codes.shape[0] >= 1 and torch.equal(codes, want)
             assert codes.min().item() >= 0 and got.audio.numel() > 0
@@ -205,48 +171,3 @@ def test_w4a8_without_the_library_runs_the_torch_definition(tiny_tts, monkeypatc
     assert isinstance(tts.talker.model.layers[0].mlp.down_proj, W4A8Linear)
     res = tts.generate("Hello.", language="English", do_sample=False, subtalker_dosample=False, max_new_tokens=6)
     assert res.codes.shape[0] > 0 and res.audio.numel() > 0
-
-
-# ------------------------------------------------------------------ aarch64 under emulation
-CC, QEMU, SYSROOT = "aarch64-linux-gnu-gcc", "qemu-aarch64", Path("/usr/aarch64-linux-gnu")
-MISSING = [t for t in (CC, QEMU) if shutil.which(t) is None] + ([] if SYSROOT.is_dir() else [str(SYSROOT)])
-
-
-@pytest.mark.skipif(bool(MISSING) or platform.machine() == "aarch64",
-                    reason=f"needs {', '.join(MISSING)} (apt-get install gcc-aarch64-linux-gnu qemu-user)" if MISSING
-                    else "this host is aarch64: the tests above run the kernels natively")
-def test_q4_kernels_under_qemu_aarch64(tmp_path):
-    src = ROOT / "qwen3tts" / "native"
-    exe = tmp_path / "q4_harness"
-    cmd = [CC, "-O2", "-fopenmp", "-ffp-contract=off", "-std=gnu11", f"-I{src}", str(ROOT / "tests" / "q4_harness.c"),
-           *(str(src / n) for n in native.UNITS["aarch64"]), "-o", str(exe), "-lm"]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    M, K, Kp, N, G = 5, 100, 128, 37, 32  # as in q4_harness.c
-    g = torch.Generator().manual_seed(7)
-    q = torch.randint(-7, 8, (N, Kp), generator=g)
-    q[0], q[:, K:] = 7, 0
-    s = (torch.rand(N, Kp // G, generator=g) * 0.01 + 1e-4).to(torch.bfloat16).double()
-    packed, scales = pack(q.to(torch.int8), s.float())
-    xq = torch.randint(-127, 128, (M, Kp), generator=g)
-    xq[0], xq[:, K:] = 127, 0
-    sx = torch.rand(M, generator=g) * 0.1 + 1e-3
-    x = torch.randn(M, K, generator=g) * torch.tensor([1e-3, 1.0, 30.0, 1e3, 2.0])[:, None]
-    bias = torch.randn(N, generator=g)
-    for name, t in dict(w=packed, s=scales, bias=bias, xq=xq.to(torch.int8), sx=sx, x=x).items():
-        (tmp_path / name).write_bytes(t.contiguous().view(torch.uint8).numpy().tobytes())
-    r = subprocess.run([QEMU, "-L", str(SYSROOT), str(exe), str(tmp_path)], capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert r.stdout.split() == ["portable", "neon"]
-    qg = q.reshape(N, Kp // G, G)
-    gemm_ref = _reference(qg, s, xq, sx.double()[:, None]) + bias.double()
-    xq2, sx2 = _int8_rows(x)
-    lin_ref = _reference(qg, s, torch.nn.functional.pad(xq2, (0, Kp - K)), sx2) + bias.double()
-    out = {}
-    for isa in ("portable", "neon"):
-        for case, ref in (("gemm", gemm_ref), ("linear", lin_ref)):
-            y = torch.frombuffer(bytearray((tmp_path / f"q4_{case}_{isa}").read_bytes()), dtype=torch.float32).reshape(M, N)
-            for rr in range(M):
-                assert (y[rr].double() - ref[rr]).abs().max().item() <= 2e-6 * ref[rr].abs().max().item(), (isa, case, rr)
-            out[isa, case] = y
-    assert torch.equal(out["neon", "gemm"], out["portable", "gemm"]) and torch.equal(out["neon", "linear"], out["portable", "linear"])
