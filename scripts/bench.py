@@ -34,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-FASTEST = ("float32", "w8a8")  # (dtype, quantize) of the fastest CPU mode: native int8 decode steps
+FASTEST = ("float32", "w4a8")  # (dtype, quantize) of the fastest CPU mode: native int4-weight decode steps
 
 # `--isa avx2|portable` holds torch's own kernels (oneDNN, MKL, ATen) to that instruction set as
 # well, as on a CPU without AVX-512; they read these when torch loads, hence before its import.

@@ -29,14 +29,18 @@ def _run(*extra):
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def _tiny_weight_bytes(quantized: bool) -> int:
+def _tiny_weight_bytes(quantized: bool, int4: bool = False) -> int:
     """The tiny model's per-frame weights from its config: talker stack + codec head once, the
-    predictor's stack 15 times, its 15 heads once (int8 + f32 scales per row, rows padded to 64)."""
+    predictor's stack 15 times, its 15 heads once (int8 + f32 scales per row, rows padded to 64;
+    int4: rows padded to blocks of 16, half a byte per weight + a bfloat16 scale per 32)."""
     cfg = json.loads((TINY_MODEL / "config.json").read_text())["talker_config"]
     cp = cfg["code_predictor_config"]
 
     def lin(n, k):
-        return n * (-(-k // 64) * 64) + 4 * n if quantized else 4 * n * k
+        kp, n16 = -(-k // 64) * 64, -(-n // 16) * 16
+        if int4:
+            return n16 * kp // 2 + n16 * (kp // 32) * 2
+        return n * kp + 4 * n if quantized else 4 * n * k
 
     def stack(c):
         H, D, I = c["hidden_size"], c["head_dim"], c["intermediate_size"]
@@ -85,7 +89,8 @@ def test_bench_text_stream():
 @pytest.mark.skipif("avx2" not in isas(), reason="needs a CPU with AVX2 (and the native library)")
 def test_bench_isa_and_fastest():
     res = _run("--isa", "avx2", "--fastest", "--sessions", "0")
-    assert res["isa"] == "avx2" and res["dtype"] == "float32+w8a8" and res["native_decode"] is True
+    assert res["isa"] == "avx2" and res["dtype"] == "float32+w4a8" and res["native_decode"] is True
+    assert res["weight_bytes_per_frame"] == _tiny_weight_bytes(True, int4=True)
     assert res["torch_isa_env"] == {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
     assert res["talker_predictor_floor_ratio"] > 0 and res["frames_timed"] == 3
 
