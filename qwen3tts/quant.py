@@ -4,7 +4,7 @@ Decoding one frame reads ~1.65 G weights (talker once, code predictor 15 times) 
 matrix, so it is bound by how fast a kernel streams weights: bytes per weight and the kernel's
 own throughput set the speed. Each `nn.Linear` of the two transformer stacks and the output heads
 is replaced; embeddings, norms and the text projection (prefill only) stay in the model dtype.
-Both modes use symmetric per-output-channel int8 weights (scale = max|w| / 127):
+The int8 modes use symmetric per-output-channel int8 weights (scale = max|w| / 127):
 
 * `int8` (`Int8Linear`): weight-only; bf16 activations, PyTorch's `aten._weight_int8pack_mm`
   (the kernel gpt-fast uses for int8 on CPU). Works on any CPU.
@@ -16,6 +16,10 @@ Both modes use symmetric per-output-channel int8 weights (scale = max|w| / 127):
   With float32 activations on CPU, w8a8 runs instead on the native library (qwen3tts/native,
   `NativeW8A8Linear`: the same definition in C, and whole decode steps of a stack in one call)
   whenever it builds; `linear_class` makes that choice.
+
+* `w4a8` (quant4.py): int4 weights with a bfloat16 scale per 32 inputs and per-row int8
+  activations: half of w8a8's weight bytes, on the native library's int4 kernels (native/q4.c)
+  with float32 activations, on `quant4.W4A8Linear` (the same definition in torch) otherwise.
 
 Numerics drift from fp32; the drift (greedy code agreement) is measured by `scripts/drift.py` and
 reported in docs/benchmarks.md.
