@@ -137,13 +137,12 @@ static void nonzero_lists(const float *A, int rows, int n, coef_lists *L) {
 static inline __attribute__((always_inline)) void wino_in_row(const float *const *xk, int n, int C, float *out0, int64_t si,
                                                               const float *BT) {
     for (int c = 0; c < C; c += VL) {
-        const vmask mk = vlanes(C - c);
         vf xv[32];
-        for (int k = 0; k < n; k++) xv[k] = xk[k] ? vmaskload(xk[k] + c, mk) : vzero();
+        for (int k = 0; k < n; k++) xv[k] = xk[k] ? vloadn(xk[k] + c, C - c) : vzero();
         for (int i = 0; i < n; i++) {
             vf acc = vmul(vset1(BT[i * n]), xv[0]);
             for (int k = 1; k < n; k++) acc = vadd(acc, vmul(vset1(BT[i * n + k]), xv[k]));
-            vmaskstore(out0 + i * si + c, mk, acc);
+            vstoren(out0 + i * si + c, C - c, acc);
         }
     }
 }
@@ -152,16 +151,15 @@ static inline __attribute__((always_inline)) void wino_in_row(const float *const
 static inline __attribute__((always_inline)) void wino_out_row(const float *const *Mr, int n, int m, int C, float *dst0, int64_t ds,
                                                                int pmax, const float *bias, const float *AT) {
     for (int c = 0; c < C; c += VL) {
-        const vmask mk = vlanes(C - c);
         vf mv[32];
-        for (int i = 0; i < n; i++) mv[i] = vmaskload(Mr[i] + c, mk);
-        const vf bv = bias ? vmaskload(bias + c, mk) : vzero();
+        for (int i = 0; i < n; i++) mv[i] = vloadn(Mr[i] + c, C - c);
+        const vf bv = bias ? vloadn(bias + c, C - c) : vzero();
         for (int p = 0; p < m; p++) {
             if (p >= pmax) break;
             vf acc = vmul(vset1(AT[p * n]), mv[0]);
             for (int i = 1; i < n; i++) acc = vadd(acc, vmul(vset1(AT[p * n + i]), mv[i]));
             if (bias) acc = vadd(acc, bv);
-            vmaskstore(dst0 + p * ds + c, mk, acc);
+            vstoren(dst0 + p * ds + c, C - c, acc);
         }
     }
 }
@@ -246,11 +244,12 @@ void Q_FN(qwen3tts_wino_out)(const float *const *M, int64_t sr, int B, int64_t T
 static inline __attribute__((always_inline)) void mix_block(const float *A, int64_t lda, int rb, const float *Bm, int K, int N, int c0,
                                                             float *Cm, int64_t ldc) {
     const vmask m0 = vlanes(N - c0), m1 = vlanes(N - c0 - VL);
+    const int full = N - c0 >= 2 * VL; /* plain loads (see vloadn) */
     vf acc[MIX_ROWS][2];
     for (int r = 0; r < MIX_ROWS; r++) acc[r][0] = acc[r][1] = vzero();
     for (int k = 0; k < K; k++) {
-        const vf b0 = vmaskload(Bm + (int64_t)k * N + c0, m0);
-        const vf b1 = vmaskload(Bm + (int64_t)k * N + c0 + VL, m1);
+        const vf b0 = full ? vloadu(Bm + (int64_t)k * N + c0) : vmaskload(Bm + (int64_t)k * N + c0, m0);
+        const vf b1 = full ? vloadu(Bm + (int64_t)k * N + c0 + VL) : vmaskload(Bm + (int64_t)k * N + c0 + VL, m1);
         for (int r = 0; r < rb; r++) {
             const vf a = vset1(A[r * lda + k]);
             acc[r][0] = vfmadd(a, b0, acc[r][0]);
@@ -258,19 +257,26 @@ static inline __attribute__((always_inline)) void mix_block(const float *A, int6
         }
     }
     for (int r = 0; r < rb; r++) {
-        vmaskstore(Cm + r * ldc + c0, m0, acc[r][0]);
-        vmaskstore(Cm + r * ldc + c0 + VL, m1, acc[r][1]);
+        vstoren(Cm + r * ldc + c0, N - c0, acc[r][0]);
+        if (N - c0 > VL) vstoren(Cm + r * ldc + c0 + VL, N - c0 - VL, acc[r][1]);
     }
 }
 
 static void mix_rows(const float *A, int R, int K, const float *Bm, int N, float *Cm) {
-    for (int r0 = 0; r0 < R; r0 += MIX_ROWS) {
-        const int rb = R - r0 < MIX_ROWS ? R - r0 : MIX_ROWS;
-        for (int c0 = 0; c0 < N; c0 += 2 * VL) {
-            if (rb == MIX_ROWS)
-                mix_block(A + (int64_t)r0 * K, K, MIX_ROWS, Bm, K, N, c0, Cm + (int64_t)r0 * N, N); /* constant rows: registers */
-            else
-                mix_block(A + (int64_t)r0 * K, K, rb, Bm, K, N, c0, Cm + (int64_t)r0 * N, N);
+    for (int c0 = 0; c0 < N; c0 += 2 * VL) { /* one panel of B (K x 2 VL) from L1 for all rows */
+        for (int r0 = 0; r0 < R; r0 += MIX_ROWS) {
+            const int rb = R - r0 < MIX_ROWS ? R - r0 : MIX_ROWS;
+            const float *Ar = A + (int64_t)r0 * K;
+            float *Cr = Cm + (int64_t)r0 * N;
+            switch (rb) { /* constant row counts: the accumulators stay in registers */
+#define MIX_CASE(nr) case nr: mix_block(Ar, K, nr, Bm, K, N, c0, Cr, N); break;
+            MIX_CASE(1) MIX_CASE(2) MIX_CASE(3) MIX_CASE(4) MIX_CASE(5)
+#if MIX_ROWS > 6
+            MIX_CASE(6) MIX_CASE(7)
+#endif
+#undef MIX_CASE
+            default: mix_block(Ar, K, MIX_ROWS, Bm, K, N, c0, Cr, N); break;
+            }
         }
     }
 }

@@ -89,5 +89,14 @@ static inline float vhmax(vf a) {
 
 #ifdef Q_VEC
 #define VN16 (16 / VL) /* vectors per 16 floats: sums kept in 16 lanes on every path */
+/* the first r (> 0) lanes at p: a plain load / store when all VL are in use (AVX2's masked
+ * stores are slow on some CPUs, e.g. microcoded on AMD Zen), else masked */
+static inline vf vloadn(const float *p, int r) { return r >= VL ? vloadu(p) : vmaskload(p, vlanes(r)); }
+static inline void vstoren(float *p, int r, vf v) {
+    if (r >= VL)
+        vstoreu(p, v);
+    else
+        vmaskstore(p, vlanes(r), v);
+}
 #endif
 #endif
