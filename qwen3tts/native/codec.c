@@ -237,8 +237,7 @@ void Q_FN(qwen3tts_wino_out)(const float *const *M, int64_t sr, int B, int64_t T
  * in the thread's L2; the unfused passes stream V and M (2.5x the activations each) through
  * memory, which bounds them at <= 192 channels. The products: a register-blocked kernel, 8
  * rows x 32 output channels of FMA accumulators per block on AVX-512, 4 x 24 on AVX2 (sums over
- * k in order, one FMA each: the same floats), one panel of U's columns swept over all the row
- * blocks of the chunk (from L1). AVX-512 and AVX2 (elsewhere it returns -2; the
+ * k in order, one FMA each: the same floats). AVX-512 and AVX2 (elsewhere it returns -2; the
  * caller checks qwen3tts_wino_fused_available). */
 #ifdef Q_VEC
 /* rows x vectors of accumulators per block: 8 x 2 of 32 zmm; 4 x 3 of 16 ymm (with the 3 B
@@ -247,7 +246,7 @@ void Q_FN(qwen3tts_wino_out)(const float *const *M, int64_t sr, int B, int64_t T
 #define MIX_VECS (VL == 16 ? 2 : 3)
 static inline __attribute__((always_inline)) void mix_block(const float *A, int64_t lda, int rb, const float *Bm, int K, int N, int c0,
                                                             float *Cm, int64_t ldc) {
-    const int full = N - c0 >= MIX_VECS * VL; /* plain loads (see vloadn) */
+    const int full = !VMASK_FREE && N - c0 >= MIX_VECS * VL; /* plain loads (see vloadn) */
     vmask mk[MIX_VECS];
     for (int v = 0; v < MIX_VECS; v++) mk[v] = vlanes(N - c0 - v * VL);
     vf acc[MIX_ROWS][MIX_VECS];
@@ -267,11 +266,11 @@ static inline __attribute__((always_inline)) void mix_block(const float *A, int6
 }
 
 static void mix_rows(const float *A, int R, int K, const float *Bm, int N, float *Cm) {
-    for (int c0 = 0; c0 < N; c0 += MIX_VECS * VL) { /* one panel of B (K x MIX_VECS VL) from L1 for all rows */
-        for (int r0 = 0; r0 < R; r0 += MIX_ROWS) {
-            const int rb = R - r0 < MIX_ROWS ? R - r0 : MIX_ROWS;
-            const float *Ar = A + (int64_t)r0 * K;
-            float *Cr = Cm + (int64_t)r0 * N;
+    for (int r0 = 0; r0 < R; r0 += MIX_ROWS) {
+        const int rb = R - r0 < MIX_ROWS ? R - r0 : MIX_ROWS;
+        const float *Ar = A + (int64_t)r0 * K;
+        float *Cr = Cm + (int64_t)r0 * N;
+        for (int c0 = 0; c0 < N; c0 += MIX_VECS * VL) {
             switch (rb) { /* constant row counts: the accumulators stay in registers */
 #define MIX_CASE(nr) case nr: mix_block(Ar, K, nr, Bm, K, N, c0, Cr, N); break;
             MIX_CASE(1) MIX_CASE(2) MIX_CASE(3)
