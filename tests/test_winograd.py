@@ -135,8 +135,8 @@ def test_causal_conv_uses_winograd_where_it_pays(monkeypatch):
     with torch.inference_mode(), monkeypatch.context() as mp:  # few outputs stay on the GEMM path
         mp.setattr(winograd, "conv", refuse)
         assert winograd.gemm_rows(1, 32, 1) == 8 and winograd.gemm_rows(4, 32, 9) == 36 and winograd.gemm_rows(2, 5, 3) == 6
-        y1 = big._conv(torch.randn(1, 96, 4 * (winograd.MIN_ROWS - 1) + 18))  # dilation 3: rows = 3 x ceil(60 / 12) = 15
-        assert y1.shape == (1, 96, 60)
+        y1 = big._conv(torch.randn(1, 96, 24 + 18))  # dilation 3: rows = 3 x ceil(24 / 12) = 6, under every ISA
+        assert y1.shape == (1, 96, 24)
     monkeypatch.setenv("QWEN3TTS_NATIVE", "off")  # no native library: direct convolutions
     fresh = CausalConv1d(96, 96, 7)
     fresh.use_channels_last()
@@ -145,6 +145,23 @@ def test_causal_conv_uses_winograd_where_it_pays(monkeypatch):
         assert "_winograd" in big.__dict__  # a cached U is not used once the library is switched off
         assert max_abs(big(x), F.conv1d(F.pad(x, (18, 0)), big.conv.weight, big.conv.bias, dilation=3)) < 1e-4
     assert "_winograd" not in fresh.__dict__
+
+
+def test_winograd_pays_from_fewer_rows_under_avx2():
+    """From MIN_ROWS GEMM rows under every instruction set; under AVX2 (half the FMA width) also
+    from MIN_ROWS_AVX2 rows whose tiles are >= 3/4 used: a 1-frame streaming step of the
+    768-channel convolutions (32 outputs, dilations 1, 3, 9: 8, 9, 9 rows)."""
+    for isa in ("avx512", "avx2", "portable"):
+        assert winograd.pays(1, 4 * winograd.MIN_ROWS, 1, isa) and winograd.pays(4, 32, 9, isa)  # 16 and 36 rows
+        assert not winograd.pays(1, 16, 1, isa) and not winograd.pays(1, 24, 3, isa)  # 4 and 6 rows
+    for d in (1, 3, 9):
+        assert winograd.pays(1, 32, d, "avx2") and not winograd.pays(1, 32, d, "avx512") and not winograd.pays(1, 32, d, "portable")
+    assert not winograd.pays(1, 16, 9, "avx2")  # 9 rows, 16 of 36 outputs used
+    lib = native.load()
+    with using("avx2"):
+        assert winograd.worth(1, 32, 3, lib)
+    with using("portable"):
+        assert not winograd.worth(1, 32, 3, lib)
 
 
 def test_streaming_steps_read_the_history_in_place(monkeypatch):
@@ -203,8 +220,11 @@ def test_codec_with_winograd_offline_and_streaming(mid_codec, monkeypatch, isa):
     native.set_isa(isa)
     codes = torch.randint(0, 2048, (10, 16), generator=torch.Generator().manual_seed(0))
     ref = tok64.decoder.decode(codes.T[None])[0]
+    for m in tok.decoder.modules():  # the fixture is shared: forget the U of another instruction set's run
+        m.__dict__.pop("_winograd", None)
     y = tok.decode(codes)
-    assert sum("_winograd" in m.__dict__ for m in tok.decoder.modules()) == 9  # the residual units; decoder[0] (40 outputs, 10 rows) stays direct
+    # the residual units; decoder[0] (40 outputs, 10 rows) stays direct, except under AVX2 (winograd.pays)
+    assert sum("_winograd" in m.__dict__ for m in tok.decoder.modules()) == 9 + (isa == "avx2")
     dec = tok.streaming_decoder()
     streamed = torch.cat([dec.push(codes[i : i + 1]) for i in range(10)])
     dec = tok.streaming_decoder()

@@ -66,8 +66,8 @@ class CodecDecoder(nn.Module):
         _tap(taps, "upsample_out", h)
         h = self.decoder[0](h, st)
         _tap(taps, "decoder0_out", h)
-        for block in self.decoder[1:-2]:
-            h = block(h, st)
+        for i in range(1, len(self.decoder) - 2):  # (indices: a slice of a ModuleList builds a new one per call)
+            h = self.decoder[i](h, st)
         h = self.decoder[-1](self.decoder[-2](h), st)  # (B, 1, N * spf)
         st.advance(codes.shape[-1])
         return h.clamp(min=-1, max=1)[:, 0]

@@ -183,16 +183,15 @@ class CausalConv1d(nn.Module):
     def _winograd_plan(self, x: torch.Tensor, out_len: int):
         """(U, the native library) when this convolution of `out_len` outputs runs as Winograd
         F(4, 7): float32 on CPU with the library, k = 7, stride 1, >= winograd.MIN_CHANNELS
-        channels in and out, >= winograd.MIN_ROWS rows per GEMM, not switched off. U = G w
+        channels in and out, enough rows per GEMM (`winograd.worth`), not switched off. U = G w
         (codec/winograd.py), packed for oneDNN where it is on; cached while the weight is
         unchanged. Else None."""
         c = self.conv
-        rows = winograd.gemm_rows(x.shape[0], out_len, c.dilation[0])
         if (c.kernel_size[0] != 7 or c.stride[0] != 1 or c.groups != 1 or min(c.in_channels, c.out_channels) < winograd.MIN_CHANNELS
-                or x.dtype != torch.float32 or x.device.type != "cpu" or rows < winograd.MIN_ROWS or not winograd.enabled()):
+                or x.dtype != torch.float32 or x.device.type != "cpu" or not winograd.enabled()):
             return None
         lib = _native_lib()
-        if lib is None:
+        if lib is None or not winograd.worth(x.shape[0], out_len, c.dilation[0], lib):
             return None
         key = (_version(c.weight), c.weight.data_ptr())
         w = self.__dict__.get("_winograd")
@@ -201,7 +200,7 @@ class CausalConv1d(nn.Module):
         if not dnn.enabled() or winograd.fused(c.in_channels, c.out_channels, lib):
             return w[1], lib  # U itself: the fused native kernel (few channels) or torch.bmm
         if w[2] is None:
-            self.__dict__["_winograd"] = w = (key, w[1], winograd.pack_mix(w[1], rows))
+            self.__dict__["_winograd"] = w = (key, w[1], winograd.pack_mix(w[1], winograd.gemm_rows(x.shape[0], out_len, c.dilation[0])))
         return w[2], lib
 
     def _winograd_step(self, hist: torch.Tensor, x: torch.Tensor) -> torch.Tensor | None:
@@ -430,8 +429,8 @@ class DecoderBlock(nn.Module):
 
     def forward(self, x, st):
         x = self.block[1](self.block[0](x), st)
-        for unit in self.block[2:]:
-            x = unit(x, st)
+        for i in range(2, len(self.block)):  # indices: a ModuleList slice is a new ModuleList per call
+            x = self.block[i](x, st)
         return x
 
 

@@ -27,11 +27,30 @@ TILE = 4  # m: outputs per tile
 POINTS = tuple(Fraction(p) for p in ("0", "2", "-2", "5/4", "-5/4", "4/5", "-4/5", "2/5", "-2/5"))  # + infinity
 MIN_CHANNELS = 96  # fewer channels: the transforms cost about what they save
 MIN_ROWS = 16  # fewer GEMM rows: weight-bound, and U is 10/7 of the weight (direct GEMM instead)
+MIN_ROWS_AVX2 = 8  # with 8-lane FMAs the direct products cost twice the time: from here, when the tiles are >= 3/4 used
 
 
 def gemm_rows(batch: int, out_len: int, dilation: int, m: int = TILE) -> int:
     """Rows of each of the n GEMMs for `out_len` outputs: batch x phases x tiles per phase."""
     return batch * dilation * -(-out_len // (m * dilation))
+
+
+def pays(batch: int, out_len: int, dilation: int, isa: str, m: int = TILE) -> bool:
+    """Does Winograd pay for `out_len` outputs per batch row with the native kernels of `isa`?
+    From MIN_ROWS GEMM rows; under AVX2 also from MIN_ROWS_AVX2 rows when at least 3/4 of the
+    tiles' outputs are wanted (a 1-frame streaming step of the 768-channel convolutions: 32
+    outputs in 8-9 rows, 7 x 32 products per channel pair direct, 10 x 8-9 here)."""
+    rows = gemm_rows(batch, out_len, dilation, m)
+    if rows >= MIN_ROWS:
+        return True
+    return isa == "avx2" and rows >= MIN_ROWS_AVX2 and 4 * batch * out_len >= 3 * m * rows
+
+
+def worth(batch: int, out_len: int, dilation: int, lib) -> bool:
+    """`pays` for the instruction set the native library `lib` runs now."""
+    from .. import native
+
+    return pays(batch, out_len, dilation, native.isa(lib))
 
 
 def enabled() -> bool:

@@ -137,13 +137,12 @@ static void nonzero_lists(const float *A, int rows, int n, coef_lists *L) {
 static inline __attribute__((always_inline)) void wino_in_row(const float *const *xk, int n, int C, float *out0, int64_t si,
                                                               const float *BT) {
     for (int c = 0; c < C; c += VL) {
-        const vmask mk = vlanes(C - c);
         vf xv[32];
-        for (int k = 0; k < n; k++) xv[k] = xk[k] ? vmaskload(xk[k] + c, mk) : vzero();
+        for (int k = 0; k < n; k++) xv[k] = xk[k] ? vloadn(xk[k] + c, C - c) : vzero();
         for (int i = 0; i < n; i++) {
             vf acc = vmul(vset1(BT[i * n]), xv[0]);
             for (int k = 1; k < n; k++) acc = vadd(acc, vmul(vset1(BT[i * n + k]), xv[k]));
-            vmaskstore(out0 + i * si + c, mk, acc);
+            vstoren(out0 + i * si + c, C - c, acc);
         }
     }
 }
@@ -152,16 +151,15 @@ static inline __attribute__((always_inline)) void wino_in_row(const float *const
 static inline __attribute__((always_inline)) void wino_out_row(const float *const *Mr, int n, int m, int C, float *dst0, int64_t ds,
                                                                int pmax, const float *bias, const float *AT) {
     for (int c = 0; c < C; c += VL) {
-        const vmask mk = vlanes(C - c);
         vf mv[32];
-        for (int i = 0; i < n; i++) mv[i] = vmaskload(Mr[i] + c, mk);
-        const vf bv = bias ? vmaskload(bias + c, mk) : vzero();
+        for (int i = 0; i < n; i++) mv[i] = vloadn(Mr[i] + c, C - c);
+        const vf bv = bias ? vloadn(bias + c, C - c) : vzero();
         for (int p = 0; p < m; p++) {
             if (p >= pmax) break;
             vf acc = vmul(vset1(AT[p * n]), mv[0]);
             for (int i = 1; i < n; i++) acc = vadd(acc, vmul(vset1(AT[p * n + i]), mv[i]));
             if (bias) acc = vadd(acc, bv);
-            vmaskstore(dst0 + p * ds + c, mk, acc);
+            vstoren(dst0 + p * ds + c, C - c, acc);
         }
     }
 }
@@ -238,39 +236,50 @@ void Q_FN(qwen3tts_wino_out)(const float *const *M, int64_t sr, int B, int64_t T
  * its products M[i] = V[i] @ U[i] (U: (n, C, Cout), row-major) and the output transform, all
  * in the thread's L2; the unfused passes stream V and M (2.5x the activations each) through
  * memory, which bounds them at <= 192 channels. The products: a register-blocked kernel, 8
- * rows x 32 output channels of FMA accumulators per block on AVX-512, 6 x 16 on AVX2 (sums over
+ * rows x 32 output channels of FMA accumulators per block on AVX-512, 4 x 24 on AVX2 (sums over
  * k in order, one FMA each: the same floats). AVX-512 and AVX2 (elsewhere it returns -2; the
  * caller checks qwen3tts_wino_fused_available). */
 #ifdef Q_VEC
-#define MIX_ROWS (VL == 16 ? 8 : 6) /* rows x 2 vectors of accumulators: 16 of 32 zmm, 12 of 16 ymm */
+/* rows x vectors of accumulators per block: 8 x 2 of 32 zmm; 4 x 3 of 16 ymm (with the 3 B
+ * vectors and the broadcast: all 16), 7 loads per 12 FMAs */
+#define MIX_ROWS (VL == 16 ? 8 : 4)
+#define MIX_VECS (VL == 16 ? 2 : 3)
 static inline __attribute__((always_inline)) void mix_block(const float *A, int64_t lda, int rb, const float *Bm, int K, int N, int c0,
                                                             float *Cm, int64_t ldc) {
-    const vmask m0 = vlanes(N - c0), m1 = vlanes(N - c0 - VL);
-    vf acc[MIX_ROWS][2];
-    for (int r = 0; r < MIX_ROWS; r++) acc[r][0] = acc[r][1] = vzero();
+    const int full = !VMASK_FREE && N - c0 >= MIX_VECS * VL; /* plain loads (see vloadn) */
+    vmask mk[MIX_VECS];
+    for (int v = 0; v < MIX_VECS; v++) mk[v] = vlanes(N - c0 - v * VL);
+    vf acc[MIX_ROWS][MIX_VECS];
+    for (int r = 0; r < MIX_ROWS; r++)
+        for (int v = 0; v < MIX_VECS; v++) acc[r][v] = vzero();
     for (int k = 0; k < K; k++) {
-        const vf b0 = vmaskload(Bm + (int64_t)k * N + c0, m0);
-        const vf b1 = vmaskload(Bm + (int64_t)k * N + c0 + VL, m1);
+        vf b[MIX_VECS];
+        for (int v = 0; v < MIX_VECS; v++) b[v] = full ? vloadu(Bm + (int64_t)k * N + c0 + v * VL) : vmaskload(Bm + (int64_t)k * N + c0 + v * VL, mk[v]);
         for (int r = 0; r < rb; r++) {
             const vf a = vset1(A[r * lda + k]);
-            acc[r][0] = vfmadd(a, b0, acc[r][0]);
-            acc[r][1] = vfmadd(a, b1, acc[r][1]);
+            for (int v = 0; v < MIX_VECS; v++) acc[r][v] = vfmadd(a, b[v], acc[r][v]);
         }
     }
-    for (int r = 0; r < rb; r++) {
-        vmaskstore(Cm + r * ldc + c0, m0, acc[r][0]);
-        vmaskstore(Cm + r * ldc + c0 + VL, m1, acc[r][1]);
-    }
+    for (int r = 0; r < rb; r++)
+        for (int v = 0; v < MIX_VECS; v++)
+            if (N - c0 > v * VL) vstoren(Cm + r * ldc + c0 + v * VL, N - c0 - v * VL, acc[r][v]);
 }
 
 static void mix_rows(const float *A, int R, int K, const float *Bm, int N, float *Cm) {
     for (int r0 = 0; r0 < R; r0 += MIX_ROWS) {
         const int rb = R - r0 < MIX_ROWS ? R - r0 : MIX_ROWS;
-        for (int c0 = 0; c0 < N; c0 += 2 * VL) {
-            if (rb == MIX_ROWS)
-                mix_block(A + (int64_t)r0 * K, K, MIX_ROWS, Bm, K, N, c0, Cm + (int64_t)r0 * N, N); /* constant rows: registers */
-            else
-                mix_block(A + (int64_t)r0 * K, K, rb, Bm, K, N, c0, Cm + (int64_t)r0 * N, N);
+        const float *Ar = A + (int64_t)r0 * K;
+        float *Cr = Cm + (int64_t)r0 * N;
+        for (int c0 = 0; c0 < N; c0 += MIX_VECS * VL) {
+            switch (rb) { /* constant row counts: the accumulators stay in registers */
+#define MIX_CASE(nr) case nr: mix_block(Ar, K, nr, Bm, K, N, c0, Cr, N); break;
+            MIX_CASE(1) MIX_CASE(2) MIX_CASE(3)
+#if MIX_ROWS > 4
+            MIX_CASE(4) MIX_CASE(5) MIX_CASE(6) MIX_CASE(7)
+#endif
+#undef MIX_CASE
+            default: mix_block(Ar, K, MIX_ROWS, Bm, K, N, c0, Cr, N); break;
+            }
         }
     }
 }
@@ -355,15 +364,14 @@ static inline __attribute__((always_inline)) void dot_f32_4n(const float *const 
     size_t at = ((size_t)pass * K / passes) & ~(size_t)15;
     int tick = 0;
     for (int k = 0; k < K; k += VL) {
-        const vmask mk = vlanes(K - k);
         if (pf && (k & 15) == 0) {
             for (int j = 0; j < 4; j++) _mm_prefetch((const char *)(pf + (size_t)j * K + at), _MM_HINT_T0);
             if (++tick == passes) tick = 0, at += 16;
         }
         vf wv[4];
-        for (int j = 0; j < 4; j++) wv[j] = vmaskload(wr[j] + k, mk);
+        for (int j = 0; j < 4; j++) wv[j] = vloadn(wr[j] + k, K - k);
         for (int i = 0; i < mm; i++) {
-            const vf xv = vmaskload(xr[i] + k, mk);
+            const vf xv = vloadn(xr[i] + k, K - k);
             for (int j = 0; j < 4; j++) acc[i][j] = vfmadd(xv, wv[j], acc[i][j]);
         }
     }

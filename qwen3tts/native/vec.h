@@ -89,5 +89,16 @@ static inline float vhmax(vf a) {
 
 #ifdef Q_VEC
 #define VN16 (16 / VL) /* vectors per 16 floats: sums kept in 16 lanes on every path */
+/* the first r (> 0) lanes at p. AVX-512: masked (as cheap as plain); AVX2: a plain load /
+ * store when all VL are in use, masked only for a tail (vmaskmovps stores are slow on some
+ * CPUs, e.g. microcoded on AMD Zen) */
+#define VMASK_FREE (VL == 16)
+static inline vf vloadn(const float *p, int r) { return VMASK_FREE || r < VL ? vmaskload(p, vlanes(r)) : vloadu(p); }
+static inline void vstoren(float *p, int r, vf v) {
+    if (VMASK_FREE || r < VL)
+        vmaskstore(p, vlanes(r), v);
+    else
+        vstoreu(p, v);
+}
 #endif
 #endif
