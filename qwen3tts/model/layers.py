@@ -22,9 +22,10 @@ from ..kernels import apply_rope, rms_norm
 from ..kernels.reference import rope_tables
 
 
-# Up to this many tokens per row a forward with a native stack runs in the native library (the
-# code predictor's 2-token first step and every 1-token step); longer prefills use torch ops.
-NATIVE_MAX_TOKENS = 4
+# Up to this many tokens per row a forward with a native stack runs in the native library: decode
+# steps and prefills (one call for every layer; its attention is a plain loop, quadratic in the
+# tokens, so longer prompts use torch ops).
+NATIVE_MAX_TOKENS = 512
 
 
 class RMSNorm(nn.Module):
@@ -270,7 +271,7 @@ class Transformer(nn.Module):
 
         Either `kv_len` (attend to cache slots [0, kv_len); positions are its last T) or `mask`
         ((T, S_max) bool, attend to all slots under the mask)."""
-        if self.native is not None and mask is None and x.shape[1] <= NATIVE_MAX_TOKENS:  # decode steps
+        if self.native is not None and mask is None and x.shape[1] <= NATIVE_MAX_TOKENS:  # decode steps, prefills
             return self.native.forward(x, cache, positions)
         cos, sin = self.rope(positions, cache.max_len, x.dtype)  # (T, D)
         for i, layer in enumerate(self.layers):

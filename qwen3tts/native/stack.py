@@ -4,7 +4,8 @@
 per-channel int8 weights and per-row int8 activations as `quant.W8A8Linear`, computed by
 decode.c); it serves every row count (prefill too). `NativeStack` runs all layers of a
 `model.layers.Transformer` for a few tokens in one call (decode steps), reading the layers'
-norm weights and `NativeW8A8Linear` weights in place and the caller's `KVCache` tensors.
+norm weights and `NativeW8A8Linear` weights in place and the caller's `KVCache` tensors; a prefill is the same
+call with the prompt's tokens as rows at consecutive positions (they attend causally).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class NativeW8A8Linear(nn.Module):
 
 
 class NativeStack:
-    """All layers (+ final norm) of a fused, w8a8-native `Transformer` for decode steps."""
+    """All layers (+ final norm) of a fused, w8a8-native `Transformer` for decode steps and prefills."""
 
     def __init__(self, tr):
         self.lib = load()
@@ -98,15 +99,11 @@ class NativeStack:
         arrs = cache.__dict__.get(key)
         if arrs is None:  # per-row cache pointers, built once per cache and shape
             M = B * T
-            kp = (ctypes.c_int64 * (self.n_layers * M))()
-            vp = (ctypes.c_int64 * (self.n_layers * M))()
-            for li in range(self.n_layers):
-                k, v = cache.k[li], cache.v[li]
-                _check_cache(k), _check_cache(v)
-                for b in range(B):
-                    for t in range(T):
-                        kp[li * M + b * T + t] = k[b].data_ptr()
-                        vp[li * M + b * T + t] = v[b].data_ptr()
+            for t in cache.k + cache.v:
+                _check_cache(t)
+            # row b * T + t of layer li: batch row b's (Hkv, S, D) slab of that layer
+            kp = (ctypes.c_int64 * (self.n_layers * M))(*[k[b].data_ptr() for k in cache.k for b in range(B) for _ in range(T)])
+            vp = (ctypes.c_int64 * (self.n_layers * M))(*[v[b].data_ptr() for v in cache.v for b in range(B) for _ in range(T)])
             smax = (ctypes.c_int64 * M)(*([cache.max_len] * M))
             cache.__dict__[key] = arrs = (kp, vp, smax)
         pos = positions.to(torch.int64).contiguous()
