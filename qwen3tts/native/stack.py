@@ -121,7 +121,7 @@ class NativeStack:
         pos = positions.to(torch.int64).contiguous()
         if pos.numel() != T or not 0 <= int(pos.min()) <= int(pos.max()) < cache.max_len:  # the C code trusts these
             raise ValueError(f"positions must be {T} slots of the {cache.max_len}-slot cache")
-        if B == 1 and T > 1 and int(pos[0]) == 0 and int(pos[-1]) == T - 1 and (shared > 0 or self.prefixes.entries):
+        if B == 1 and T > 1 and (shared > 0 or self.prefixes.entries) and int(pos[0]) == 0 and int(pos[-1]) == T - 1:
             return self._prefill(x, cache, pos, shared)
         out = self._run(x.reshape(B * T, H), pos, T, *self._pointers(cache, B, T), cache.max_len)
         return out.reshape(B, T, H).to(x.dtype)
