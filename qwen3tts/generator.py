@@ -119,7 +119,7 @@ class FrameGenerator:
             trace={"talker_logits": [], "step_inputs": [], "talker_hidden": [], "cp_logits": []} if trace else None,
         )
         x = prompt.prefill.to(self.device, self.dtype)[None]  # (1, L, H)
-        h = self.talker.model(x, st.cache, torch.arange(L, device=self.device), kv_len=L)[:, -1:]  # (1, 1, H)
+        h = self.talker.model(x, st.cache, torch.arange(L, device=self.device), kv_len=L, shared=prompt.shared)[:, -1:]  # (1, 1, H)
         st.pos = L
         self._pick_c0([st], h)
         return st

@@ -25,6 +25,7 @@ class TalkerPrompt:
     prefill: torch.Tensor  # (L, hidden): input embeddings of the prefill
     trailing: torch.Tensor  # (T, hidden): text vectors added at decode steps 0..T-1
     tts_pad: torch.Tensor  # (hidden,): text vector added after `trailing` runs out
+    shared: int = 0  # leading rows of `prefill` that do not depend on the text (voice, language, instruct)
 
 
 def supported_languages(cfg: Qwen3TTSConfig) -> list[str]:
@@ -82,11 +83,13 @@ def build_prompt(
     parts = [T(instruct_ids)] if instruct_ids else []
     parts += [T(input_ids[:3]), head]
     text_ids = input_ids[3:-5]
+    shared = sum(p.shape[0] for p in parts)
 
     if ref_codes is not None:  # ICL
         if ref_ids is None:
             raise ValueError("ICL mode needs the reference transcript ids")
         t = torch.cat([T(ref_ids[3:-2] + text_ids), tts_eos[None]])  # (M+N+1, hidden)
+        shared += len(ref_ids[3:-2]) if non_streaming else min(len(ref_ids[3:-2]), len(ref_codes) + 1)  # the transcript's rows
         c = torch.cat([C([tc.codec_bos_id]), talker.frame_embed(ref_codes.to(dev))])  # (T_ref+1, hidden)
         if non_streaming:
             parts += [t + C([tc.codec_pad_id] * t.shape[0]), c + tts_pad]
@@ -106,4 +109,4 @@ def build_prompt(
             raise ValueError("text is empty")
         parts.append(T(text_ids[:1]) + codec[-1:])
         trailing = torch.cat([T(text_ids[1:]), tts_eos[None]]) if len(text_ids) > 1 else tts_eos[None]
-    return TalkerPrompt(torch.cat(parts), trailing, tts_pad)
+    return TalkerPrompt(torch.cat(parts), trailing, tts_pad, shared)

@@ -354,3 +354,70 @@ def test_every_isa_gives_the_same_decode_steps(native_tts):
         assert (y - best).abs().max().item() <= 1e-4 * best.abs().max().item(), name
     if "avx2" in outs and "avx512" in outs:
         assert torch.equal(outs["avx2"], outs["avx512"])
+
+
+# ------------------------------------------------------------------ prefill, kept prefixes
+def test_native_prefill_equals_torch_ops(native_tts):
+    """A whole prompt in one native call (rows at consecutive positions, causal) against the same
+    layers run as torch ops: outputs and the keys / values left in the cache."""
+    tr = native_tts.talker.model
+    torch.manual_seed(7)
+    x = torch.randn(1, 37, tr.cfg.hidden_size)
+    ca, cb = tr.new_cache(1, 48), tr.new_cache(1, 48)
+    tr.native.prefixes.clear()
+    with torch.inference_mode():
+        got = tr(x, ca, torch.arange(37), kv_len=37)
+        want = _without_native(tr, lambda: tr(x, cb, torch.arange(37), kv_len=37))
+    assert (got - want).abs().max().item() <= 1e-4 * want.abs().max().item()
+    for k, kk in zip(ca.k + ca.v, cb.k + cb.v):
+        assert (k - kk).abs().max().item() <= 1e-4 * kk.abs().max().item()
+        assert torch.equal(k[:, :, 37:], torch.zeros_like(k[:, :, 37:]))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_kept_prefix_gives_the_same_prefill_bit_for_bit(native_tts, isa):
+    """A prompt sharing its first rows with a kept one: the same outputs and caches, bit for bit,
+    as computed from scratch; a prompt equal to the kept rows, a longer shared part, no match."""
+    tr = native_tts.talker.model
+    store = tr.native.prefixes
+    H = tr.cfg.hidden_size
+    g = torch.Generator().manual_seed(8)
+    head = torch.randn(1, 6, H, generator=g)
+    a, b = (torch.cat([head, torch.randn(1, n, H, generator=g)], 1) for n in (5, 9))
+
+    def prefill(x, shared, keep_store):
+        if not keep_store:
+            store.clear()
+        c = tr.new_cache(1, 24)
+        with using(isa), torch.inference_mode():
+            out = tr(x, c, torch.arange(x.shape[1]), kv_len=x.shape[1], shared=shared)
+        return out, c
+
+    store.clear()
+    prefill(a, 6, True)
+    assert [e.rows.shape[0] for e in store.entries] == [6]
+    for x, shared in [(b, 6), (b, 8), (head, 0), (head[:, :4], 0), (torch.randn(1, 7, H, generator=g), 0)]:
+        got, cg = prefill(x, shared, True)
+        want, cw = prefill(x, 0, False)
+        assert torch.equal(got, want)
+        for k, kk in zip(cg.k + cg.v, cw.k + cw.v):
+            assert torch.equal(k, kk)
+        store.clear()
+        prefill(a, 6, True)
+    prefill(b, 8, True)  # a longer shared part is kept beside the shorter one
+    assert [e.rows.shape[0] for e in store.entries] == [8, 6]
+    assert store.match(b[0])[1] == 8 and store.match(a[0])[1] == 6 and store.match(-a[0])[1] == 0
+    store.clear()
+
+
+def test_prompt_shared_rows_are_the_voice_part(native_tts, tiny_icl_voice):
+    """TalkerPrompt.shared: the leading rows equal for two texts of the same voice; the next row
+    differs (x-vector, ICL streaming and non-streaming)."""
+    from qwen3tts.voice import VoicePrompt
+
+    xvec = VoicePrompt(tiny_icl_voice.speaker_embedding, mode="xvector")
+    for voice, nsm in [(tiny_icl_voice, False), (tiny_icl_voice, True), (xvec, False), (None, False)]:
+        p, q = (native_tts._prompt(t, "English", voice, nsm) for t in ("Hello there, how are you?", "Quite different words."))
+        assert 0 < p.shared == q.shared < min(p.prefill.shape[0], q.prefill.shape[0])
+        assert torch.equal(p.prefill[: p.shared], q.prefill[: q.shared])
+        assert not torch.equal(p.prefill[p.shared], q.prefill[q.shared])

@@ -22,9 +22,10 @@ from ..kernels import apply_rope, rms_norm
 from ..kernels.reference import rope_tables
 
 
-# Up to this many tokens per row a forward with a native stack runs in the native library (the
-# code predictor's 2-token first step and every 1-token step); longer prefills use torch ops.
-NATIVE_MAX_TOKENS = 4
+# Up to this many tokens per row a forward with a native stack runs in the native library: decode
+# steps and prefills (one call for every layer; its attention is a plain loop, quadratic in the
+# tokens, so longer prompts use torch ops).
+NATIVE_MAX_TOKENS = 512
 
 
 class RMSNorm(nn.Module):
@@ -265,13 +266,15 @@ class Transformer(nn.Module):
         w = self.norm.weight
         return KVCache(len(self.layers), batch, self.cfg.num_key_value_heads, max_len, self.head_dim, device or w.device, dtype or w.dtype)
 
-    def forward(self, x: torch.Tensor, cache: KVCache, positions: torch.Tensor, kv_len: int | None = None, mask=None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: KVCache, positions: torch.Tensor, kv_len: int | None = None, mask=None,
+                shared: int = 0) -> torch.Tensor:
         """x (B, T, hidden) at absolute `positions` (T,) -> final-normed hidden (B, T, hidden).
 
         Either `kv_len` (attend to cache slots [0, kv_len); positions are its last T) or `mask`
-        ((T, S_max) bool, attend to all slots under the mask)."""
-        if self.native is not None and mask is None and x.shape[1] <= NATIVE_MAX_TOKENS:  # decode steps
-            return self.native.forward(x, cache, positions)
+        ((T, S_max) bool, attend to all slots under the mask). `shared`: a prompt's leading rows
+        that depend only on the voice (a native stack keeps them for the next prompt's prefill)."""
+        if self.native is not None and mask is None and x.shape[1] <= NATIVE_MAX_TOKENS:  # decode steps, prefills
+            return self.native.forward(x, cache, positions, shared)
         cos, sin = self.rope(positions, cache.max_len, x.dtype)  # (T, D)
         for i, layer in enumerate(self.layers):
             x = layer(x, cos, sin, cache.k[i], cache.v[i], positions, kv_len, mask)

@@ -4,12 +4,14 @@
 per-channel int8 weights and per-row int8 activations as `quant.W8A8Linear`, computed by
 decode.c); it serves every row count (prefill too). `NativeStack` runs all layers of a
 `model.layers.Transformer` for a few tokens in one call (decode steps), reading the layers'
-norm weights and `NativeW8A8Linear` weights in place and the caller's `KVCache` tensors.
+norm weights and `NativeW8A8Linear` weights in place and the caller's `KVCache` tensors; a prefill is the same
+call with the prompt's tokens as rows at consecutive positions (they attend causally).
 """
 
 from __future__ import annotations
 
 import ctypes
+import threading
 
 import torch
 import torch.nn as nn
@@ -59,7 +61,7 @@ class NativeW8A8Linear(nn.Module):
 
 
 class NativeStack:
-    """All layers (+ final norm) of a fused, w8a8-native `Transformer` for decode steps."""
+    """All layers (+ final norm) of a fused, w8a8-native `Transformer` for decode steps and prefills."""
 
     def __init__(self, tr):
         self.lib = load()
@@ -81,6 +83,7 @@ class NativeStack:
                           cfg.intermediate_size, cfg.rms_norm_eps, layers, _ptr(tr.norm.weight))
         self.tr = tr
         self.n_layers = len(tr.layers)
+        self.prefixes = PrefixStore()
 
     def _run(self, x: torch.Tensor, pos: torch.Tensor, npos: int, kp, vp, smax, max_len: int) -> torch.Tensor:
         """x (M, hidden) f32 -> final-normed (M, hidden); kp/vp/smax ctypes int64 arrays."""
@@ -91,30 +94,55 @@ class NativeStack:
                                        sin.data_ptr(), pos.data_ptr(), npos, kp, vp, smax, torch.get_num_threads())
         return out
 
-    def forward(self, x: torch.Tensor, cache, positions: torch.Tensor) -> torch.Tensor:
-        """x (B, T, hidden) at `positions` (T,) of every row of the batched `cache` (B, Hkv, S, D)
-        -> final-normed (B, T, hidden)."""
-        B, T, H = x.shape
+    def _pointers(self, cache, B: int, T: int):
+        """(kp, vp, smax) ctypes arrays for B * T rows of the batched `cache`, built once per cache
+        and shape: row b * T + t of layer l is batch row b's (Hkv, S, D) slab of that layer."""
         key = ("native", B, T)
         arrs = cache.__dict__.get(key)
-        if arrs is None:  # per-row cache pointers, built once per cache and shape
+        if arrs is None:
             M = B * T
-            kp = (ctypes.c_int64 * (self.n_layers * M))()
-            vp = (ctypes.c_int64 * (self.n_layers * M))()
-            for li in range(self.n_layers):
-                k, v = cache.k[li], cache.v[li]
-                _check_cache(k), _check_cache(v)
-                for b in range(B):
-                    for t in range(T):
-                        kp[li * M + b * T + t] = k[b].data_ptr()
-                        vp[li * M + b * T + t] = v[b].data_ptr()
+            for t in cache.k + cache.v:
+                _check_cache(t)
+            kp = (ctypes.c_int64 * (self.n_layers * M))(*[k[b].data_ptr() for k in cache.k for b in range(B) for _ in range(T)])
+            vp = (ctypes.c_int64 * (self.n_layers * M))(*[v[b].data_ptr() for v in cache.v for b in range(B) for _ in range(T)])
             smax = (ctypes.c_int64 * M)(*([cache.max_len] * M))
             cache.__dict__[key] = arrs = (kp, vp, smax)
+        return arrs
+
+    def forward(self, x: torch.Tensor, cache, positions: torch.Tensor, shared: int = 0) -> torch.Tensor:
+        """x (B, T, hidden) at `positions` (T,) of every row of the batched `cache` (B, Hkv, S, D)
+        -> final-normed (B, T, hidden).
+
+        A prefill (B = 1, positions 0..T-1) whose first rows equal those of an earlier prefill's
+        kept prefix takes their keys, values and outputs from it and computes only the rest; its
+        first `shared` rows (the part of a prompt that depends only on the voice) are kept for
+        the next one (`PrefixStore`). Rows are computed each on its own, so this gives the same
+        numbers, bit for bit, as computing every row."""
+        B, T, H = x.shape
         pos = positions.to(torch.int64).contiguous()
         if pos.numel() != T or not 0 <= int(pos.min()) <= int(pos.max()) < cache.max_len:  # the C code trusts these
             raise ValueError(f"positions must be {T} slots of the {cache.max_len}-slot cache")
-        out = self._run(x.reshape(B * T, H), pos, T, *arrs, cache.max_len)
+        if B == 1 and T > 1 and (shared > 0 or self.prefixes.entries) and int(pos[0]) == 0 and int(pos[-1]) == T - 1:
+            return self._prefill(x, cache, pos, shared)
+        out = self._run(x.reshape(B * T, H), pos, T, *self._pointers(cache, B, T), cache.max_len)
         return out.reshape(B, T, H).to(x.dtype)
+
+    def _prefill(self, x: torch.Tensor, cache, pos: torch.Tensor, shared: int) -> torch.Tensor:
+        """`forward` of a batch-1 prompt at positions 0..T-1, reusing a kept prefix."""
+        T, H = x.shape[1], x.shape[2]
+        rows = x[0].to(torch.float32)  # (T, H)
+        entry, P = self.prefixes.match(rows)
+        if P:
+            for dst, src in zip(cache.k + cache.v, entry.k + entry.v):
+                dst[0, :, :P].copy_(src[:, :P])  # (Hkv, P, D)
+        out = torch.empty(T, H)
+        if P:
+            out[:P] = entry.out[:P]
+        if P < T:
+            out[P:] = self._run(rows[P:], pos[P:], T - P, *self._pointers(cache, 1, T - P), cache.max_len)
+        if shared > P:
+            self.prefixes.keep(rows[:shared], [t[0, :, :shared] for t in cache.k], [t[0, :, :shared] for t in cache.v], out[:shared])
+        return out[None].to(x.dtype)
 
     def forward_rows(self, x: torch.Tensor, caches: list, positions: list[int]) -> torch.Tensor:
         """x (B, 1, hidden), row b at `positions[b]` of `caches[b]` (batch-1 caches)
@@ -133,6 +161,47 @@ class NativeStack:
         pos = torch.tensor(positions, dtype=torch.int64)
         out = self._run(x.reshape(B, -1), pos, B, kp, vp, smax, max(c.max_len for c in caches))
         return out.reshape(B, 1, -1).to(x.dtype)
+
+
+class _Prefix:
+    def __init__(self, rows, k, v, out):
+        self.rows, self.k, self.v, self.out = rows, k, v, out  # (P, H); per layer (Hkv, P, D); (P, H)
+
+
+class PrefixStore:
+    """The voice parts of recent prompts: their input rows, and per layer the keys and values
+    they leave in the cache, with their outputs (a few MB each; the most recent `size`)."""
+
+    def __init__(self, size: int = 4):
+        self.size = size
+        self.entries: list[_Prefix] = []  # most recently used first
+        self.lock = threading.Lock()
+
+    def match(self, rows: torch.Tensor) -> tuple[_Prefix | None, int]:
+        """The kept prefix sharing the most leading rows with `rows` (T, H) and how many (bit
+        for bit equal rows); (None, 0) when none does."""
+        best, n = None, 0
+        with self.lock:
+            for e in self.entries:
+                m = min(e.rows.shape[0], rows.shape[0])
+                eq = (e.rows[:m] == rows[:m]).all(1)
+                k = m if bool(eq.all()) else int(eq.to(torch.int8).argmin())
+                if k > n:
+                    best, n = e, k
+            if best is not None:
+                self.entries.remove(best)
+                self.entries.insert(0, best)
+        return best, n
+
+    def keep(self, rows: torch.Tensor, k: list, v: list, out: torch.Tensor) -> None:
+        e = _Prefix(rows.clone(), [t.clone() for t in k], [t.clone() for t in v], out.clone())
+        with self.lock:
+            self.entries.insert(0, e)
+            del self.entries[self.size :]
+
+    def clear(self) -> None:
+        with self.lock:
+            self.entries.clear()
 
 
 def _check_cache(t: torch.Tensor) -> None:
