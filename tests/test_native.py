@@ -367,7 +367,7 @@ def test_native_prefill_equals_torch_ops(native_tts):
     tr.native.prefixes.clear()
     with torch.inference_mode():
         got = tr(x, ca, torch.arange(37), kv_len=37)
-        want = _without_native(tr, lambda: tr(x, cb, torch.arange(37), kv_len=37))
+        want = without_native(tr, lambda: tr(x, cb, torch.arange(37), kv_len=37))
     assert (got - want).abs().max().item() <= 1e-4 * want.abs().max().item()
     for k, kk in zip(ca.k + ca.v, cb.k + cb.v):
         assert (k - kk).abs().max().item() <= 1e-4 * kk.abs().max().item()
