@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import max_abs
-from qwen3tts import native
+from qwen3tts import native, options
 from qwen3tts.native import dnn
 
 pytestmark = pytest.mark.skipif(not dnn.enabled(), reason="torch without oneDNN")
@@ -58,10 +58,10 @@ def test_linear_is_cached_per_weight_and_rebuilt_when_it_changes(monkeypatch):
     assert dnn.linear(owner, "_d", x.double(), owner.weight.double()) is None
     assert dnn.linear(owner, "_d", x[:, :30], owner.weight) is None
     monkeypatch.setenv("QWEN3TTS_ONEDNN", "0")
+    options.reload()
     assert not dnn.enabled() and dnn.linear(owner, "_d", x, owner.weight) is None
-    monkeypatch.setenv("QWEN3TTS_ONEDNN", "maybe")
     with pytest.raises(ValueError, match="QWEN3TTS_ONEDNN must be 0 or 1"):
-        dnn.enabled()
+        options.from_env({"QWEN3TTS_ONEDNN": "maybe"})
 
 
 @pytest.mark.skipif(not native.available(), reason="needs the native library (a C compiler)")
@@ -99,6 +99,7 @@ def test_codec_decoder_routes_its_products_through_onednn(tiny_codec, monkeypatc
     dec = tok.streaming_decoder()
     streamed = torch.cat([dec.push(codes[i : i + 1]) for i in range(30)])
     monkeypatch.setenv("QWEN3TTS_ONEDNN", "0")
+    options.reload()
     tok_off = SpeechTokenizer.from_pretrained(TINY_MODEL / "speech_tokenizer")
     y_off = tok_off.decode(codes)
     assert not any("_dnn" in m.__dict__ for m in tok_off.decoder.modules())
@@ -143,6 +144,7 @@ def test_onednn_linear_equals_linear_and_serves_the_talker(tiny_tts, monkeypatch
     bf = dnn.OneDNNLinear.adopt(torch.nn.Linear(64, 8).to(torch.bfloat16))  # other dtypes: F.linear
     assert torch.equal(bf(xt.bfloat16()), F.linear(xt.bfloat16(), bf.weight, bf.bias))
     monkeypatch.setenv("QWEN3TTS_ONEDNN", "0")
+    options.reload()
     assert torch.equal(lin(xt), F.linear(xt, lin.weight, lin.bias))
     # the talker's and code predictor's linears (fused q/k/v and gate/up included) are adopted
     talker = tiny_tts.talker

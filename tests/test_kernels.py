@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import qwen3tts.kernels as K
+from qwen3tts import options
 from qwen3tts.kernels import reference as R
 
 triton = pytest.importorskip("triton", reason="pip install triton==3.7.1 for the interpreter tests")
@@ -149,9 +150,11 @@ def test_dispatch_rules(monkeypatch):
         assert K.use_triton(x) == (x.is_cuda and K.triton_usable(x.device))  # CPU tensors: torch in auto mode
         K.set_kernel_mode("triton")
         monkeypatch.setenv("TRITON_INTERPRET", "0")
+        options.reload()
         with pytest.raises(RuntimeError, match="cannot run on cpu"):
             K.rms_norm(x, w, 1e-6)
         monkeypatch.setenv("TRITON_INTERPRET", "1")
+        options.reload()
         if INTERPRET:
             assert torch.allclose(K.rms_norm(x, w, 1e-6), R.rms_norm(x, w, 1e-6), atol=1e-6)
         with pytest.raises(ValueError):

@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from qwen3tts import native
+from qwen3tts import native, options
 from qwen3tts.codec import winograd
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,6 +35,7 @@ FM, FK, FN = 3, 40, 9
 
 def test_the_shared_library_builds_for_aarch64(tmp_path, monkeypatch):
     monkeypatch.setenv("QWEN3TTS_CACHE", str(tmp_path))
+    options.reload()
     so = native.build(cc=CC, machine="aarch64")
     head = so.read_bytes()[:20]
     assert head[:4] == b"\x7fELF" and int.from_bytes(head[18:20], "little") == 183  # EM_AARCH64

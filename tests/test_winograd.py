@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from conftest import TINY_MODEL, max_abs
 from native_isas import isas, using
-from qwen3tts import native
+from qwen3tts import native, options
 from qwen3tts.codec import winograd
 from qwen3tts.codec.layers import CausalConv1d
 
@@ -118,12 +118,13 @@ def test_causal_conv_uses_winograd_where_it_pays(monkeypatch):
         small(torch.randn(1, 48, 300)), k3(x)
         assert "_winograd" not in small.__dict__ and "_winograd" not in k3.__dict__
         monkeypatch.setenv("QWEN3TTS_WINOGRAD", "0")
+        options.reload()
         y_direct = big(x)
         assert max_abs(y, y_direct) < 1e-4 and max_abs(y, y_direct) > 0  # other arithmetic, same convolution
-        monkeypatch.setenv("QWEN3TTS_WINOGRAD", "fast")
         with pytest.raises(ValueError, match="QWEN3TTS_WINOGRAD must be 0 or 1"):
-            big(x)
+            options.from_env({"QWEN3TTS_WINOGRAD": "fast"})
     monkeypatch.setenv("QWEN3TTS_WINOGRAD", "1")
+    options.reload()
     with torch.no_grad():  # new weights (as a checkpoint load does): U is recomputed
         big.conv.weight.mul_(2)
         big.conv.bias.zero_()
@@ -138,6 +139,7 @@ def test_causal_conv_uses_winograd_where_it_pays(monkeypatch):
         y1 = big._conv(torch.randn(1, 96, 4 * (winograd.MIN_ROWS - 1) + 18))  # dilation 3: rows = 3 x ceil(60 / 12) = 15
         assert y1.shape == (1, 96, 60)
     monkeypatch.setenv("QWEN3TTS_NATIVE", "off")  # no native library: direct convolutions
+    options.reload()
     fresh = CausalConv1d(96, 96, 7)
     fresh.use_channels_last()
     with torch.inference_mode():
@@ -210,6 +212,7 @@ def test_codec_with_winograd_offline_and_streaming(mid_codec, monkeypatch, isa):
     dec = tok.streaming_decoder()
     streamed3 = torch.cat([dec.push(codes[i : i + 3]) for i in range(0, 10, 3)])
     monkeypatch.setenv("QWEN3TTS_WINOGRAD", "0")
+    options.reload()
     y_direct = tok.decode(codes)
     err, err_direct = max_abs(y, ref), max_abs(y_direct, ref)
     assert ref.abs().max() > 0.1
@@ -292,6 +295,7 @@ def test_codec_convolutions_run_few_rows_in_the_native_kernel(monkeypatch):
     from qwen3tts.codec.layers import CausalConvTranspose1d, StreamState
 
     monkeypatch.setenv("QWEN3TTS_ONEDNN", "0")
+    options.reload()
     calls = []
     real = layers.few_rows_linear
 

@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .. import options
 from ..native import dnn
 from ..native.f32 import few_rows_linear
 from . import winograd
@@ -189,7 +190,7 @@ class CausalConv1d(nn.Module):
         c = self.conv
         rows = winograd.gemm_rows(x.shape[0], out_len, c.dilation[0])
         if (c.kernel_size[0] != 7 or c.stride[0] != 1 or c.groups != 1 or min(c.in_channels, c.out_channels) < winograd.MIN_CHANNELS
-                or x.dtype != torch.float32 or x.device.type != "cpu" or rows < winograd.MIN_ROWS or not winograd.enabled()):
+                or x.dtype != torch.float32 or x.device.type != "cpu" or rows < winograd.MIN_ROWS or not options.current().winograd):
             return None
         lib = _native_lib()
         if lib is None:

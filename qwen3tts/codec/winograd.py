@@ -18,7 +18,6 @@ decoded audio differs from a float64 decode by as much as the direct float32 dec
 from __future__ import annotations
 
 import ctypes
-import os
 from fractions import Fraction
 
 import torch
@@ -32,14 +31,6 @@ MIN_ROWS = 16  # fewer GEMM rows: weight-bound, and U is 10/7 of the weight (dir
 def gemm_rows(batch: int, out_len: int, dilation: int, m: int = TILE) -> int:
     """Rows of each of the n GEMMs for `out_len` outputs: batch x phases x tiles per phase."""
     return batch * dilation * -(-out_len // (m * dilation))
-
-
-def enabled() -> bool:
-    """`QWEN3TTS_WINOGRAD=0` switches the Winograd convolutions off (direct convolutions)."""
-    v = os.environ.get("QWEN3TTS_WINOGRAD", "1").strip().lower()
-    if v not in ("0", "1", "off", "on", "false", "true"):
-        raise ValueError(f"QWEN3TTS_WINOGRAD must be 0 or 1, not {v!r}")
-    return v in ("1", "on", "true")
 
 
 def matrices(m: int, r: int, points=POINTS) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -8,10 +8,9 @@ Under `TRITON_INTERPRET=1` Triton kernels also run on CPU tensors (tests only).
 
 from __future__ import annotations
 
-import os
-
 import torch
 
+from .. import options
 from . import reference
 
 _MODE = None
@@ -20,15 +19,12 @@ _MODE = None
 def kernel_mode() -> str:
     global _MODE
     if _MODE is None:
-        mode = os.environ.get("QWEN3TTS_KERNELS", "auto").lower()
-        if mode not in ("auto", "torch", "triton"):
-            raise ValueError(f"QWEN3TTS_KERNELS must be auto, torch or triton, not {mode!r}")
-        _MODE = mode
+        return options.current().kernels
     return _MODE
 
 
 def set_kernel_mode(mode: str | None) -> None:
-    """Override the environment (None: re-read it)."""
+    """Override the option (None: `QWEN3TTS_KERNELS` from options again)."""
     global _MODE
     if mode is not None and mode not in ("auto", "torch", "triton"):
         raise ValueError(f"kernel mode must be auto, torch or triton, not {mode!r}")
@@ -36,7 +32,7 @@ def set_kernel_mode(mode: str | None) -> None:
 
 
 def _interpret() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+    return options.current().triton_interpret
 
 
 def triton_usable(device: torch.device) -> bool:

@@ -26,23 +26,18 @@ agree to rounding (tests/test_dnn.py).
 
 from __future__ import annotations
 
-import os
 import warnings
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-_ON = ("1", "on", "true")
-_OFF = ("0", "off", "false")
+from .. import options
 
 
 def enabled() -> bool:
-    """oneDNN products on (default) unless `QWEN3TTS_ONEDNN=0`, or torch lacks oneDNN."""
-    v = os.environ.get("QWEN3TTS_ONEDNN", "1").strip().lower()
-    if v not in _ON + _OFF:
-        raise ValueError(f"QWEN3TTS_ONEDNN must be 0 or 1, not {v!r}")
-    return v in _ON and _have_ops()
+    """oneDNN products on (default) unless `QWEN3TTS_ONEDNN=0` (options), or torch lacks oneDNN."""
+    return options.current().onednn and _have_ops()
 
 
 def _have_ops() -> bool:
