@@ -28,23 +28,14 @@ import warnings
 import torch
 import torch.nn as nn
 
+from .int8 import channel_scales, quantize_channels  # noqa: F401 (shared with native/stack.py; re-exported)
+
 
 # Above this many rows (prefill) a linear dequantizes its weight and runs one bf16 GEMM: on the
 # 2-core AVX-512 machine `_weight_int8pack_mm` costs ~0.09 ms per row for a 6144 x 1024 weight
 # (75 rows: 7.0 ms) while dequantize + GEMM is ~1 ms + the GEMM (75 rows: 4.2 ms); they cross
 # near 40 rows.
 DEQUANT_ROWS = 40
-
-
-def channel_scales(w: torch.Tensor) -> torch.Tensor:
-    """Symmetric per-output-channel int8 scales of a float32 weight (out, in): max|w| / 127."""
-    return (w.abs().amax(dim=1) / 127.0).clamp(min=1e-12)
-
-
-def quantize_channels(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(int8 weight round(w / scale) in +-127, float32 scales (out,)) of a float32 weight (out, in)."""
-    scale = channel_scales(w)
-    return torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8), scale
 
 
 class Int8Linear(nn.Module):

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from conftest import TINY_MODEL, max_abs
 from native_isas import isas, using
-from qwen3tts import native, options
+from qwen3tts import native, ops, options
 from qwen3tts.codec import winograd
 from qwen3tts.codec.layers import CausalConv1d
 
@@ -211,9 +211,11 @@ def test_codec_with_winograd_offline_and_streaming(mid_codec, monkeypatch, isa):
     streamed = torch.cat([dec.push(codes[i : i + 1]) for i in range(10)])
     dec = tok.streaming_decoder()
     streamed3 = torch.cat([dec.push(codes[i : i + 3]) for i in range(0, 10, 3)])
-    monkeypatch.setenv("QWEN3TTS_WINOGRAD", "0")
-    options.reload()
-    y_direct = tok.decode(codes)
+    ops.bind(tok.decoder, ops.make(options.current().replace(winograd=False)), packed=True)  # the plan without Winograd
+    try:
+        y_direct = tok.decode(codes)
+    finally:
+        ops.prepare(tok.decoder, packed=True)
     err, err_direct = max_abs(y, ref), max_abs(y_direct, ref)
     assert ref.abs().max() > 0.1
     assert err < 2e-6 and err < 3 * err_direct  # measured: 3.8e-7 vs 2.2e-7 for direct convolutions
@@ -241,14 +243,16 @@ def test_tiny_codec_forced_winograd_matches_the_official_decode(expected, monkey
 
 # ------------------------------------------------------------------ few-row float32 linear
 def test_few_rows_linear_equals_linear():
-    from qwen3tts.native import f32
-
+    """The codec decoder's linears without oneDNN: 2..24 rows in the native kernel (the seam's
+    `gemm` chain native > torch)."""
     torch.manual_seed(9)
+    plan = ops.make(options.current().replace(onednn=False))
+    assert plan.chain("gemm") == ("native", "torch")
     for K, N, bias in [(512, 3072, False), (100, 37, True), (16, 4, True), (33, 5, False)]:
-        lin = torch.nn.Linear(K, N, bias=bias)
+        lin = ops.Linear(K, N, bias=bias)
         ref = torch.nn.Linear(K, N, bias=bias)
         ref.load_state_dict(lin.state_dict())
-        assert f32.FewRowsLinear.adopt(lin) is lin and type(lin) is f32.FewRowsLinear
+        ops.bind(lin, plan, packed=True)
         for M in (1, 2, 3, 4, 5, 9, 16, 24, 25):
             x = torch.randn(M, K) * 3
             with torch.inference_mode():
@@ -259,15 +263,11 @@ def test_few_rows_linear_equals_linear():
         with torch.inference_mode():
             assert max_abs(lin(x3), ref(x3)) < 2e-6 * max(ref(x3).abs().max().item(), 1.0)
         assert lin.state_dict().keys() == ref.state_dict().keys()
-    conv = torch.nn.Conv1d(2, 2, 1)
-    assert f32.FewRowsLinear.adopt(conv) is conv and type(conv) is torch.nn.Conv1d  # only plain Linear
 
 
-def test_codec_decoder_uses_few_rows_linear(tiny_codec):
-    from qwen3tts.native.f32 import FewRowsLinear
-
+def test_codec_decoder_linears_are_bound_to_the_packed_chain(tiny_codec):
     lins = [m for m in tiny_codec.decoder.modules() if isinstance(m, torch.nn.Linear)]
-    assert lins and all(type(m) is FewRowsLinear for m in lins)
+    assert lins and all(type(m) is ops.Linear and m.ops_packed and m.ops_plan.chain("gemm") == ("onednn", "native", "torch") for m in lins)
 
 
 def test_few_rows_linear_refuses_what_it_does_not_serve(monkeypatch):
@@ -291,20 +291,20 @@ def test_codec_convolutions_run_few_rows_in_the_native_kernel(monkeypatch):
     """Without oneDNN (which serves them first: tests/test_dnn.py), a streaming step of the k7
     convolution (run as one GEMM) and of a transposed convolution sends its few rows to the
     native kernel, and the result is the torch convolution's."""
-    from qwen3tts.codec import layers
     from qwen3tts.codec.layers import CausalConvTranspose1d, StreamState
+    from qwen3tts.ops import native_backend
 
     monkeypatch.setenv("QWEN3TTS_ONEDNN", "0")
     options.reload()
     calls = []
-    real = layers.few_rows_linear
+    real = native_backend.few_rows_linear
 
     def spy(x, w, bias=None):
         y = real(x, w, bias)
         calls.append((x.shape[0], y is not None))
         return y
 
-    monkeypatch.setattr(layers, "few_rows_linear", spy)
+    monkeypatch.setattr(native_backend, "few_rows_linear", spy)
     torch.manual_seed(5)
     conv, tconv = CausalConv1d(64, 48, 7), CausalConvTranspose1d(40, 24, 8, 4)
     w0 = tconv.conv.weight.detach().clone()

@@ -14,7 +14,7 @@ import ctypes
 import torch
 import torch.nn as nn
 
-from ..quant import quantize_channels
+from ..int8 import quantize_channels
 from . import KALIGN_DEFAULT, Layer, Lin, Stack, load
 
 
