@@ -186,9 +186,9 @@ def linear_class(mode: str, dtype: torch.dtype):
     library (qwen3tts/native: the same numerics, and whole decode steps in one call) when it is
     available, on fbgemm otherwise."""
     if mode == "w8a8" and dtype == torch.float32:
-        from . import native
+        from . import ops
 
-        if native.available():
+        if ops.make(None, "cpu", dtype).chain("w8a8_linear")[0] == "native":  # the compute plan's choice
             from .native.stack import NativeW8A8Linear
 
             return NativeW8A8Linear

@@ -48,3 +48,4 @@ def snake(plan, x, alpha, inv_beta):
 
 
 OPS = {"gemm": gemm, "snake": snake}
+MODULES = ("w8a8_linear", "decoder_stack_step")  # NativeW8A8Linear, NativeStack (native/stack.py)

@@ -31,6 +31,12 @@ BACKENDS = (
 )
 OPS = ("linear", "gemm", "conv1d", "conv1d_history", "snake", "rms_norm", "rope", "attention")
 OPTIONAL = ("conv1d_history",)  # an op no backend may serve (the caller then computes it another way)
+# Ops computed by whole modules that replace the float ones when a model is quantized (quant.py):
+# the plan names the backend (`MODULES` of a backend), quant.py builds its module.
+# w8a8_linear: native (native/stack.py NativeW8A8Linear) > torch (quant.W8A8Linear, fbgemm);
+# decoder_stack_step: native (NativeStack: a whole stack's decode step in C, on the
+# `Transformer.native` hook) > torch (the Python layers: its reference).
+MODULE_OPS = ("w8a8_linear", "decoder_stack_step")
 
 log = logging.getLogger("qwen3tts.ops")
 
@@ -91,6 +97,8 @@ def _choose(opts, device, dtype, only) -> Plan:
         bs = [b for b in avail if op in b.OPS and (op not in only or b.NAME in (only[op], "torch"))]
         chains[op] = tuple(b.NAME for b in bs)
         fns[op] = tuple(b.OPS[op] for b in bs)
+    for op in MODULE_OPS:
+        chains[op] = tuple(b.NAME for b in avail if op in getattr(b, "MODULES", ()))
     lib = native_backend.library(opts) if native_backend in avail else None
     return Plan(device, dtype, chains, fns, lib)
 

@@ -52,3 +52,4 @@ OPS = {
     "rope": lambda plan, x, cos, sin: reference.apply_rope(x, cos, sin),
     "attention": attention,
 }
+MODULES = ("w8a8_linear", "decoder_stack_step")  # quant.W8A8Linear (torch's fbgemm kernels), the Python layers
