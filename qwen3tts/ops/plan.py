@@ -65,8 +65,13 @@ class Plan:
         return None
 
     def describe(self) -> str:
-        """One line: `op: backend > backend; ...`."""
-        return "; ".join(f"{op}: {' > '.join(c) or '-'}" for op, c in self.chains.items())
+        """One line: `op: backend > backend; ...` (and the native library's instruction set)."""
+        line = "; ".join(f"{op}: {' > '.join(c) or '-'}" for op, c in self.chains.items())
+        if self.lib is not None:
+            from .. import native
+
+            line += f"; native isa: {native.isa(self.lib)}"
+        return line
 
 
 _plans: dict = {}
