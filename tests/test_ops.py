@@ -240,3 +240,14 @@ def test_model_and_codec_import_no_backend():
     assert found == {}
     assert _imports(ROOT / "codec" / "layers.py").count("qwen3tts.ops") == 1  # they call the seam
     assert any(m.startswith("qwen3tts.native") for m in _imports(ROOT / "ops" / "native_backend.py"))  # the scan sees imports
+
+
+@pytest.mark.parametrize("module", ["qwen3tts.ops", "qwen3tts.model.layers", "qwen3tts.model.talker", "qwen3tts.codec.layers",
+                                    "qwen3tts.codec.transformer", "qwen3tts.quant", "qwen3tts.native.stack"])
+def test_each_side_of_the_seam_imports_first(module):
+    """The seam and the modules that call it import in any order (a fresh interpreter each)."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=120, cwd=ROOT.parent)
+    assert r.returncode == 0, r.stderr[-2000:]

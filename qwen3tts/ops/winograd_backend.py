@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import torch
 
-from ..codec import winograd
 from . import native_backend
 
 NAME = "winograd"
@@ -35,6 +34,8 @@ def _version(t: torch.Tensor) -> int:
 
 def transformed(plan, owner, w: torch.Tensor, rows: int):
     """U (or its packed mixes) for `owner`'s weight `w`, cached on `owner` while `w` is unchanged."""
+    from ..codec import winograd  # (at call time: the codec package imports the seam)
+
     key = (_version(w), w.data_ptr())
     c = owner.__dict__.get("_winograd")
     if c is None or c[0] != key:
@@ -53,6 +54,8 @@ def conv1d(plan, owner, x, w, bias, stride, dilation, groups, cl, history=None):
     not serve."""
     if not cl:
         return None
+    from ..codec import winograd  # (at call time: the codec package imports the seam)
+
     cout, cin, k = w.shape
     B, _, N = x.shape
     L = N + (0 if history is None else history.shape[1])
