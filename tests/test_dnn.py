@@ -139,7 +139,7 @@ def test_onednn_linear_equals_linear_and_serves_the_talker(tiny_tts, monkeypatch
     monkeypatch.setitem(onednn_backend.OPS, "linear", lambda *a: calls.append(1) or real(*a))
     lin = ops.Linear(64, 48)
     lin.load_state_dict(ref.state_dict())
-    ops.bind(lin, ops.plan._choose(options.current(), torch.device("cpu"), torch.float32, {}))  # a fresh plan: the spy
+    ops.bind(lin, ops.plan._choose(options.current(), torch.device("cpu"), torch.float32))  # a fresh plan: the spy
     for shape in [(1, 64), (4, 64), (2, 3, 64), (300, 64)]:
         x = torch.randn(*shape, generator=g)
         with torch.inference_mode():

@@ -78,28 +78,27 @@ _plans: dict = {}
 _lock = threading.Lock()
 
 
-def make(opts: options.RuntimeOptions | None = None, device="cpu", dtype: torch.dtype = torch.float32, only: Mapping[str, str] | None = None) -> Plan:
+def make(opts: options.RuntimeOptions | None = None, device="cpu", dtype: torch.dtype = torch.float32) -> Plan:
     """The plan for a model on `device` in `dtype` under `opts` (default: the current options),
-    made once per distinct (options, device, dtype) and logged when made. `only` {op: backend}
-    restricts an op to that backend (and torch after it): tests of one backend."""
+    made once per distinct (options, device, dtype) and logged when made."""
     opts = options.current() if opts is None else opts
     device = torch.device(device)
-    key = (opts, device, dtype, tuple(sorted((only or {}).items())))
+    key = (opts, device, dtype)
     p = _plans.get(key)
     if p is not None:
         return p
     with _lock:
         if key not in _plans:
-            _plans[key] = p = _choose(opts, device, dtype, only or {})
+            _plans[key] = p = _choose(opts, device, dtype)
             log.info("ops plan for %s %s: %s", device, str(dtype).replace("torch.", ""), p.describe())
         return _plans[key]
 
 
-def _choose(opts, device, dtype, only) -> Plan:
+def _choose(opts, device, dtype) -> Plan:
     avail = [b for b in BACKENDS if b.available(opts, device, dtype)]
     chains, fns = {}, {}
     for op in OPS:
-        bs = [b for b in avail if op in b.OPS and (op not in only or b.NAME in (only[op], "torch"))]
+        bs = [b for b in avail if op in b.OPS]
         chains[op] = tuple(b.NAME for b in bs)
         fns[op] = tuple(b.OPS[op] for b in bs)
     for op in MODULE_OPS:
