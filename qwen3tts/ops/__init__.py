@@ -13,7 +13,9 @@ Ops: `linear` (weights as they are: talker, code predictor, codec encoder), `gem
 products whose weights may be packed once: the codec decoder's linears and convolutions),
 `conv1d` (valid convolution; Winograd F(4, 7) / one GEMM / torch), `conv1d_history` (a
 streaming step reading its history in place; optional), `snake`, `rms_norm`, `rope`,
-`attention`. See docs/architecture.md "Compute seam".
+`attention`; and two module ops of the quantized talker whose backend the plan names and
+quant.py builds: `w8a8_linear`, `decoder_stack_step` (plan.MODULE_OPS). See
+docs/architecture.md "Compute seam".
 """
 
 from __future__ import annotations
