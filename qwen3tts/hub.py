@@ -54,10 +54,7 @@ def resolve_model(ref: str | os.PathLike | None = None, *, progress: bool = True
         from huggingface_hub import snapshot_download
     except ImportError:  # pragma: no cover - dependency
         raise ModelNotAvailable("huggingface_hub is not installed: pip install huggingface-hub") from None
-    os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", str(int(timeout)))
-    os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "60")
-    if not progress:
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    options.hub_defaults(timeout, progress)
     try:
         return Path(snapshot_download(repo_id=ref, allow_patterns=FILES))
     except Exception as e:  # offline, no network, auth, missing repo ...

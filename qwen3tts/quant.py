@@ -33,6 +33,7 @@ import torch
 import torch.nn as nn
 
 from .quant4 import W4A8Linear
+from .int8 import channel_scales, quantize_channels  # noqa: F401 (shared with native/stack.py; re-exported)
 
 
 # Above this many rows (prefill) a linear dequantizes its weight and runs one bf16 GEMM: on the
@@ -40,17 +41,6 @@ from .quant4 import W4A8Linear
 # (75 rows: 7.0 ms) while dequantize + GEMM is ~1 ms + the GEMM (75 rows: 4.2 ms); they cross
 # near 40 rows.
 DEQUANT_ROWS = 40
-
-
-def channel_scales(w: torch.Tensor) -> torch.Tensor:
-    """Symmetric per-output-channel int8 scales of a float32 weight (out, in): max|w| / 127."""
-    return (w.abs().amax(dim=1) / 127.0).clamp(min=1e-12)
-
-
-def quantize_channels(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(int8 weight round(w / scale) in +-127, float32 scales (out,)) of a float32 weight (out, in)."""
-    scale = channel_scales(w)
-    return torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8), scale
 
 
 class Int8Linear(nn.Module):
@@ -197,21 +187,19 @@ def quantize_talker(talker, mode: str = "int8") -> int:
 
 
 def linear_class(mode: str, dtype: torch.dtype):
-    """The linear module of `mode` for activations of `dtype`: w8a8 in float32 runs on the native
-    library (qwen3tts/native: the same numerics, and whole decode steps in one call) when it is
-    available, on fbgemm otherwise."""
-    if mode == "w8a8" and dtype == torch.float32:
-        from . import native
+    """The linear module of `mode` for activations of `dtype`: w8a8 and w4a8 in float32 run on
+    the native library (qwen3tts/native: the same numerics, and whole decode steps in one call)
+    when the compute plan has it (its `w8a8_linear` chain), on torch otherwise (fbgemm for w8a8,
+    the torch definition for w4a8)."""
+    if mode in ("w8a8", "w4a8") and dtype == torch.float32:
+        from . import ops
 
-        if native.available():
+        if ops.make(None, "cpu", dtype).chain("w8a8_linear")[0] == "native":  # the compute plan's choice
+            if mode == "w4a8":
+                from .native.q4 import NativeW4A8Linear
+
+                return NativeW4A8Linear
             from .native.stack import NativeW8A8Linear
 
             return NativeW8A8Linear
-    if mode == "w4a8" and dtype == torch.float32:
-        from . import native
-
-        if native.available():
-            from .native.q4 import NativeW4A8Linear
-
-            return NativeW4A8Linear
     return LINEARS[mode]

@@ -15,10 +15,11 @@ rows into argparse options with their environment variables.
 from __future__ import annotations
 
 import argparse
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
+
+from . import options
 
 ENV_PREFIX = "QWEN3TTS_"
 
@@ -48,10 +49,10 @@ def default_voices_dir() -> Path:
     """The voices store of both the CLI and the server: `$QWEN3TTS_VOICES_DIR`, else
     `$XDG_DATA_HOME/qwen3tts/voices`, else `~/.local/share/qwen3tts/voices` (read when called,
     not at import)."""
-    env = os.environ.get(env_name("voices-dir"), "").strip()
-    if env:
-        return Path(env).expanduser()
-    data = os.environ.get("XDG_DATA_HOME", "").strip()
+    o = options.current()
+    if o.voices_dir:
+        return Path(o.voices_dir).expanduser()
+    data = o.xdg_data_home or ""
     base = Path(data).expanduser() if data and Path(data).is_absolute() else Path.home() / ".local" / "share"
     return base / "qwen3tts" / "voices"
 
@@ -119,10 +120,10 @@ def setting(name: str) -> Setting:
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
 
-def env_value(s: Setting, environ=None) -> Any:
+def env_value(s: Setting, env=None) -> Any:
     """The setting's value from the environment, or its default; a value of the wrong type or
     outside the choices is a ValueError naming the variable."""
-    raw = (os.environ if environ is None else environ).get(s.env)
+    raw = (options.current() if env is None else options.from_env(env)).var(s.env)
     if s.type is bool:
         if raw is None:
             return bool(s.default)

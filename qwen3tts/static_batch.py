@@ -30,13 +30,13 @@ records a trace, runs on the eager path beside the batch.
 
 from __future__ import annotations
 
-import os
 import threading
 import warnings
 import weakref
 
 import torch
 
+from . import options
 from .config import cuda_graphs_option
 from .generator import FrameGenerator, GenState, code_predictor_frame
 from .sampling import RowSampling, pick_static, process_talker_logits
@@ -50,7 +50,7 @@ _PENDING = True  # GenState.pending of a static row: its last frame is in frame_
 def use_graphs(device, option=None) -> bool:
     """Whether `Qwen3TTS` runs its frames through `StaticBatch`: `option` "on"/"off"/"auto" (or
     True/False/None); None reads `QWEN3TTS_CUDA_GRAPHS` (default auto). auto: on CUDA devices."""
-    o = cuda_graphs_option(os.environ.get("QWEN3TTS_CUDA_GRAPHS") if option is None else option)
+    o = cuda_graphs_option(options.current().cuda_graphs if option is None else option)
     return o == "on" or (o == "auto" and torch.device(device).type == "cuda")
 
 

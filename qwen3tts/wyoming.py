@@ -30,12 +30,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
-from . import __version__
+from . import __version__, options
 from .config import QUANTIZE_MODES
 from .sentences import split_sentences
 from .settings import resolve_dtype
@@ -51,16 +50,17 @@ def parse_args(argv=None):
     from .serve import FLAGS
 
     ap = argparse.ArgumentParser(prog="python -m qwen3tts.wyoming", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--uri", default=os.environ.get("QWEN3TTS_WYOMING_URI", "tcp://127.0.0.1:10200"),
+    opts = options.current()
+    ap.add_argument("--uri", default=opts.wyoming_uri,
                     help="tcp://HOST:PORT, unix://PATH or stdio:// [env QWEN3TTS_WYOMING_URI]")
     for name, typ, default, help_ in FLAGS:
         if name in HTTP_ONLY:
             continue
         env = "QWEN3TTS_" + name.upper().replace("-", "_")
-        raw = os.environ.get(env)
+        raw = opts.var(env)
         value = typ(raw) if raw not in (None, "") else default
         ap.add_argument(f"--{name}", type=typ, default=value, help=f"{help_} [env {env}]")
-    ap.add_argument("--greedy", action="store_true", default=os.environ.get("QWEN3TTS_GREEDY", "") not in ("", "0"),
+    ap.add_argument("--greedy", action="store_true", default=opts.greedy,
                     help="greedy decoding (deterministic; for tests and parity) [env QWEN3TTS_GREEDY]")
     return ap.parse_args(argv)
 

@@ -9,7 +9,17 @@ from pathlib import Path
 import pytest
 import torch
 
+from qwen3tts import options
+
 torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_options():
+    """Options a test set (`options.reload()` after `monkeypatch.setenv`, `set_current`) end
+    with it: the next use parses the (restored) environment again."""
+    yield
+    options.set_current(None)
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 TINY = FIXTURES / "tiny"

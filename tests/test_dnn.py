@@ -13,8 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from conftest import max_abs
-from qwen3tts import native
+from qwen3tts import native, ops, options
 from qwen3tts.native import dnn
+from qwen3tts.ops import onednn_backend
 
 pytestmark = pytest.mark.skipif(not dnn.enabled(), reason="torch without oneDNN")
 
@@ -58,10 +59,10 @@ def test_linear_is_cached_per_weight_and_rebuilt_when_it_changes(monkeypatch):
     assert dnn.linear(owner, "_d", x.double(), owner.weight.double()) is None
     assert dnn.linear(owner, "_d", x[:, :30], owner.weight) is None
     monkeypatch.setenv("QWEN3TTS_ONEDNN", "0")
+    options.reload()
     assert not dnn.enabled() and dnn.linear(owner, "_d", x, owner.weight) is None
-    monkeypatch.setenv("QWEN3TTS_ONEDNN", "maybe")
     with pytest.raises(ValueError, match="QWEN3TTS_ONEDNN must be 0 or 1"):
-        dnn.enabled()
+        options.from_env({"QWEN3TTS_ONEDNN": "maybe"})
 
 
 @pytest.mark.skipif(not native.available(), reason="needs the native library (a C compiler)")
@@ -95,10 +96,12 @@ def test_codec_decoder_routes_its_products_through_onednn(tiny_codec, monkeypatc
     y = tok.decode(codes)
     packed = [n for n, m in tok.decoder.named_modules() if "_dnn" in m.__dict__]
     kinds = {type(m).__name__ for m in tok.decoder.modules() if "_dnn" in m.__dict__}
-    assert {"CausalConv1d", "CausalConvTranspose1d", "FewRowsLinear"} <= kinds, kinds
+    assert {"CausalConv1d", "CausalConvTranspose1d", "Linear"} <= kinds, kinds
+    assert tok.decoder.__dict__["ops_plan"].chain("gemm") == ("onednn", "native", "torch")
     dec = tok.streaming_decoder()
     streamed = torch.cat([dec.push(codes[i : i + 1]) for i in range(30)])
     monkeypatch.setenv("QWEN3TTS_ONEDNN", "0")
+    options.reload()
     tok_off = SpeechTokenizer.from_pretrained(TINY_MODEL / "speech_tokenizer")
     y_off = tok_off.decode(codes)
     assert not any("_dnn" in m.__dict__ for m in tok_off.decoder.modules())
@@ -119,35 +122,46 @@ def test_failing_onednn_ops_fall_back_to_torch_with_one_warning(monkeypatch):
     with pytest.warns(RuntimeWarning, match="oneDNN products unavailable"):
         assert dnn.linear(owner, "_dnn", x, owner.weight, owner.bias) is None
     assert not dnn.enabled()  # monkeypatch restores the flag afterwards
-    from qwen3tts.native.f32 import FewRowsLinear
-
-    lin = FewRowsLinear.adopt(torch.nn.Linear(16, 8))
-    assert max_abs(lin(x), F.linear(x, lin.weight, lin.bias)) < 1e-5  # the fallback serves it
+    lin = ops.Linear(16, 8)
+    ops.bind(lin, ops.make(), packed=True)  # the codec decoder's chain: oneDNN (packed) > native > torch
+    assert max_abs(lin(x), F.linear(x, lin.weight, lin.bias)) < 1e-5  # the next backend serves it
 
 
 def test_onednn_linear_equals_linear_and_serves_the_talker(tiny_tts, monkeypatch):
     g = torch.Generator().manual_seed(7)
     ref = torch.nn.Linear(64, 48)
-    lin = dnn.OneDNNLinear.adopt(torch.nn.Linear(64, 48))
+    lin = ops.Linear(64, 48)
     lin.load_state_dict(ref.state_dict())
-    assert type(lin) is dnn.OneDNNLinear and lin.state_dict().keys() == ref.state_dict().keys()
+    ops.prepare(lin)
+    assert lin.state_dict().keys() == ref.state_dict().keys() and lin.ops_plan.chain("linear") == ("onednn", "torch")
+    calls = []
+    real = onednn_backend.OPS["linear"]
+    monkeypatch.setitem(onednn_backend.OPS, "linear", lambda *a: calls.append(1) or real(*a))
+    lin = ops.Linear(64, 48)
+    lin.load_state_dict(ref.state_dict())
+    ops.bind(lin, ops.plan._choose(options.current(), torch.device("cpu"), torch.float32))  # a fresh plan: the spy
     for shape in [(1, 64), (4, 64), (2, 3, 64), (300, 64)]:
         x = torch.randn(*shape, generator=g)
         with torch.inference_mode():
             y, y_ref = lin(x), ref(x)
         assert y.shape == y_ref.shape and max_abs(y, y_ref) < 2e-6 * max(y_ref.abs().max().item(), 1.0)
+    assert len(calls) == 4  # oneDNN computed them
     xt = torch.randn(3, 2, 64, generator=g).transpose(0, 1)  # not contiguous
     assert max_abs(lin(xt), ref(xt)) < 1e-5
-    nb = dnn.OneDNNLinear.adopt(torch.nn.Linear(64, 8, bias=False))
+    nb = ops.Linear(64, 8, bias=False)
     assert max_abs(nb(xt), F.linear(xt, nb.weight)) < 1e-5
-    bf = dnn.OneDNNLinear.adopt(torch.nn.Linear(64, 8).to(torch.bfloat16))  # other dtypes: F.linear
-    assert torch.equal(bf(xt.bfloat16()), F.linear(xt.bfloat16(), bf.weight, bf.bias))
+    bf = ops.Linear(64, 8).to(torch.bfloat16)  # other dtypes: F.linear
+    ops.prepare(bf)
+    assert bf.ops_plan.chain("linear") == ("torch",) and torch.equal(bf(xt.bfloat16()), F.linear(xt.bfloat16(), bf.weight, bf.bias))
     monkeypatch.setenv("QWEN3TTS_ONEDNN", "0")
-    assert torch.equal(lin(xt), F.linear(xt, lin.weight, lin.bias))
-    # the talker's and code predictor's linears (fused q/k/v and gate/up included) are adopted
+    options.reload()
+    off = ops.prepare(ops.Linear(64, 48))
+    assert off.chain("linear") == ("torch",) and off.chain("gemm") == ("native", "torch")
+    # the talker's and code predictor's linears (fused q/k/v and gate/up included) and the codec
+    # encoder's are bound to the oneDNN plan at load
     talker = tiny_tts.talker
     lins = [m for m in talker.modules() if isinstance(m, torch.nn.Linear)]
-    assert lins and all(type(m) is dnn.OneDNNLinear for m in lins)
-    assert type(talker.model.layers[0].self_attn.qkv_proj) is dnn.OneDNNLinear
+    assert lins and all(type(m) is ops.Linear and m.ops_plan.chain("linear")[0] == "onednn" and not m.ops_packed for m in lins)
+    assert talker.model.layers[0].self_attn.qkv_proj in lins
     enc = [m for m in tiny_tts.speech_tokenizer.encoder.modules() if isinstance(m, torch.nn.Linear)]
-    assert enc and all(type(m) is dnn.OneDNNLinear for m in enc)  # the codec encoder's transformer
+    assert enc and all(type(m) is ops.Linear and m.ops_plan.chain("linear")[0] == "onednn" and not m.ops_packed for m in enc)

@@ -13,7 +13,7 @@ import math
 import pytest
 import torch
 
-import qwen3tts.kernels as K
+from qwen3tts import ops, options
 from qwen3tts.kernels import reference as R
 
 triton = pytest.importorskip("triton", reason="pip install triton==3.7.1 for the interpreter tests")
@@ -140,21 +140,20 @@ def test_triton_rope_per_batch_positions(device, dtype):
 
 
 def test_dispatch_rules(monkeypatch):
+    """`QWEN3TTS_KERNELS` picks the plan's RMSNorm / RoPE backend once, at load: torch never uses
+    Triton; auto uses it on CUDA devices only; triton where it cannot run raises."""
     x = torch.randn(2, 8)
     w = torch.ones(8)
-    try:
-        K.set_kernel_mode("torch")
-        assert not K.use_triton(x)
-        K.set_kernel_mode("auto")
-        assert K.use_triton(x) == (x.is_cuda and K.triton_usable(x.device))  # CPU tensors: torch in auto mode
-        K.set_kernel_mode("triton")
-        monkeypatch.setenv("TRITON_INTERPRET", "0")
-        with pytest.raises(RuntimeError, match="cannot run on cpu"):
-            K.rms_norm(x, w, 1e-6)
-        monkeypatch.setenv("TRITON_INTERPRET", "1")
-        if INTERPRET:
-            assert torch.allclose(K.rms_norm(x, w, 1e-6), R.rms_norm(x, w, 1e-6), atol=1e-6)
-        with pytest.raises(ValueError):
-            K.set_kernel_mode("fast")
-    finally:
-        K.set_kernel_mode(None)
+    o = options.current()
+    assert ops.make(o.replace(kernels="torch"), "cuda" if torch.cuda.is_available() else "cpu").chain("rms_norm") == ("torch",)
+    assert ops.make(o.replace(kernels="auto"), "cpu").chain("rms_norm") == ("torch",)  # CPU: torch in auto mode
+    if torch.cuda.is_available():
+        assert ops.make(o.replace(kernels="auto"), "cuda").chain("rope") == ("triton", "torch")
+    with pytest.raises(RuntimeError, match="cannot run on cpu"):
+        ops.make(o.replace(kernels="triton", triton_interpret=False), "cpu")
+    if INTERPRET:
+        p = ops.make(o.replace(kernels="triton", triton_interpret=True), "cpu")
+        assert p.chain("rms_norm") == p.chain("rope") == ("triton", "torch")
+        assert torch.allclose(p.run("rms_norm", x, w, 1e-6), R.rms_norm(x, w, 1e-6), atol=1e-6)
+    with pytest.raises(ValueError, match="kernels must be one of auto, torch, triton"):
+        o.replace(kernels="fast")

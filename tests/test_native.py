@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from native_isas import fresh_library, isas, using, without_native  # noqa: F401 (fresh_library: an autouse fixture)
-from qwen3tts import native
+from qwen3tts import native, options
 from qwen3tts.native.stack import NativeStack, NativeW8A8Linear
 
 ISAS = isas()
@@ -161,6 +161,7 @@ def test_native_greedy_codes_equal_torch_ops(native_tts, tiny_icl_voice, isa):
 # ------------------------------------------------------------------ build and fallback
 def test_build_is_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("QWEN3TTS_CACHE", str(tmp_path))
+    options.reload()
     first = native.build()
     assert first.parent == tmp_path / "native" and first.exists()
     stamp = first.stat().st_mtime_ns
@@ -196,8 +197,10 @@ def test_isa_is_chosen_at_load_and_can_be_forced(monkeypatch):
     for name in ISAS:
         native.reset()
         monkeypatch.setenv("QWEN3TTS_ISA", name)
+        options.reload()
         assert native.isa() == name  # read once, when the library is loaded
     monkeypatch.setenv("QWEN3TTS_ISA", "auto")
+    options.reload()
     assert native.isa() == ISAS[-1]  # not re-read per call
     native.reset()
     assert native.isa() == best
@@ -207,29 +210,31 @@ def test_isa_is_chosen_at_load_and_can_be_forced(monkeypatch):
     with pytest.raises(ValueError, match=f"isa={other}: this CPU cannot run it \\(it can: {', '.join(ISAS)}\\)"):
         native.set_isa(other)
     native.reset()
-    monkeypatch.setenv("QWEN3TTS_ISA", "sse9")
     with pytest.raises(ValueError, match="QWEN3TTS_ISA must be one of auto, portable, avx2, avx512, neon, not 'sse9'"):
-        native.load()
+        options.from_env({"QWEN3TTS_ISA": "sse9"})  # parsed once, with the other options
 
 
 def test_no_compiler_falls_back_in_auto_and_raises_in_on(tmp_path, monkeypatch, tiny_tts):
     from qwen3tts.quant import W8A8Linear, linear_class
 
     monkeypatch.setenv("QWEN3TTS_CACHE", str(tmp_path))  # nothing cached there
+    options.reload()
     monkeypatch.setenv("CC", "false")  # a "compiler" that always fails
+    options.reload()
     with pytest.warns(RuntimeWarning, match="(?s)native CPU decode unavailable: compiling dispatch.c isa_.* with false failed.*falling back"):
         assert linear_class("w8a8", torch.float32) is W8A8Linear
     native.reset()
     monkeypatch.setenv("QWEN3TTS_NATIVE", "on")
+    options.reload()
     with pytest.raises(RuntimeError, match="compiling dispatch.c isa_.* with false failed"):
         native.available()
     monkeypatch.setenv("QWEN3TTS_NATIVE", "off")
+    options.reload()
     assert not native.available() and linear_class("w8a8", torch.float32) is W8A8Linear
     with pytest.raises(RuntimeError, match="switched off"):
         native.load()
-    monkeypatch.setenv("QWEN3TTS_NATIVE", "fast")
     with pytest.raises(ValueError, match="QWEN3TTS_NATIVE must be one of auto, on, off"):
-        native.available()
+        options.from_env({"QWEN3TTS_NATIVE": "fast"})
     assert linear_class("w8a8", torch.bfloat16) is W8A8Linear  # the library is float32 only
 
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from native_isas import int8_rows, q4_reference
-from qwen3tts import native
+from qwen3tts import native, options
 from qwen3tts.codec import winograd
 from qwen3tts.native.q4 import pack
 
@@ -38,6 +38,7 @@ QM, QK, QKP, QN, QG = 5, 100, 128, 37, 32
 
 def test_the_shared_library_builds_for_aarch64(tmp_path, monkeypatch):
     monkeypatch.setenv("QWEN3TTS_CACHE", str(tmp_path))
+    options.reload()
     so = native.build(cc=CC, machine="aarch64")
     head = so.read_bytes()[:20]
     assert head[:4] == b"\x7fELF" and int.from_bytes(head[18:20], "little") == 183  # EM_AARCH64

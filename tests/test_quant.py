@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from qwen3tts import options
 from qwen3tts.quant import ACT_LEVELS, DEQUANT_ROWS, Int8Linear, W8A8Linear, linear_class, quantize_talker
 
 
@@ -78,6 +79,7 @@ def test_quantize_talker_converts_every_stack_linear(tiny_tts, mode, native, mon
     from qwen3tts import Qwen3TTS
 
     monkeypatch.setenv("QWEN3TTS_NATIVE", native)
+    options.reload()
     dtype = torch.bfloat16 if mode == "int8" else torch.float32
     tts = Qwen3TTS.from_pretrained(tiny_tts.path, dtype=dtype)
     n = quantize_talker(tts.talker, mode)
@@ -112,6 +114,7 @@ def test_w8a8_batched_equals_alone(tiny_tts, tiny_icl_voice, native, monkeypatch
     from qwen3tts.batch import Utterance, step
 
     monkeypatch.setenv("QWEN3TTS_NATIVE", native)
+    options.reload()
     tts = Qwen3TTS.from_pretrained(tiny_tts.path, quantize="w8a8")
     assert (tts.talker.model.native is not None) == (native == "on")
     texts = ["Hello there, how are you today?", "A second, different sentence.", "Third."]

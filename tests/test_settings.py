@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
+
 from conftest import TINY
 from server_util import free_port
 
-from qwen3tts import cli, serve
+from qwen3tts import cli, options, serve
 from qwen3tts.settings import MODEL_SETTINGS, default_voices_dir
 
 TRANSCRIPT = "Okay, this is the reference recording used for voice cloning."
@@ -69,14 +70,20 @@ def test_cli_voice_is_listed_by_default_server(tmp_path, xdg):
 
 def test_default_voices_dir_precedence(tmp_path, monkeypatch):
     monkeypatch.delenv("QWEN3TTS_VOICES_DIR", raising=False)
+    options.reload()
     monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    options.reload()
     monkeypatch.setenv("HOME", str(tmp_path / "h"))
+    options.reload()
     assert default_voices_dir() == tmp_path / "h" / ".local" / "share" / "qwen3tts" / "voices"
     monkeypatch.setenv("XDG_DATA_HOME", "relative/ignored")  # the XDG spec: relative paths are invalid
+    options.reload()
     assert default_voices_dir() == tmp_path / "h" / ".local" / "share" / "qwen3tts" / "voices"
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "x"))
+    options.reload()
     assert default_voices_dir() == tmp_path / "x" / "qwen3tts" / "voices"
     monkeypatch.setenv("QWEN3TTS_VOICES_DIR", str(tmp_path / "v"))
+    options.reload()
     assert default_voices_dir() == tmp_path / "v"
     # both programs read it when they parse, with the same value
     assert serve.parse_args([]).voices_dir == str(tmp_path / "v")
@@ -94,12 +101,16 @@ def test_same_table_same_defaults_and_env(monkeypatch):
     for name, typ, default, help_ in serve.FLAGS:  # still the (name, type, default, help) rows
         assert isinstance(name, str) and callable(typ) and isinstance(help_, str)
     monkeypatch.setenv("QWEN3TTS_DTYPE", "bfloat16")
+    options.reload()
     monkeypatch.setenv("QWEN3TTS_QUANTIZE", "w8a8")
+    options.reload()
     monkeypatch.setenv("QWEN3TTS_MODEL", "/some/model")
+    options.reload()
     for args in (serve.parse_args([]), cli.build_parser().parse_args(["say", "hi"])):
         assert (args.dtype, args.quantize, args.model) == ("bfloat16", "w8a8", "/some/model")
     assert cli.build_parser().parse_args(["say", "hi", "--dtype", "float16"]).dtype == "float16"  # the flag wins
     monkeypatch.setenv("QWEN3TTS_GREEDY", "1")
+    options.reload()
     assert serve.parse_args([]).greedy is True
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import TINY_MODEL, max_abs
-from qwen3tts import Qwen3TTS
+from qwen3tts import Qwen3TTS, options
 from qwen3tts.batch import Utterance, step
 from qwen3tts.cuda_graph import CodecBatch
 from qwen3tts.sampling import RowSampling, SamplingParams, pick_static, pick_with_noise
@@ -208,11 +208,14 @@ def test_buckets():
 
 def test_use_graphs_switch(monkeypatch):
     monkeypatch.delenv("QWEN3TTS_CUDA_GRAPHS", raising=False)
+    options.reload()
     assert use_graphs("cuda") and use_graphs(torch.device("cuda", 0), "auto")
     assert not use_graphs("cpu") and not use_graphs("cuda", "off") and use_graphs("cpu", "on")
     monkeypatch.setenv("QWEN3TTS_CUDA_GRAPHS", "0")
+    options.reload()
     assert not use_graphs("cuda")
     monkeypatch.setenv("QWEN3TTS_CUDA_GRAPHS", "on")
+    options.reload()
     assert use_graphs("cpu")
     with pytest.raises(ValueError, match="on, off or auto"):
         use_graphs("cuda", "sometimes")
@@ -222,6 +225,7 @@ def test_model_picks_the_static_path(monkeypatch):
     """`from_pretrained` attaches the static batch where `use_graphs` says so (auto: CUDA) and
     `stream` / `generate` then run through it, equal to the eager path."""
     monkeypatch.delenv("QWEN3TTS_CUDA_GRAPHS", raising=False)
+    options.reload()
     tts = Qwen3TTS.from_pretrained(TINY_MODEL)
     assert tts.generator.static is None  # auto on CPU: eager
     kw = dict(do_sample=False, subtalker_dosample=False, max_new_tokens=8, language="English")
@@ -234,6 +238,7 @@ def test_model_picks_the_static_path(monkeypatch):
     streamed = torch.cat([c.codes for c in tts.stream("Which path runs this?", **kw)])
     assert torch.equal(streamed, want.codes)
     monkeypatch.setenv("QWEN3TTS_CUDA_GRAPHS", "on")
+    options.reload()
     assert isinstance(Qwen3TTS.from_pretrained(TINY_MODEL).generator.static, StaticBatch)
 
 

@@ -12,6 +12,7 @@ import torch
 
 from conftest import TINY_MODEL
 from server_util import ServerThread, connect
+from qwen3tts import options
 from qwen3tts.config import cuda_graphs_option
 from qwen3tts.cuda_graph import CodecBatch
 from qwen3tts.server.app import ServerConfig
@@ -30,14 +31,18 @@ def test_flags_and_the_engine_choice_on_cuda(monkeypatch, tmp_path):
     from qwen3tts.serve import main, parse_args
 
     monkeypatch.delenv("QWEN3TTS_CUDA_GRAPHS", raising=False)
+    options.reload()
     assert parse_args([]).cuda_graphs == "auto" and parse_args([]).dtype == "auto"
     assert parse_args(["--cuda-graphs", "off"]).cuda_graphs == "off"
     monkeypatch.setenv("QWEN3TTS_CUDA_GRAPHS", "on")
+    options.reload()
     assert parse_args([]).cuda_graphs == "on"
     assert main(["--cuda-graphs", "maybe"]) == 2
     monkeypatch.setenv("QWEN3TTS_CUDA_GRAPHS", "0")  # the environment's spelling
+    options.reload()
     assert cuda_graphs_option(parse_args([]).cuda_graphs) == "off"
     monkeypatch.delenv("QWEN3TTS_CUDA_GRAPHS")
+    options.reload()
     gpu = Engine(str(TINY_MODEL), device="cuda", voices=VoiceStore(tmp_path / "v1"))  # not loaded: no GPU needed
     cpu = Engine(str(TINY_MODEL), device="cpu", voices=VoiceStore(tmp_path / "v2"))
     try:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from conftest import TINY_MODEL, max_abs
 from native_isas import isas, using
-from qwen3tts import native
+from qwen3tts import native, ops, options
 from qwen3tts.codec import winograd
 from qwen3tts.codec.layers import CausalConv1d
 
@@ -118,12 +118,13 @@ def test_causal_conv_uses_winograd_where_it_pays(monkeypatch):
         small(torch.randn(1, 48, 300)), k3(x)
         assert "_winograd" not in small.__dict__ and "_winograd" not in k3.__dict__
         monkeypatch.setenv("QWEN3TTS_WINOGRAD", "0")
+        options.reload()
         y_direct = big(x)
         assert max_abs(y, y_direct) < 1e-4 and max_abs(y, y_direct) > 0  # other arithmetic, same convolution
-        monkeypatch.setenv("QWEN3TTS_WINOGRAD", "fast")
         with pytest.raises(ValueError, match="QWEN3TTS_WINOGRAD must be 0 or 1"):
-            big(x)
+            options.from_env({"QWEN3TTS_WINOGRAD": "fast"})
     monkeypatch.setenv("QWEN3TTS_WINOGRAD", "1")
+    options.reload()
     with torch.no_grad():  # new weights (as a checkpoint load does): U is recomputed
         big.conv.weight.mul_(2)
         big.conv.bias.zero_()
@@ -138,6 +139,7 @@ def test_causal_conv_uses_winograd_where_it_pays(monkeypatch):
         y1 = big._conv(torch.randn(1, 96, 24 + 18))  # dilation 3: rows = 3 x ceil(24 / 12) = 6, under every ISA
         assert y1.shape == (1, 96, 24)
     monkeypatch.setenv("QWEN3TTS_NATIVE", "off")  # no native library: direct convolutions
+    options.reload()
     fresh = CausalConv1d(96, 96, 7)
     fresh.use_channels_last()
     with torch.inference_mode():
@@ -229,8 +231,11 @@ def test_codec_with_winograd_offline_and_streaming(mid_codec, monkeypatch, isa):
     streamed = torch.cat([dec.push(codes[i : i + 1]) for i in range(10)])
     dec = tok.streaming_decoder()
     streamed3 = torch.cat([dec.push(codes[i : i + 3]) for i in range(0, 10, 3)])
-    monkeypatch.setenv("QWEN3TTS_WINOGRAD", "0")
-    y_direct = tok.decode(codes)
+    ops.bind(tok.decoder, ops.make(options.current().replace(winograd=False)), packed=True)  # the plan without Winograd
+    try:
+        y_direct = tok.decode(codes)
+    finally:
+        ops.prepare(tok.decoder, packed=True)
     err, err_direct = max_abs(y, ref), max_abs(y_direct, ref)
     assert ref.abs().max() > 0.1
     assert err < 2e-6 and err < 3 * err_direct  # measured: 3.8e-7 vs 2.2e-7 for direct convolutions
@@ -258,14 +263,16 @@ def test_tiny_codec_forced_winograd_matches_the_official_decode(expected, monkey
 
 # ------------------------------------------------------------------ few-row float32 linear
 def test_few_rows_linear_equals_linear():
-    from qwen3tts.native import f32
-
+    """The codec decoder's linears without oneDNN: 2..24 rows in the native kernel (the seam's
+    `gemm` chain native > torch)."""
     torch.manual_seed(9)
+    plan = ops.make(options.current().replace(onednn=False))
+    assert plan.chain("gemm") == ("native", "torch")
     for K, N, bias in [(512, 3072, False), (100, 37, True), (16, 4, True), (33, 5, False)]:
-        lin = torch.nn.Linear(K, N, bias=bias)
+        lin = ops.Linear(K, N, bias=bias)
         ref = torch.nn.Linear(K, N, bias=bias)
         ref.load_state_dict(lin.state_dict())
-        assert f32.FewRowsLinear.adopt(lin) is lin and type(lin) is f32.FewRowsLinear
+        ops.bind(lin, plan, packed=True)
         for M in (1, 2, 3, 4, 5, 9, 16, 24, 25):
             x = torch.randn(M, K) * 3
             with torch.inference_mode():
@@ -276,15 +283,11 @@ def test_few_rows_linear_equals_linear():
         with torch.inference_mode():
             assert max_abs(lin(x3), ref(x3)) < 2e-6 * max(ref(x3).abs().max().item(), 1.0)
         assert lin.state_dict().keys() == ref.state_dict().keys()
-    conv = torch.nn.Conv1d(2, 2, 1)
-    assert f32.FewRowsLinear.adopt(conv) is conv and type(conv) is torch.nn.Conv1d  # only plain Linear
 
 
-def test_codec_decoder_uses_few_rows_linear(tiny_codec):
-    from qwen3tts.native.f32 import FewRowsLinear
-
+def test_codec_decoder_linears_are_bound_to_the_packed_chain(tiny_codec):
     lins = [m for m in tiny_codec.decoder.modules() if isinstance(m, torch.nn.Linear)]
-    assert lins and all(type(m) is FewRowsLinear for m in lins)
+    assert lins and all(type(m) is ops.Linear and m.ops_packed and m.ops_plan.chain("gemm") == ("onednn", "native", "torch") for m in lins)
 
 
 def test_few_rows_linear_refuses_what_it_does_not_serve(monkeypatch):
@@ -308,19 +311,20 @@ def test_codec_convolutions_run_few_rows_in_the_native_kernel(monkeypatch):
     """Without oneDNN (which serves them first: tests/test_dnn.py), a streaming step of the k7
     convolution (run as one GEMM) and of a transposed convolution sends its few rows to the
     native kernel, and the result is the torch convolution's."""
-    from qwen3tts.codec import layers
     from qwen3tts.codec.layers import CausalConvTranspose1d, StreamState
+    from qwen3tts.ops import native_backend
 
     monkeypatch.setenv("QWEN3TTS_ONEDNN", "0")
+    options.reload()
     calls = []
-    real = layers.few_rows_linear
+    real = native_backend.few_rows_linear
 
     def spy(x, w, bias=None):
         y = real(x, w, bias)
         calls.append((x.shape[0], y is not None))
         return y
 
-    monkeypatch.setattr(layers, "few_rows_linear", spy)
+    monkeypatch.setattr(native_backend, "few_rows_linear", spy)
     torch.manual_seed(5)
     conv, tconv = CausalConv1d(64, 48, 7), CausalConvTranspose1d(40, 24, 8, 4)
     w0 = tconv.conv.weight.detach().clone()

@@ -27,9 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..native import dnn
-from ..native.f32 import few_rows_linear
-from . import winograd
+from .. import ops
 
 
 def _cat_rows(ts) -> torch.Tensor:
@@ -111,12 +109,6 @@ class StreamState:
             self.pos = pos
 
 
-# Channels-last convolutions whose unfolded input per batch row (out_len x k x Cin values) is at
-# most this run as one GEMM (streaming steps); longer ones (offline decode) as oneDNN
-# convolutions. Per row, so a batch of streams takes the same path as each stream alone.
-GEMM_CONV_MAX = 1 << 20
-
-
 class CausalConv1d(nn.Module):
     """Causal Conv1d: zero (or replicate) left padding `k_eff - stride`, and right padding just
     large enough to complete the last frame (MimiConv1d / CausalConvNet, codec.md §4.1)."""
@@ -145,73 +137,23 @@ class CausalConv1d(nn.Module):
         self.cl = True
 
     def _conv(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.cl:
-            return self.conv(x)
+        """The valid convolution of the (padded) input, through the compute seam (ops.conv1d:
+        Winograd F(4, 7) for wide k7 convolutions, one GEMM over the unfolded windows for short
+        inputs, else torch's convolution)."""
         c = self.conv
-        B, cin, L = x.shape
-        k, d, s = c.kernel_size[0], c.dilation[0], c.stride[0]
-        n = (L - self.k_eff) // s + 1  # output length
-        plan = self._winograd_plan(x, n)
-        if plan is not None:  # k7 with many channels on CPU: Winograd F(4, 7), 2.8x fewer products
-            return winograd.conv(x, plan[0], c.bias, d, plan[1])
-        gemm = c.groups == 1 and (n * k * cin <= GEMM_CONV_MAX or (k == 1 and s == 1 and dnn.applies(x, c.weight)))
-        if not gemm:
-            return F.conv2d(x.unsqueeze(2), c.weight.unsqueeze(2), c.bias, (1, s), 0, (1, d), c.groups).squeeze(2)
-        # one GEMM over the unfolded windows reads the weight once (F.conv2d re-lays the weight
-        # per call, which dominates for short inputs): in oneDNN with the weight packed once
-        # (native/dnn.py); without it a few rows (a streaming step) in the native few-row kernel
-        cols, w = self._unfold(x, n)
-        y = dnn.linear(self, "_dnn", cols, w, c.bias)
-        if y is None:
-            y = few_rows_linear(cols, w, c.bias)
-        if y is None:
-            y = torch.addmm(c.bias, cols, w.T) if c.bias is not None else cols @ w.T  # (B*n, Cout)
-        return y.view(B, n, -1).transpose(1, 2)
+        return ops.conv1d(self, x, c.weight, c.bias, c.stride[0], c.dilation[0], c.groups, self.cl)
 
-    def _unfold(self, x: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(the unfolded input windows (B*n, k*Cin), k major; the weight as (Cout, k*Cin), a view)."""
-        c = self.conv
-        k, d, s = c.kernel_size[0], c.dilation[0], c.stride[0]
-        if k == 1 and s == 1:  # the input rows themselves (a view of channels-last memory)
-            cols = x.transpose(1, 2).reshape(x.shape[0] * n, c.in_channels)
-        else:
-            win = x.transpose(1, 2).unfold(1, self.k_eff, s)  # (B, n, Cin, k_eff): a view
-            cols = win[..., ::d].transpose(2, 3).reshape(x.shape[0] * n, k * c.in_channels)  # (B*n, k*Cin)
-        w = c.weight.permute(0, 2, 1).reshape(c.out_channels, k * c.in_channels)  # a view of the re-laid weight
-        return cols, w
-
-    def _winograd_plan(self, x: torch.Tensor, out_len: int):
-        """(U, the native library) when this convolution of `out_len` outputs runs as Winograd
-        F(4, 7): float32 on CPU with the library, k = 7, stride 1, >= winograd.MIN_CHANNELS
-        channels in and out, enough rows per GEMM (`winograd.worth`), not switched off. U = G w
-        (codec/winograd.py), packed for oneDNN where it is on; cached while the weight is
-        unchanged. Else None."""
-        c = self.conv
-        if (c.kernel_size[0] != 7 or c.stride[0] != 1 or c.groups != 1 or min(c.in_channels, c.out_channels) < winograd.MIN_CHANNELS
-                or x.dtype != torch.float32 or x.device.type != "cpu" or not winograd.enabled()):
-            return None
-        lib = _native_lib()
-        if lib is None or not winograd.worth(x.shape[0], out_len, c.dilation[0], lib):
-            return None
-        key = (_version(c.weight), c.weight.data_ptr())
-        w = self.__dict__.get("_winograd")
-        if w is None or w[0] != key:
-            self.__dict__["_winograd"] = w = (key, winograd.transform_weight(c.weight.detach()), None)
-        if not dnn.enabled() or winograd.fused(c.in_channels, c.out_channels, lib):
-            return w[1], lib  # U itself: the fused native kernel (few channels) or torch.bmm
-        if w[2] is None:
-            self.__dict__["_winograd"] = w = (key, w[1], winograd.pack_mix(w[1], winograd.gemm_rows(x.shape[0], out_len, c.dilation[0])))
-        return w[2], lib
-
-    def _winograd_step(self, hist: torch.Tensor, x: torch.Tensor) -> torch.Tensor | None:
-        """A streaming step as Winograd reading the history in place (no concatenation), then the
-        history update; None when this step does not run as Winograd."""
-        B, _, N = x.shape
+    def _history_step(self, hist: torch.Tensor, x: torch.Tensor) -> torch.Tensor | None:
+        """A streaming step computed reading the history in place (no concatenation), then the
+        history update; None when no backend serves it that way (ops.conv1d_history)."""
+        N = x.shape[-1]
         ht = hist.transpose(1, 2)  # (B, pad_left, C): the state's memory
-        plan = self._winograd_plan(x, N) if ht.is_contiguous() else None
-        if plan is None:
+        if not ht.is_contiguous():
             return None
-        y = winograd.conv(x, plan[0], self.conv.bias, self.conv.dilation[0], plan[1], history=ht)
+        c = self.conv
+        y = ops.conv1d_history(self, x, ht, c.weight, c.bias, c.dilation[0], c.groups)
+        if y is None:
+            return None
         P, xt = self.pad_left, x.transpose(1, 2)  # (B, N, C)
         ht.copy_(xt[:, N - P :] if N >= P else torch.cat([ht[:, N:], xt], dim=1))
         return y
@@ -241,7 +183,7 @@ class CausalConv1d(nn.Module):
             return self._conv(x)
         (hist,) = st.bufs[self.state_key]
         if self.cl:
-            y = self._winograd_step(hist, x)
+            y = self._history_step(hist, x)
             if y is not None:
                 return y
             # (B, C, pad_left + N) as a view of (B, pad_left + N, C)
@@ -310,10 +252,7 @@ class CausalConvTranspose1d(nn.Module):
         s, k, cout = self.stride, self.conv.kernel_size[0], self.conv.out_channels
         w = self.conv.weight.permute(2, 1, 0).reshape(k * cout, -1)  # (k * Cout, Cin): a view
         xt = x.transpose(1, 2).reshape(B * N, -1)  # (B*N, Cin)
-        z = dnn.linear(self, "_dnn", xt, w)  # oneDNN, the weight packed once
-        if z is None:
-            z = few_rows_linear(xt, w)  # without it, a few rows (streaming steps): the native kernel
-        z = (xt @ w.T if z is None else z).view(B, N, k, cout)  # (B, N, k, Cout)
+        z = ops.gemm(self, xt, w).view(B, N, k, cout)  # (B, N, k, Cout); the weight may be packed once
         y = z[:, :, :s].contiguous()  # (B, N, s, Cout): block t
         if self.tail:
             spill = z[:, :, s:]  # (B, N, tail, Cout): spills into block t + 1
@@ -335,21 +274,7 @@ class SnakeBeta(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, T)
         alpha, inv_beta = self._consts()
-        lib = _native_lib() if x.dtype == torch.float32 and x.device.type == "cpu" else None
-        if lib is not None:
-            # on CPU: one fused pass in the native library (qwen3tts/native), in either layout, so
-            # every CPU path (offline, streaming, the graph-step decoder) computes the same sin
-            B, C, T = x.shape
-            y = torch.empty_like(x)  # the same memory layout
-            args = (x.data_ptr(), y.data_ptr(), alpha.data_ptr(), inv_beta.data_ptr())
-            if x.transpose(1, 2).is_contiguous():  # channels-last: (B, C, T) over (B, T, C) memory
-                lib.qwen3tts_snake(*args, B * T, C, torch.get_num_threads())
-                return y
-            if x.is_contiguous():
-                lib.qwen3tts_snake_ncw(*args, B * C, C, T, torch.get_num_threads())
-                return y
-        s = torch.sin(x * alpha[None, :, None])
-        return torch.addcmul(x, s.mul_(s), inv_beta[None, :, None])  # x + inv_beta * sin^2: 4 passes over x instead of 5
+        return ops.snake(self, x, alpha, inv_beta)  # on CPU one fused native pass in either layout
 
     def _consts(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(exp(alpha), 1 / (exp(beta) + 1e-9)), (C,) each, cached while the parameters are unchanged."""
@@ -371,12 +296,6 @@ def _version(t: torch.Tensor) -> int:
         return -1
 
 
-def _native_lib():
-    from .. import native
-
-    return native.library()
-
-
 class ConvNeXtBlock(nn.Module):
     """Depthwise causal conv k7 -> LayerNorm(eps 1e-6) -> Linear x4 -> GELU(erf) -> Linear -> gamma, residual."""
 
@@ -384,8 +303,8 @@ class ConvNeXtBlock(nn.Module):
         super().__init__()
         self.dwconv = CausalConv1d(dim, dim, 7, groups=dim)
         self.norm = nn.LayerNorm(dim, eps=1e-6)
-        self.pwconv1 = nn.Linear(dim, 4 * dim)
-        self.pwconv2 = nn.Linear(4 * dim, dim)
+        self.pwconv1 = ops.Linear(dim, 4 * dim)
+        self.pwconv2 = ops.Linear(4 * dim, dim)
         self.gamma = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor, st: StreamState) -> torch.Tensor:  # (B, C, T)

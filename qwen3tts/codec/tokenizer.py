@@ -16,10 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import ops
 from ..audio import load_audio
 from ..config import SpeechTokenizerConfig
-from ..native.dnn import OneDNNLinear
-from ..native.f32 import FewRowsLinear
 from ..weights import load_into, read_safetensors, split_by_prefix
 from .decoder import CodecDecoder
 from .encoder import CodecEncoder
@@ -130,9 +129,10 @@ class SpeechTokenizer:
             for m in self.decoder.modules():
                 if isinstance(m, (CausalConv1d, CausalConvTranspose1d)):
                     m.use_channels_last()
-                FewRowsLinear.adopt(m)  # float32 products in oneDNN (packed) or the native library
-            for m in self.encoder.modules():
-                OneDNNLinear.adopt(m)  # the encoder transformer's linears in oneDNN (voice prompts)
+        # the compute plan (qwen3tts/ops), chosen once here: on CPU the decoder's products may
+        # keep packed weight copies (a few rows per streaming step), the encoder's run on its weights
+        ops.prepare(self.decoder, packed=self.device.type == "cpu")
+        ops.prepare(self.encoder)
 
     # ---- helpers
     def _check_range(self, c: torch.Tensor) -> None:

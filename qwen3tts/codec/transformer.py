@@ -19,8 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..kernels import apply_rope
-from ..kernels.reference import rope_tables
+from .. import ops
 from ..model.layers import MLP, Projections, RMSNorm
 from .layers import StreamState
 
@@ -37,7 +36,7 @@ class LayerScale(nn.Module):
 class _Attention(Projections):
     def qkv(self, x, cos, sin):
         q, k, v = (t.transpose(1, 2) for t in self.project(x))  # (B, H, T, D)
-        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+        return ops.rope(self, q, cos, sin), ops.rope(self, k, cos, sin), v
 
 
 RING_CHUNK = 32  # frames one transformer pass takes (the ring holds W - 1 + this many keys)
@@ -70,7 +69,7 @@ class DecoderAttention(_Attention):
         if q.device.type == "cpu":
             a = _attend_cpu(q, K, V, mask)
         else:
-            a = F.scaled_dot_product_attention(q, K, V, attn_mask=mask)
+            a = ops.attention(self, q, K, V, attn_mask=mask)
         return self.out(a)
 
 
@@ -112,10 +111,10 @@ class DecoderTransformer(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         self.cfg = cfg
-        self.input_proj = nn.Linear(cfg.latent_dim, cfg.hidden_size)
+        self.input_proj = ops.Linear(cfg.latent_dim, cfg.hidden_size)
         self.layers = nn.ModuleList([DecoderLayer(cfg) for _ in range(cfg.num_hidden_layers)])
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-        self.output_proj = nn.Linear(cfg.hidden_size, cfg.latent_dim)
+        self.output_proj = ops.Linear(cfg.hidden_size, cfg.latent_dim)
 
     def fuse(self) -> None:
         """Fuse q/k/v and gate/up projections (after loading; numerics unchanged)."""
@@ -146,7 +145,7 @@ class DecoderTransformer(nn.Module):
         if dev.type == "cpu":  # the CPU attention adds it: made once for all layers
             mask = additive_mask(mask, x.dtype)
         slots = (qpos % R)[:, None, :, None]  # (B or 1, 1, N, 1)
-        cos, sin = rope_tables(qpos, self.cfg.head_dim, self.cfg.rope_theta, x.dtype)  # (B, N, D)
+        cos, sin = ops.rope_tables(qpos, self.cfg.head_dim, self.cfg.rope_theta, x.dtype)  # (B, N, D)
         cos, sin = cos[:, None], sin[:, None]  # (B, 1, N, D)
         h = self.input_proj(x)
         for layer in self.layers:
@@ -160,8 +159,8 @@ class DecoderTransformer(nn.Module):
 class EncoderMLP(nn.Module):
     def __init__(self, hidden: int, inter: int):
         super().__init__()
-        self.fc1 = nn.Linear(hidden, inter, bias=False)
-        self.fc2 = nn.Linear(inter, hidden, bias=False)
+        self.fc1 = ops.Linear(hidden, inter, bias=False)
+        self.fc2 = ops.Linear(inter, hidden, bias=False)
 
     def forward(self, x):
         return self.fc2(F.gelu(self.fc1(x)))
@@ -173,7 +172,7 @@ class EncoderAttention(_Attention):
         if self.kv_heads != self.heads:
             k = k.repeat_interleave(self.heads // self.kv_heads, dim=1)
             v = v.repeat_interleave(self.heads // self.kv_heads, dim=1)
-        return self.out(F.scaled_dot_product_attention(q, k, v, is_causal=True))
+        return self.out(ops.attention(self, q, k, v, is_causal=True))
 
 
 class EncoderLayer(nn.Module):
@@ -202,7 +201,7 @@ class EncoderTransformer(nn.Module):
 
     def forward(self, x):
         pos = torch.arange(x.shape[1], device=x.device)
-        cos, sin = rope_tables(pos, self.cfg.attn_head_dim, self.cfg.rope_theta, x.dtype)
+        cos, sin = ops.rope_tables(pos, self.cfg.attn_head_dim, self.cfg.rope_theta, x.dtype)
         for layer in self.layers:
             x = layer(x, cos, sin)
         return x

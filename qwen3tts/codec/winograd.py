@@ -18,7 +18,6 @@ decoded audio differs from a float64 decode by as much as the direct float32 dec
 from __future__ import annotations
 
 import ctypes
-import os
 from fractions import Fraction
 
 import torch
@@ -51,14 +50,6 @@ def worth(batch: int, out_len: int, dilation: int, lib) -> bool:
     from .. import native
 
     return pays(batch, out_len, dilation, native.isa(lib))
-
-
-def enabled() -> bool:
-    """`QWEN3TTS_WINOGRAD=0` switches the Winograd convolutions off (direct convolutions)."""
-    v = os.environ.get("QWEN3TTS_WINOGRAD", "1").strip().lower()
-    if v not in ("0", "1", "off", "on", "false", "true"):
-        raise ValueError(f"QWEN3TTS_WINOGRAD must be 0 or 1, not {v!r}")
-    return v in ("1", "on", "true")
 
 
 def matrices(m: int, r: int, points=POINTS) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

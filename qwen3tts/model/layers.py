@@ -18,8 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..kernels import apply_rope, rms_norm
-from ..kernels.reference import rope_tables
+from .. import ops
 
 
 # Up to this many tokens per row a forward with a native stack runs in the native library: decode
@@ -35,7 +34,7 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x):
-        return rms_norm(x, self.weight, self.eps)
+        return ops.rms_norm(self, x, self.weight, self.eps)
 
 
 class KVCache:
@@ -63,11 +62,11 @@ class Projections(nn.Module):
     def __init__(self, hidden: int, heads: int, kv_heads: int, head_dim: int, bias: bool = False):
         super().__init__()
         self.heads, self.kv_heads, self.head_dim = heads, kv_heads, head_dim
-        self.q_proj = nn.Linear(hidden, heads * head_dim, bias=bias)
-        self.k_proj = nn.Linear(hidden, kv_heads * head_dim, bias=bias)
-        self.v_proj = nn.Linear(hidden, kv_heads * head_dim, bias=bias)
-        self.o_proj = nn.Linear(heads * head_dim, hidden, bias=bias)
-        self.qkv_proj: nn.Linear | None = None  # built by `fuse()` after loading
+        self.q_proj = ops.Linear(hidden, heads * head_dim, bias=bias)
+        self.k_proj = ops.Linear(hidden, kv_heads * head_dim, bias=bias)
+        self.v_proj = ops.Linear(hidden, kv_heads * head_dim, bias=bias)
+        self.o_proj = ops.Linear(heads * head_dim, hidden, bias=bias)
+        self.qkv_proj: ops.Linear | None = None  # built by `fuse()` after loading
 
     def fuse(self) -> None:
         """Replace q/k/v by one projection (one matrix-vector product per token instead of three)."""
@@ -75,7 +74,7 @@ class Projections(nn.Module):
             return
         w = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
         b = None if self.q_proj.bias is None else torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])
-        lin = nn.Linear(w.shape[1], w.shape[0], bias=b is not None, device=w.device, dtype=w.dtype).requires_grad_(False)
+        lin = ops.Linear(w.shape[1], w.shape[0], bias=b is not None, device=w.device, dtype=w.dtype).requires_grad_(False)
         lin.weight.copy_(w)
         if b is not None:
             lin.bias.copy_(b)
@@ -118,12 +117,12 @@ class Attention(Projections):
             q, k, v = self.project(x)
             q = self.q_norm(q).transpose(1, 2)  # (B, H, T, D)
             k = self.k_norm(k).transpose(1, 2)  # (B, Hkv, T, D)
-            return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v.transpose(1, 2)
+            return ops.rope(self, q, cos, sin), ops.rope(self, k, cos, sin), v.transpose(1, 2)
         B, T, _ = x.shape
         H, Hk, D = self.heads, self.kv_heads, self.head_dim
         y = self.qkv_proj(x)  # (B, T, (H + 2 Hkv) D)
-        qk = rms_norm(y[..., : (H + Hk) * D].view(B, T, H + Hk, D), self.qk_norm_weight, self.eps)
-        qk = apply_rope(qk.transpose(1, 2), cos, sin)  # (B, H + Hkv, T, D)
+        qk = ops.rms_norm(self, y[..., : (H + Hk) * D].view(B, T, H + Hk, D), self.qk_norm_weight, self.eps)
+        qk = ops.rope(self, qk.transpose(1, 2), cos, sin)  # (B, H + Hkv, T, D)
         v = y[..., (H + Hk) * D :].view(B, T, Hk, D).transpose(1, 2)  # (B, Hkv, T, D)
         return qk[:, :H], qk[:, H:], v
 
@@ -139,15 +138,15 @@ class Attention(Projections):
         gqa = self.kv_heads != self.heads
         if mask is None:  # host-known: queries are the last T of kv_len keys
             if T == 1:
-                a = F.scaled_dot_product_attention(q, K, V, enable_gqa=gqa)
+                a = ops.attention(self, q, K, V, enable_gqa=gqa)
             elif T == kv_len:
-                a = F.scaled_dot_product_attention(q, K, V, is_causal=True, enable_gqa=gqa)
+                a = ops.attention(self, q, K, V, is_causal=True, enable_gqa=gqa)
             else:
                 kpos = torch.arange(kv_len, device=x.device)
                 m = kpos[None, :] <= (kv_len - T + torch.arange(T, device=x.device))[:, None]
-                a = F.scaled_dot_product_attention(q, K, V, attn_mask=m, enable_gqa=gqa)
+                a = ops.attention(self, q, K, V, attn_mask=m, enable_gqa=gqa)
         else:
-            a = F.scaled_dot_product_attention(q, K, V, attn_mask=mask, enable_gqa=gqa)
+            a = ops.attention(self, q, K, V, attn_mask=mask, enable_gqa=gqa)
         return self.out(a)
 
     def forward_rows(self, x, cos, sin, k_caches, v_caches, positions: list[int]):
@@ -162,7 +161,7 @@ class Attention(Projections):
             kc, vc = k_caches[b], v_caches[b]
             kc[:, :, p : p + 1].copy_(k[b : b + 1])
             vc[:, :, p : p + 1].copy_(v[b : b + 1])
-            out.append(F.scaled_dot_product_attention(q[b : b + 1], kc[:, :, : p + 1], vc[:, :, : p + 1], enable_gqa=gqa))
+            out.append(ops.attention(self, q[b : b + 1], kc[:, :, : p + 1], vc[:, :, : p + 1], enable_gqa=gqa))
         return self.out(out[0] if len(out) == 1 else torch.cat(out))  # (B, 1, hidden)
 
 
@@ -179,24 +178,24 @@ class Attention(Projections):
         # GQA without repeating the cache: the H / Hkv query heads of one KV head become that
         # head's queries (one token each): (B, H, 1, D) -> (B, Hkv, H / Hkv, D)
         qg = q.reshape(B, self.kv_heads, H // self.kv_heads, D)
-        a = F.scaled_dot_product_attention(qg, k_cache, v_cache, attn_mask=mask)  # (B, Hkv, H / Hkv, D)
+        a = ops.attention(self, qg, k_cache, v_cache, attn_mask=mask)  # (B, Hkv, H / Hkv, D)
         return self.out(a.reshape(B, H, 1, D))  # (B, 1, hidden)
 
 
 class MLP(nn.Module):
     def __init__(self, hidden: int, inter: int):
         super().__init__()
-        self.gate_proj = nn.Linear(hidden, inter, bias=False)
-        self.up_proj = nn.Linear(hidden, inter, bias=False)
-        self.down_proj = nn.Linear(inter, hidden, bias=False)
-        self.gate_up_proj: nn.Linear | None = None  # built by `fuse()` after loading
+        self.gate_proj = ops.Linear(hidden, inter, bias=False)
+        self.up_proj = ops.Linear(hidden, inter, bias=False)
+        self.down_proj = ops.Linear(inter, hidden, bias=False)
+        self.gate_up_proj: ops.Linear | None = None  # built by `fuse()` after loading
         self.inter = inter
 
     def fuse(self) -> None:
         if self.gate_up_proj is not None:
             return
         w = torch.cat([self.gate_proj.weight, self.up_proj.weight])
-        lin = nn.Linear(w.shape[1], w.shape[0], bias=False, device=w.device, dtype=w.dtype).requires_grad_(False)
+        lin = ops.Linear(w.shape[1], w.shape[0], bias=False, device=w.device, dtype=w.dtype).requires_grad_(False)
         lin.weight.copy_(w)
         self.gate_up_proj = lin
         del self.gate_proj, self.up_proj
@@ -253,7 +252,7 @@ class Transformer(nn.Module):
         """The cached cos/sin tables (>= max_len, head_dim) for positions 0, 1, ..."""
         c = self._rope
         if c is None or c[0].shape[0] < max_len or c[0].dtype != dtype or c[0].device != torch.device(device):
-            self._rope = c = rope_tables(torch.arange(max_len, device=device), self.head_dim, self.cfg.rope_theta, dtype)
+            self._rope = c = ops.rope_tables(torch.arange(max_len, device=device), self.head_dim, self.cfg.rope_theta, dtype)
         return c
 
     def fuse(self) -> None:

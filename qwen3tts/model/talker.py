@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .. import ops
 from .layers import Transformer
 
 
@@ -32,8 +33,8 @@ class TalkerBackbone(Transformer):
 class TextProjection(nn.Module):
     def __init__(self, cin: int, hidden: int, cout: int):
         super().__init__()
-        self.linear_fc1 = nn.Linear(cin, hidden, bias=True)
-        self.linear_fc2 = nn.Linear(hidden, cout, bias=True)
+        self.linear_fc1 = ops.Linear(cin, hidden, bias=True)
+        self.linear_fc2 = ops.Linear(hidden, cout, bias=True)
 
     def forward(self, x):
         return self.linear_fc2(F.silu(self.linear_fc1(x)))
@@ -50,9 +51,9 @@ class CodePredictor(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.model = CodePredictorBackbone(cfg, talker_hidden)
-        self.lm_head = nn.ModuleList([nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False) for _ in range(cfg.num_code_groups - 1)])
+        self.lm_head = nn.ModuleList([ops.Linear(cfg.hidden_size, cfg.vocab_size, bias=False) for _ in range(cfg.num_code_groups - 1)])
         if cfg.hidden_size != talker_hidden:
-            self.small_to_mtp_projection = nn.Linear(talker_hidden, cfg.hidden_size, bias=True)
+            self.small_to_mtp_projection = ops.Linear(talker_hidden, cfg.hidden_size, bias=True)
         else:
             self.small_to_mtp_projection = nn.Identity()
 
@@ -63,19 +64,17 @@ class Talker(nn.Module):
         self.cfg = cfg
         self.model = TalkerBackbone(cfg)
         self.text_projection = TextProjection(cfg.text_hidden_size, cfg.text_hidden_size, cfg.hidden_size)
-        self.codec_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.codec_head = ops.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         self.code_predictor = CodePredictor(cfg.code_predictor, cfg.hidden_size)
 
     def fuse(self) -> None:
-        """Load-time fusions for speed (q/k/v and gate/up; numerics are unchanged), and every
-        linear's float32 CPU product in oneDNN (`native/dnn.py` OneDNNLinear; the same product,
-        summed in another order)."""
-        from ..native.dnn import OneDNNLinear
-
+        """Load-time fusions for speed (q/k/v and gate/up; numerics are unchanged), then the
+        compute plan (qwen3tts/ops) chosen for the loaded weights' device and dtype and bound to
+        every module (on CPU in float32: the linears' products in oneDNN, the same product summed
+        in another order)."""
         self.model.fuse()
         self.code_predictor.model.fuse()
-        for m in self.modules():
-            OneDNNLinear.adopt(m)
+        ops.prepare(self)
 
     # Tables that may stay in the checkpoint's bfloat16 in a float32 model (exact: rows are
     # widened as they are looked up): the text embedding is a third of the talker's parameters.

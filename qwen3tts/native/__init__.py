@@ -33,12 +33,14 @@ import threading
 import warnings
 from pathlib import Path
 
+from .. import options
+
 _DIR = Path(__file__).parent
 KERNELS = [_DIR / n for n in ("decode.c", "codec.c", "q4.c", "common.h", "vec.h")]  # included by each isa_<name>.c
 UNITS = {"x86_64": ["dispatch.c", "isa_avx512.c", "isa_avx2.c", "isa_portable.c"], "aarch64": ["dispatch.c", "isa_neon.c", "isa_portable.c"]}
 FLAGS = ["-O3", "-fopenmp", "-ffp-contract=off", "-std=gnu11", "-shared", "-fPIC"]
-MODES = ("auto", "on", "off")
-ISAS = ("portable", "avx2", "avx512", "neon")  # common.h Q_PORTABLE .. Q_NEON
+MODES = options.NATIVE_MODES
+ISAS = options.ISAS  # common.h Q_PORTABLE .. Q_NEON
 KALIGN_DEFAULT = 64  # decode.c KALIGN: the int8 weights' rows are zero padded to a multiple of this
 
 _lock = threading.Lock()
@@ -47,18 +49,13 @@ _error: str | None = None
 
 
 def native_mode() -> str:
-    mode = os.environ.get("QWEN3TTS_NATIVE", "auto").lower()
-    if mode not in MODES:
-        raise ValueError(f"QWEN3TTS_NATIVE must be one of {', '.join(MODES)}, not {mode!r}")
-    return mode
+    """`QWEN3TTS_NATIVE` (options.RuntimeOptions.native): auto | on | off."""
+    return options.current().native
 
 
 def isa_option() -> str:
-    """`QWEN3TTS_ISA` (default auto: the best the CPU has); read when the library is loaded."""
-    v = os.environ.get("QWEN3TTS_ISA", "auto").strip().lower() or "auto"
-    if v not in ("auto", *ISAS):
-        raise ValueError(f"QWEN3TTS_ISA must be one of auto, {', '.join(ISAS)}, not {v!r}")
-    return v
+    """`QWEN3TTS_ISA` (default auto: the best the CPU has); applied when the library is loaded."""
+    return options.current().isa
 
 
 def _machine(machine: str | None = None) -> str:
@@ -67,12 +64,12 @@ def _machine(machine: str | None = None) -> str:
 
 
 def _cache_dir() -> Path:
-    root = os.environ.get("QWEN3TTS_CACHE")
+    root = options.current().cache
     return (Path(root) if root else Path.home() / ".cache" / "qwen3tts") / "native"
 
 
 def _compiler() -> str | None:
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    cc = options.current().cc or shutil.which("cc") or shutil.which("gcc")
     return cc
 
 

@@ -1,5 +1,6 @@
 """oneDNN float32 matrix products on CPU: with pre-packed weights for the codec decoder, on the
-weights as they are for the talker, code predictor and codec encoder (`OneDNNLinear`).
+weights as they are for the talker, code predictor and codec encoder (the compute seam's
+oneDNN backend, qwen3tts/ops/onednn_backend.py, calls these).
 
 Not in the official model: the same products, computed by the oneDNN (MKL-DNN) library that
 ships inside the torch CPU wheel (`torch.ops.mkldnn._linear_pointwise`, the op torch's inductor
@@ -26,23 +27,16 @@ agree to rounding (tests/test_dnn.py).
 
 from __future__ import annotations
 
-import os
 import warnings
 
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
-_ON = ("1", "on", "true")
-_OFF = ("0", "off", "false")
+from .. import options
 
 
 def enabled() -> bool:
-    """oneDNN products on (default) unless `QWEN3TTS_ONEDNN=0`, or torch lacks oneDNN."""
-    v = os.environ.get("QWEN3TTS_ONEDNN", "1").strip().lower()
-    if v not in _ON + _OFF:
-        raise ValueError(f"QWEN3TTS_ONEDNN must be 0 or 1, not {v!r}")
-    return v in _ON and _have_ops()
+    """oneDNN products on (default) unless `QWEN3TTS_ONEDNN=0` (options), or torch lacks oneDNN."""
+    return options.current().onednn and _have_ops()
 
 
 def _have_ops() -> bool:
@@ -106,34 +100,3 @@ def _switch_off(e: Exception) -> None:
     """oneDNN's ops exist but fail here: off for the process, one warning."""
     _have_ops.ok = False
     warnings.warn(f"oneDNN products unavailable ({e}); using torch's kernels (slower)", RuntimeWarning, stacklevel=3)
-
-
-class AdoptableLinear(nn.Linear):
-    """An `nn.Linear` subclass that plain `nn.Linear` modules can be turned into in place."""
-
-    @classmethod
-    def adopt(cls, lin: nn.Module) -> nn.Module:
-        """Turn a plain `nn.Linear` into this class in place (same parameters); returns it."""
-        if type(lin) is nn.Linear:
-            lin.__class__ = cls
-        return lin
-
-
-class OneDNNLinear(AdoptableLinear):
-    """An `nn.Linear` whose float32 CPU products run in oneDNN's matmul on the weight as it is
-    (no packed copy: the talker's 2.4 GB of float32 weights are not duplicated). At 1-4 rows this
-    streams the weight at 21-29 GB/s where MKL's GEMM streams 9-23 (the EPYC of
-    docs/benchmarks.md); a packed copy would reach ~36. Used by the talker and code predictor
-    (`Talker.fuse`). Same parameters and state_dict as nn.Linear; other dtypes and devices, or
-    oneDNN off, go to F.linear."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        K = self.in_features
-        if K and x.shape[-1] == K and self.weight.is_contiguous() and applies(x, self.weight):
-            try:
-                y = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, K).contiguous(), self.weight, self.bias, "none", [], "")
-            except (RuntimeError, NotImplementedError) as e:
-                _switch_off(e)
-            else:
-                return y.view(*x.shape[:-1], self.out_features)
-        return F.linear(x, self.weight, self.bias)

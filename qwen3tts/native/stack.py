@@ -16,7 +16,7 @@ import threading
 import torch
 import torch.nn as nn
 
-from ..quant import quantize_channels
+from ..int8 import quantize_channels
 from . import KALIGN_DEFAULT, Layer, Lin, Stack, load
 from .q4 import NativeW4A8Linear
 

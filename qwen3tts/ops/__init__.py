@@ -1,0 +1,110 @@
+"""The compute seam: every linear product, convolution, attention, RMSNorm, RoPE and SnakeBeta
+of the model and the codec goes through these functions. Not in the official model (there each
+module calls torch): the same semantics (ops/reference.py, the test oracle), computed by the
+backend the module's plan names.
+
+A plan (ops/plan.py) is chosen once, when a model is loaded (`prepare(root)`: from the runtime
+options, the model's device and dtype, and what is available), logged in one line, and bound to
+every module under `root`; a module built on its own uses `plan.default()`. Each function
+takes the calling module first (`owner`): its plan, and where a backend caches a re-laid
+weight (oneDNN's packed copy, Winograd's transformed weight).
+
+Ops: `linear` (weights as they are: talker, code predictor, codec encoder), `gemm` (2-D
+products whose weights may be packed once: the codec decoder's linears and convolutions),
+`conv1d` (valid convolution; Winograd F(4, 7) / one GEMM / torch), `conv1d_history` (a
+streaming step reading its history in place; optional), `snake`, `rms_norm`, `rope`,
+`attention`; and two module ops of the quantized talker whose backend the plan names and
+quant.py builds: `w8a8_linear`, `decoder_stack_step` (plan.MODULE_OPS). See
+docs/architecture.md "Compute seam".
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from .plan import BACKENDS, OPS, Plan, default, make
+from .reference import rope_tables
+
+__all__ = ["BACKENDS", "OPS", "Plan", "Linear", "make", "default", "prepare", "bind", "plan_of", "rope_tables",
+           "run", "linear", "gemm", "conv1d", "conv1d_history", "snake", "rms_norm", "rope", "attention"]
+
+
+def plan_of(owner) -> Plan:
+    """The plan bound to `owner` at load, else the default plan."""
+    return owner.__dict__.get("ops_plan") or default()
+
+
+def run(plan: Plan, op: str, *args):
+    """`plan.run(op, *args)`."""
+    return plan.run(op, *args)
+
+
+def bind(root: nn.Module, plan: Plan, packed: bool = False) -> None:
+    """Bind `plan` to every module under `root`; `packed`: its `Linear`s compute as `gemm`
+    (a packed weight copy allowed: the codec decoder) instead of `linear`."""
+    for m in root.modules():
+        m.__dict__["ops_plan"] = plan
+        if isinstance(m, Linear):
+            m.__dict__["ops_packed"] = packed
+
+
+def prepare(root: nn.Module, packed: bool = False, opts=None) -> Plan:
+    """Choose the plan for `root` (its parameters' device and dtype, the current options unless
+    `opts`) and bind it; the choice is logged once per distinct plan."""
+    p = next((t for t in root.parameters() if t.is_floating_point()), None)
+    device, dtype = (p.device, p.dtype) if p is not None else (torch.device("cpu"), torch.float32)
+    plan = make(opts, device, dtype)
+    bind(root, plan, packed)
+    return plan
+
+
+class Linear(nn.Linear):
+    """`nn.Linear` (same parameters and state_dict) whose product goes through the seam: `linear`,
+    or `gemm` where bound as packed."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d = self.__dict__
+        plan = d.get("ops_plan") or default()
+        if not d.get("ops_packed"):
+            return plan.run("linear", self, x, self.weight, self.bias)
+        K = self.in_features
+        y = plan.run("gemm", self, x.reshape(-1, K), self.weight, self.bias)  # (M, N)
+        return y.view(*x.shape[:-1], self.out_features)
+
+
+def linear(owner, x, w, bias=None):
+    return plan_of(owner).run("linear", owner, x, w, bias)
+
+
+def gemm(owner, x, w, bias=None):
+    """x (M, K) @ w (N, K)^T (+ bias): (M, N); `w` may be packed once and cached on `owner`."""
+    return plan_of(owner).run("gemm", owner, x, w, bias)
+
+
+def conv1d(owner, x, w, bias, stride=1, dilation=1, groups=1, cl=False):
+    """Valid convolution of x (B, Cin, L) with w (Cout, Cin / groups, k); `cl`: a channels-last
+    layer (weight (Cout, k, Cin) in memory, output a (B, Cout, T) view of (B, T, Cout))."""
+    return plan_of(owner).run("conv1d", owner, x, w, bias, stride, dilation, groups, cl)
+
+
+def conv1d_history(owner, x, history, w, bias, dilation=1, groups=1):
+    """Valid stride-1 convolution of [history (B, P, Cin), contiguous; x (B, Cin, N)] reading
+    the history in place, or None where no backend serves it (the caller concatenates)."""
+    return plan_of(owner).run("conv1d_history", owner, x, history, w, bias, dilation, groups)
+
+
+def snake(owner, x, alpha, inv_beta):
+    return plan_of(owner).run("snake", x, alpha, inv_beta)
+
+
+def rms_norm(owner, x, weight, eps: float):
+    return plan_of(owner).run("rms_norm", x, weight, eps)
+
+
+def rope(owner, x, cos, sin):
+    return plan_of(owner).run("rope", x, cos, sin)
+
+
+def attention(owner, q, k, v, attn_mask=None, is_causal=False, enable_gqa=False):
+    return plan_of(owner).run("attention", q, k, v, attn_mask, is_causal, enable_gqa)
