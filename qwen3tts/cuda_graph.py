@@ -1,7 +1,8 @@
 """CUDA-graph decoding, one session at a time: `StaticDecoder` (the batched fixed-shape frame
 step of `static_batch.StaticBatch` for a batch of one, kept as a small single-session API for
 benchmarks and tests) and `CodecGraph` (the streaming codec step for chunks of n frames, captured
-once and replayed), plus `capture`, the warm-up-then-capture helper.
+once and replayed), with `CodecBatch` (the codec step of many streams in fixed shapes); they
+capture with `static_batch.capture`, the warm-up-then-capture helper of every graph.
 
 There is no counterpart in the official package (its loop is eager Python, one kernel launch per
 op, ~2,000 launches per frame). The approach follows gpt-fast / faster-qwen3-tts: every tensor a
@@ -23,7 +24,7 @@ import torch
 
 from .generator import FrameGenerator, GenerationSettings
 from .prompt import TalkerPrompt
-from .static_batch import StaticBatch
+from .static_batch import StaticBatch, bucket, capture, capture_failed  # noqa: F401 (capture: public here too)
 
 
 class StaticDecoder:
@@ -169,8 +170,6 @@ class CodecBatch:
             return self._push(decoders, frames)
 
     def _push(self, decoders: list, frames: list) -> list[torch.Tensor]:
-        from .static_batch import bucket
-
         n = len(decoders)
         if n == 0:
             return []
@@ -192,8 +191,6 @@ class CodecBatch:
                                      self._pool_handle())
             except Exception as e:  # noqa: BLE001 - any capture failure: eager from now on
                 self.graphs = False
-                from .static_batch import capture_failed
-
                 self.warned = True
                 capture_failed("codec step", e)
         if self.graphs and slab.graph is not None:
@@ -222,22 +219,3 @@ def _restore_rows(state, snap) -> None:
         for t, src in zip(ts, bufs[k]):
             t.copy_(src)
     state.pos.copy_(pos)
-
-
-def capture(fn, snapshot, restore, pool=None) -> "torch.cuda.CUDAGraph":
-    """Capture `fn` (a step on static buffers) as a CUDA graph: warm up on a side stream
-    (allocator, cuBLAS / Triton autotuning), then capture. Warm-up and capture really run the
-    step, so the live state is snapshotted first and restored after each run."""
-    snap = snapshot()
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for _ in range(2):
-            fn()
-            restore(snap)
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g, pool=pool):
-        fn()
-    restore(snap)
-    return g

@@ -19,7 +19,8 @@ one), attention runs per session over its own cache, and each session samples wi
 settings and generator — a session's frames do not depend on who it is batched with (tested).
 Sessions join (after `start`) and leave (EOS, limit, cancel) at frame boundaries. The single
 session API (`next_frame`) is the batch of one. The one host sync per step is the EOS check,
-where the codes are handed out anyway.
+where the codes are handed out anyway. The step's tensor functions and the stop rules are
+`framestep`'s, the same ones the fixed-shape batched step (`static_batch`) runs and captures.
 """
 
 from __future__ import annotations
@@ -30,10 +31,13 @@ import threading
 
 import torch
 
+from .framestep import code_predictor_frame, frame_input, pick_c0, stop_rule
 from .model.layers import KVCache
 from .model.talker import Talker
 from .prompt import TalkerPrompt
-from .sampling import SamplingParams, pick_rows, process_talker_logits, suppress_mask
+from .sampling import SamplingParams, pick_rows, suppress_mask
+
+__all__ = ["FrameGenerator", "GenState", "GenerationSettings", "code_predictor_frame", "seeded_generator"]
 
 
 @dataclass(frozen=True)
@@ -142,18 +146,17 @@ class FrameGenerator:
 
     def _pick_c0(self, states: list[GenState], h: torch.Tensor) -> None:
         """h (B, 1, H): talker hiddens of `states` -> each state's next codebook-0 id."""
-        logits = self.talker.codec_head(h[:, 0]).float()  # (B, V)
-        if states[0].trace is not None:
-            for b, st in enumerate(states):
-                st.trace["talker_logits"].append(logits[b].clone())
-                st.trace["talker_hidden"].append(h[b, 0].clone())
         seen = _rows([st.seen for st in states])  # (B, V)
         n_gen = torch.tensor([st.n_generated for st in states], device=self.device)  # (B,)
         pens = {st.settings.repetition_penalty for st in states}
         pen = pens.pop() if len(pens) == 1 else torch.tensor([[st.settings.repetition_penalty] for st in states], device=self.device)
         min_new = torch.tensor([st.settings.min_new_tokens for st in states], device=self.device)
-        x = process_talker_logits(logits, seen, n_gen, self.suppress, self.eos_id, pen, min_new)
-        c0 = pick_rows(x, [st.settings.talker for st in states], [st.generator for st in states])  # (B,)
+        logits, c0 = pick_c0(self.talker, h, seen, n_gen, self.suppress, self.eos_id, pen, min_new,
+                             lambda x: pick_rows(x, [st.settings.talker for st in states], [st.generator for st in states]))  # (B,)
+        if states[0].trace is not None:
+            for b, st in enumerate(states):
+                st.trace["talker_logits"].append(logits[b].clone())
+                st.trace["talker_hidden"].append(h[b, 0].clone())
         for b, st in enumerate(states):
             st.seen.scatter_(1, c0[b : b + 1, None], True)
             st.hidden, st.c0 = h[b : b + 1], c0[b : b + 1]
@@ -184,24 +187,13 @@ class FrameGenerator:
         p, t = st.prompt, st.frames - 1  # t: index of this frame
         return p.trailing[t] if t < p.trailing.shape[0] else p.tts_pad
 
-    def check_stop(self, st: GenState, c0: int) -> bool:
-        """The stop rules, applied when c0 is known and before its sub-codes are predicted:
-        EOS, `max_new_tokens` codebook-0 ids picked (that last c0 gets no sub-codes), or the
-        frame ceiling. Marks st done (and why) and returns True when it stops."""
-        if c0 == self.eos_id:
-            st.done = st.stopped_by_eos = True
-        elif st.n_generated >= st.settings.max_new_tokens:
-            st.done = True
-        elif st.settings.frame_ceiling is not None and st.frames >= st.settings.frame_ceiling:
-            st.done = st.hit_ceiling = True
-        else:
-            return False
-        return True
+    # the stop rules (`framestep.stop_rule`), the same function object on every path
+    check_stop = staticmethod(stop_rule)
 
     def step_frame(self, states: list[GenState], frames: torch.Tensor) -> None:
         """Feed each state its frame just produced (frames (B, G)) and pick the next c0s."""
         texts = [self.text_input(st) for st in states]
-        x = self.talker.frame_embed(frames) + torch.stack(texts).to(self.device, self.dtype)  # (B, H)
+        x = frame_input(self.talker, frames, torch.stack(texts).to(self.device, self.dtype))  # (B, H)
         for b, st in enumerate(states):
             if st.trace is not None:
                 st.trace["step_inputs"].append(x[b].clone())
@@ -235,7 +227,7 @@ class FrameGenerator:
         c0s = _rows([st.c0 for st in live]).tolist()  # the one host sync per step
         ready = []
         for st, c0 in zip(live, c0s):
-            if not self.check_stop(st, c0):
+            if not self.check_stop(st, c0, self.eos_id):
                 ready.append(st)
         if ready:
             frames = self.predict_codes(ready)  # (B, G)
@@ -260,26 +252,6 @@ def seeded_generator(device, seed: int | None) -> torch.Generator:
     g = torch.Generator(device=device)
     g.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, (1,)).item()))
     return g
-
-
-def code_predictor_frame(talker: Talker, hidden: torch.Tensor, c0: torch.Tensor, cache: KVCache, slots: torch.Tensor, pick) -> torch.Tensor:
-    """The 15 code-predictor steps of one frame (talker.md §4): hidden (B, 1, H) and c0 (B,) ->
-    the frame (B, G). `slots`: arange(>= G) on the device (positions, sliced: no allocation);
-    `pick(j, logits (B, vocab) f32) -> (B,)` picks codebook j + 1. Shared by `FrameGenerator` and
-    the CUDA-graph `StaticDecoder` (fixed shapes, no host sync)."""
-    cp = talker.code_predictor
-    proj = cp.small_to_mtp_projection
-    G = talker.cfg.num_code_groups
-    x = proj(torch.cat([hidden, talker.codec_embed(c0)[:, None]], dim=1))  # (B, 2, Hc)
-    codes = [c0]
-    for j in range(G - 1):
-        pos = slots[:2] if j == 0 else slots[j + 1 : j + 2]
-        o = cp.model(x, cache, pos, kv_len=j + 2)[:, -1]  # (B, Hc)
-        c = pick(j, cp.lm_head[j](o).float())  # (B,)
-        codes.append(c)
-        if j + 1 < G - 1:
-            x = proj(cp.model.codec_embedding[j](c)[:, None])  # (B, 1, Hc)
-    return torch.stack(codes, dim=1)  # (B, G)
 
 
 def _rows(ts: list[torch.Tensor]) -> torch.Tensor:

@@ -20,14 +20,14 @@ voice is created or loaded (`prime_voice`) and kept with the voice. The decode i
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .audio import load_audio
-from .batch import AudioChunk, Utterance, step  # noqa: F401 (AudioChunk: public here too)
+from .batch import AudioChunk, Utterance, piece_settings, step, step_alone  # noqa: F401 (AudioChunk, step: public here too)
 from .codec.tokenizer import SpeechTokenizer
 from .config import QUANTIZE_MODES, GenerationDefaults, Qwen3TTSConfig
 from .generator import FrameGenerator, GenerationSettings
@@ -282,19 +282,6 @@ class Qwen3TTS:
         ceilings = [FRAME_CEILING_BASE + FRAME_CEILING_PER_TOKEN * len(self.text_tokenizer.encode(p)) for p in pieces]
         return _Plan(prompts, settings, ceilings)
 
-    def _run(self, text, language, voice, non_streaming_mode, split, trace, kw, info: "_RunInfo"):
-        """Frames of all pieces, one after the other (same voice, same settings)."""
-        plan = self._plan(text, language, voice, non_streaming_mode, split, kw)
-        for i, prompt in enumerate(plan.prompts):
-            st = self.generator.start(prompt, plan.piece_settings(i), trace=trace and len(plan.prompts) == 1)
-            yield from self.generator.frames(st)
-            info.pieces += 1
-            info.stopped_by_eos &= st.stopped_by_eos
-            w = plan.piece_warning(i, st)
-            if w:
-                info.warnings.append(w)
-            info.state = st
-
     @torch.inference_mode()
     def generate(self, text: str, language: str | None = "auto", voice: VoicePrompt | str | None = None, non_streaming_mode: bool | None = None,
                  split: bool = True, trace: bool = False, on_frame=None, **kw) -> GenerationResult:
@@ -304,14 +291,13 @@ class Qwen3TTS:
         (and on 1.7B `instruct=`), VoiceDesign checkpoints `instruct=`; their
         `non_streaming_mode` defaults to True as in the official wrapper (Base: False).
         `on_frame(n)`: called after each generated frame with the count so far (progress)."""
-        non_streaming_mode = self._nsm(non_streaming_mode)
-        voice = self.resolve_voice(voice)
-        info = _RunInfo()
-        frames = []
-        for f in self._run(text, language, voice, non_streaming_mode, split, trace, kw, info):
-            frames.append(f)
-            if on_frame is not None:
-                on_frame(len(frames))
+        u = Utterance(self, text, language, voice, non_streaming_mode, split=split, decode=False, trace=trace, **kw)  # validates
+        while not u.done:  # the frames of all pieces, one after the other (same voice, same settings)
+            n = len(u.buf)
+            step_alone(self, u)
+            if on_frame is not None and len(u.buf) > n:
+                on_frame(len(u.buf))
+        voice, frames = u.voice, u.buf
         G = self.config.talker.num_code_groups
         codes = torch.stack(frames) if frames else torch.zeros(0, G, dtype=torch.long)
         if voice is not None and voice.icl:
@@ -323,12 +309,12 @@ class Qwen3TTS:
         else:
             audio = self.speech_tokenizer.decode(codes) if codes.shape[0] else torch.zeros(0)
         tr = None
-        if trace and info.pieces == 1:
-            st = info.state
+        if u.traced is not None:
+            st = u.traced
             tr = {k: torch.stack(v) if v else None for k, v in st.trace.items()}
             tr["prefill_embeds"] = st.prompt.prefill
             tr["trailing_text_hidden"] = st.prompt.trailing
-        return GenerationResult(codes, audio, self.sample_rate, info.stopped_by_eos, info.warnings, tr)
+        return GenerationResult(codes, audio, self.sample_rate, u.stopped_by_eos, u.warnings, tr)
 
     def _prime(self, dec, voice: VoicePrompt) -> None:
         """Start `dec` (a fresh StreamingDecoder) from a copy of the voice's primed codec state."""
@@ -365,9 +351,7 @@ class Qwen3TTS:
         running across the pieces of a long text. Equals `generate(...).audio`."""
         u = Utterance(self, text, language, voice, non_streaming_mode, frames_per_chunk, split, **kw)  # validates everything
         while not u.done:
-            chunk = step(self, [u])[0]
-            if u.error is not None:
-                raise u.error
+            chunk = step_alone(self, u)
             if chunk is not None:
                 yield chunk
         self.last_warnings = u.warnings
@@ -404,21 +388,4 @@ class _Plan:
     ceilings: list[int]
 
     def piece_settings(self, i: int) -> GenerationSettings:
-        s = self.settings
-        return replace(s, frame_ceiling=self.ceilings[i], seed=None if s.seed is None else s.seed + i)
-
-    def piece_warning(self, i: int, st) -> str | None:
-        if st.hit_ceiling:
-            return (f"piece {i + 1}: no end of speech after {self.ceilings[i]} frames "
-                    f"({FRAME_CEILING_PER_TOKEN} per text token + {FRAME_CEILING_BASE}); cut there")
-        if not st.stopped_by_eos:
-            return f"piece {i + 1}: no end of speech within max_new_tokens={self.settings.max_new_tokens}; cut there"
-        return None
-
-
-@dataclass
-class _RunInfo:
-    pieces: int = 0
-    stopped_by_eos: bool = True
-    warnings: list = field(default_factory=list)
-    state: object = None
+        return piece_settings(self.settings, i, self.ceilings[i])

@@ -9,17 +9,18 @@ the rows of a batch-size bucket (1, 2, 4, 8, 16, 32) is one function of those bu
       -> c0 picked (repetition penalty, EOS / control-id rules, per-row sampling)
     the 15 code-predictor steps with their picks for every live row -> frame_out rows
 
-built from the eager path's own pieces (`Talker.frame_embed`, the decoder layers, `codec_head`,
-`process_talker_logits`, `code_predictor_frame`; the per-row pick is `sampling.pick_static`),
-with prefill (`FrameGenerator.start`), text input (`FrameGenerator.text_input`) and the stop
-rules (`FrameGenerator.check_stop`) shared with it too. On CUDA each bucket's function is
-captured once as a CUDA graph and replayed; elsewhere (or when capture fails: one warning) it
-runs eagerly. The hot step has no host syncs and allocates nothing data-dependent: positions
-are device tensors, attention reads every slot under a `slot <= position` mask, the sampling
-noise is drawn from each session's own generator into static buffers before the replay (in the
-eager draw order, so a seeded session gives the same codes either way). The one host sync is
-the copy of the frame rows (c0 included) when they are handed out; the code predictor runs for
-every live row speculatively and a row that stopped (EOS) discards its frame.
+built from the eager path's own functions (`framestep`: `frame_input`, `pick_c0`,
+`code_predictor_frame`; the decoder layers' `forward_static`; the per-row pick is
+`sampling.pick_static`), with prefill (`FrameGenerator.start`), text input
+(`FrameGenerator.text_input`) and the stop rules (`framestep.stop_rule`) shared with it too.
+On CUDA each bucket's function is captured once as a CUDA graph and replayed; elsewhere (or
+when capture fails: one warning) it runs eagerly. The hot step has no host syncs and allocates
+nothing data-dependent: positions are device tensors, attention reads every slot under a
+`slot <= position` mask, the sampling noise is drawn from each session's own generator into
+static buffers before the replay (in the eager draw order, so a seeded session gives the same
+codes either way). The one host sync is the copy of the frame rows (c0 included) when they are
+handed out; the code predictor runs for every live row speculatively and a row that stopped
+(EOS) discards its frame.
 
 Sessions join (their prefill cache is copied into a free row) and leave (their row is refilled
 by the last occupied row) at frame boundaries; rows not in a call (a skipped slow consumer) are
@@ -38,8 +39,9 @@ import torch
 
 from . import options
 from .config import cuda_graphs_option
-from .generator import FrameGenerator, GenState, code_predictor_frame
-from .sampling import RowSampling, pick_static, process_talker_logits
+from .framestep import code_predictor_frame, frame_input, pick_c0
+from .generator import FrameGenerator, GenState
+from .sampling import RowSampling, pick_static
 
 BUCKETS = (1, 2, 4, 8, 16, 32)
 MAX_GRAPHS = 24  # captured (bucket, top-k width, top-p) variants kept at once
@@ -137,13 +139,13 @@ class StaticBatch:
         t, B = self.talker, self.buf
         feed, live = B["masks"][0, :b], B["masks"][1, :b]
         pos, c0_old, hid_old, seen = B["pos"][:b], B["c0"][:b], B["hidden"][:b], B["seen"][:b]
-        x = t.frame_embed(B["frame_out"][:b]) + B["text_in"][:b]  # (b, H)
+        x = frame_input(t, B["frame_out"][:b], B["text_in"][:b])  # (b, H)
         mask = (self.slots[None, : self.capacity] <= pos[:, None])[:, None, None]  # (b, 1, 1, S)
         cache = _Cache([k[:b] for k in self.cache.k], [v[:b] for v in self.cache.v], self.capacity)
         h = t.model.forward_static(x[:, None], cache, pos, mask)  # (b, 1, H)
-        logits = t.codec_head(h[:, 0]).float()  # (b, V)
-        lx = process_talker_logits(logits, seen, B["n_gen"][:b], self.gen.suppress, self.eos_id, B["penalty"][:b], B["min_new"][:b])
-        c0 = pick_static(lx, self.samp[0].rows(b), B["noise_c0"][:b], k_max[0], top_p[0])  # (b,)
+        top = self.samp[0].rows(b)
+        _, c0 = pick_c0(t, h, seen, B["n_gen"][:b], self.gen.suppress, self.eos_id, B["penalty"][:b], B["min_new"][:b],
+                        lambda lx: pick_static(lx, top, B["noise_c0"][:b], k_max[0], top_p[0]))  # (b,)
         c0 = torch.where(feed, c0, c0_old)
         seen.scatter_(1, c0[:, None], seen.gather(1, c0[:, None]) | feed[:, None])
         hid_old.copy_(torch.where(feed[:, None, None], h, hid_old))
@@ -181,24 +183,16 @@ class StaticBatch:
         g.replay()
 
     def _capture(self, fn):
-        """Warm up (allocator, cuBLAS, Triton autotuning) on a side stream, then capture. The
-        masks are all off meanwhile, so these runs change no row's state (they only write keys
-        at each row's next position, which its next real step overwrites before reading)."""
+        """`capture` with every row masked meanwhile, so the warm-up and capture runs change no
+        row's state (they only write keys at each row's next position, which its next real step
+        overwrites before reading)."""
         masks = self.buf["masks"]
         saved = masks.clone()
         masks.zero_()
         try:
-            s = torch.cuda.Stream()
-            s.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(s):
-                for _ in range(2):
-                    fn()
-            torch.cuda.current_stream().wait_stream(s)
             if self._pool is None:
                 self._pool = torch.cuda.graph_pool_handle()
-            g = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(g, pool=self._pool):
-                fn()
+            g = capture(fn, lambda: None, lambda snap: None, self._pool)
             # the graph reads the cached RoPE tables by address: keep them alive
             for t in (self.talker.model._rope, self.talker.code_predictor.model._rope):
                 self._keep[id(t)] = t
@@ -324,10 +318,29 @@ class StaticBatch:
                 st.pos += 1
                 st.n_generated += 1
                 self.host_pos[r] += 1
-            if self.gen.check_stop(st, int(host[r, 0])):
+            if self.gen.check_stop(st, int(host[r, 0]), self.eos_id):
                 res.append(None)
             else:
                 st.frames += 1
                 st.pending = _PENDING
                 res.append(host[r].clone())
         return res
+
+
+def capture(fn, snapshot, restore, pool=None) -> "torch.cuda.CUDAGraph":
+    """Capture `fn` (a step on static buffers) as a CUDA graph: warm up on a side stream
+    (allocator, cuBLAS / Triton autotuning), then capture. Warm-up and capture really run the
+    step, so the live state is snapshotted first and restored after each run."""
+    snap = snapshot()
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for _ in range(2):
+            fn()
+            restore(snap)
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g, pool=pool):
+        fn()
+    restore(snap)
+    return g

@@ -34,7 +34,7 @@ from dataclasses import replace
 
 import torch
 
-from .batch import Utterance, step
+from .batch import Utterance, piece_settings, step_alone
 from .prompt import build_prompt
 from .textstream import IncrementalTokenizer, TextStream
 from .voice import VoicePrompt
@@ -75,17 +75,7 @@ class TextUtterance(Utterance):
         self.ceiling = tts.frame_ceiling()
         self.lookahead = lookahead
         self.stream = text
-        self.tts = tts
-        self.frames_per_chunk = frames_per_chunk
-        self.decoder = tts.speech_tokenizer.streaming_decoder()
-        if icl:
-            tts._prime(self.decoder, voice)
-        self.piece, self.state, self.buf, self.frames = 0, None, [], 0
-        self.audio: list[torch.Tensor] = []  # samples decoded frame by frame (`tts.codec_batch`)
-        self.error: Exception | None = None  # set (and `done`) when this utterance failed in a step
-        self.warnings: list[str] = []
-        self.stopped_by_eos = True
-        self.done = False
+        self._begin(tts, voice, frames_per_chunk)
         self.tok: IncrementalTokenizer | None = None  # the current piece's tokens
         self.fed = 0  # of them, in the prefill or `trailing`
         self.final = False  # the current piece's trailing is complete (ends with tts_eos)
@@ -122,9 +112,7 @@ class TextUtterance(Utterance):
                          ref_codes=self.ref_codes, non_streaming=self.nsm, instruct_ids=self.instruct_ids)
         if not final:
             p.trailing = p.trailing[:-1]  # drop tts_eos: more text follows
-        s = self.settings
-        settings = replace(s, frame_ceiling=self._ceiling(len(ids)), seed=None if s.seed is None else s.seed + self.piece)
-        self.state = tts.generator.start(p, settings)
+        self.state = tts.generator.start(p, piece_settings(self.settings, self.piece, self._ceiling(len(ids))))
         self.fed, self.final = len(ids), final
 
     def _ceiling(self, n_tokens: int) -> int:
@@ -178,14 +166,8 @@ class TextUtterance(Utterance):
         return {"stalls": self.stalls, "stall_s": self.stall_s + extra}
 
     def _piece_ended(self) -> None:
-        st = self.state
-        self.stopped_by_eos &= st.stopped_by_eos
-        if st.hit_ceiling:
-            self.warnings.append(f"piece {self.piece + 1}: no end of speech after {st.settings.frame_ceiling} frames; cut there")
-        elif not st.stopped_by_eos:
-            self.warnings.append(f"piece {self.piece + 1}: no end of speech within max_new_tokens={self.settings.max_new_tokens}; cut there")
-        self.piece += 1
-        self.state, self.tok, self.fed, self.final = None, None, 0, False
+        super()._piece_ended()
+        self.tok, self.fed, self.final = None, 0, False
 
 
 # ---------------------------------------------------------------------- drivers
@@ -199,14 +181,6 @@ def stream_text(tts, chunks, language="auto", voice=None, non_streaming_mode=Non
     if isinstance(chunks, str):
         raise TypeError("chunks must be an iterable of text pieces (a str is not: use stream() or [text])")
     return _run_sync(tts, u, ts, None if chunks is ts else iter(chunks))
-
-
-def _step1(tts, u):
-    with torch.inference_mode():
-        chunk = step(tts, [u])[0]
-    if u.error is not None:  # `step` keeps a failure to its row; alone, the caller gets it raised (as `stream`)
-        raise u.error
-    return chunk
 
 
 def _run_sync(tts, u: TextUtterance, ts: TextStream, it):
@@ -226,7 +200,7 @@ def _run_sync(tts, u: TextUtterance, ts: TextStream, it):
     try:
         while not u.done:
             v = ts.version
-            chunk = _step1(tts, u)
+            chunk = step_alone(tts, u)
             if errors:
                 raise errors[0]
             if chunk is not None:
@@ -257,7 +231,7 @@ async def _run_async(tts, u: TextUtterance, ts: TextStream, chunks):
     try:
         while not u.done:
             v = ts.version
-            chunk = await loop.run_in_executor(None, _step1, tts, u)
+            chunk = await loop.run_in_executor(None, step_alone, tts, u)
             if errors:
                 raise errors[0]
             if chunk is not None:
