@@ -10,11 +10,16 @@ map: the file's pages are never part of the process), converted to the model dty
 pieces, and written straight into the module's tensor. A module built on the meta device (no
 storage) gets its tensors made here, in their final dtype, so loading holds at most the model
 plus one piece of one tensor.
+
+A lookup table only a few rows of which are read per step (the talker's text embedding, 151936
+rows) can stay in the file (`FileEmbedding`): each lookup reads its rows, so the table costs no
+resident memory (the kernel's page cache keeps the hot rows, and gives them back under pressure).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -113,6 +118,66 @@ class TensorFile(Mapping):
         return out
 
 
+class FileEmbedding(torch.nn.Module):
+    """`nn.Embedding` (no padding row, no norm) whose table stays in a safetensors file: a
+    lookup reads the rows it needs (`os.pread`, one per distinct id) and converts them to
+    `dtype`, which gives exactly the rows of the table loaded in `dtype`. The file is held open,
+    so replacing it on disk (a rename) does not change the model. `weight` reads the whole table
+    (for inspection; nothing is kept); the module has no parameters, so it is absent from
+    `state_dict()`."""
+
+    def __init__(self, tensors: "TensorFile", name: str, dtype: torch.dtype):
+        super().__init__()
+        info, src = tensors._info(name), tensors.dtype(name)
+        shape = tensors.shape(name)
+        if len(shape) != 2:
+            raise WeightsError(f"{tensors.path}: {tensors.prefix + name} is not a table (shape {shape})")
+        self.num_embeddings, self.embedding_dim = shape
+        self.src_dtype, self.dtype = src, dtype
+        self.path, self._name, self._tensors = tensors.path, name, tensors
+        self._start = tensors._base + info["data_offsets"][0]
+        self._row = self.embedding_dim * src.itemsize
+        if info["data_offsets"][1] - info["data_offsets"][0] != self.num_embeddings * self._row:
+            raise WeightsError(f"{tensors.path}: tensor {tensors.prefix + name} has the wrong byte count")
+        self._fd = os.open(self.path, os.O_RDONLY)
+        if os.fstat(self._fd).st_size < self._start + self.num_embeddings * self._row:
+            os.close(self._fd)
+            raise WeightsError(f"{tensors.path} is truncated (tensor {tensors.prefix + name})")
+
+    def __del__(self):
+        fd = self.__dict__.get("_fd")
+        if fd is not None:
+            os.close(fd)
+
+    def __deepcopy__(self, memo):
+        return FileEmbedding(self._tensors, self._name, self.dtype)
+
+    def __getstate__(self):
+        raise TypeError("a FileEmbedding reads its file: pickle the model's path, not the module")
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The whole table in `dtype`, read now (not kept)."""
+        return self._tensors.read(self._name, self.dtype)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        flat = ids.reshape(-1).cpu()
+        if flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= self.num_embeddings):
+            raise IndexError(f"index out of range in self (ids must be in [0, {self.num_embeddings}))")
+        uniq, inv = torch.unique(flat, return_inverse=True)
+        rows = torch.empty(len(uniq), self.embedding_dim, dtype=self.src_dtype)
+        buf = rows.view(torch.uint8).numpy()  # (n, row bytes): the rows' memory
+        for i, r in enumerate(uniq.tolist()):
+            got = os.preadv(self._fd, [buf[i]], self._start + r * self._row)
+            if got != self._row:
+                raise WeightsError(f"{self.path} is truncated (tensor {self._tensors.prefix + self._name})")
+        out = rows.to(self.dtype)[inv]  # (n ids, dim)
+        return out.view(*ids.shape, self.embedding_dim).to(ids.device)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}, in {self.path.name} ({self.src_dtype} -> {self.dtype})"
+
+
 def read_safetensors(path: str | Path, prefix: str = "") -> TensorFile:
     """The tensors of `path` whose name starts with `prefix` (prefix stripped), read on access."""
     return TensorFile(path, prefix)
@@ -156,6 +221,12 @@ def _fetch(tensors: Mapping, k: str, dtype: torch.dtype, device) -> torch.Tensor
 _EXACT_IN_F32 = (torch.bfloat16, torch.float16)
 
 
+def kept_dtype(model_dtype: torch.dtype, src: torch.dtype) -> torch.dtype:
+    """The dtype a lookup table is held in: the checkpoint's where the model is float32 and it
+    widens exactly (`_EXACT_IN_F32`), else the model's."""
+    return src if model_dtype == torch.float32 and src in _EXACT_IN_F32 else model_dtype
+
+
 def load_into(
     module: torch.nn.Module,
     tensors: Mapping,
@@ -187,8 +258,8 @@ def load_into(
                 continue
             want = (dtype or t.dtype) if t.is_floating_point() else t.dtype
             src = _src_dtype(tensors, k)
-            if want == torch.float32 and src in _EXACT_IN_F32 and any(p.fullmatch(k) for p in keep):
-                want = src
+            if any(p.fullmatch(k) for p in keep):
+                want = kept_dtype(want, src)
             if t.is_meta or want != t.dtype:
                 owner, _, name = k.rpartition(".")
                 mod = module.get_submodule(owner)

@@ -185,7 +185,7 @@ class CausalConv1d(nn.Module):
         F(4, 7): float32 on CPU with the library, k = 7, stride 1, >= winograd.MIN_CHANNELS
         channels in and out, >= winograd.MIN_ROWS rows per GEMM, not switched off. U = G w
         (codec/winograd.py), packed for oneDNN where it is on; cached while the weight is
-        unchanged. Else None."""
+        unchanged (U itself only where it computes: packed, it is dropped). Else None."""
         c = self.conv
         rows = winograd.gemm_rows(x.shape[0], out_len, c.dilation[0])
         if (c.kernel_size[0] != 7 or c.stride[0] != 1 or c.groups != 1 or min(c.in_channels, c.out_channels) < winograd.MIN_CHANNELS
@@ -197,11 +197,14 @@ class CausalConv1d(nn.Module):
         key = (_version(c.weight), c.weight.data_ptr())
         w = self.__dict__.get("_winograd")
         if w is None or w[0] != key:
-            self.__dict__["_winograd"] = w = (key, winograd.transform_weight(c.weight.detach()), None)
+            w = (key, None, None)
         if not dnn.enabled() or winograd.fused(c.in_channels, c.out_channels, lib):
+            if w[1] is None:
+                self.__dict__["_winograd"] = w = (key, winograd.transform_weight(c.weight.detach()), w[2])
             return w[1], lib  # U itself: the fused native kernel (few channels) or torch.bmm
-        if w[2] is None:
-            self.__dict__["_winograd"] = w = (key, w[1], winograd.pack_mix(w[1], rows))
+        if w[2] is None:  # the packed mixes replace U: only what computes is kept
+            U = w[1] if w[1] is not None else winograd.transform_weight(c.weight.detach())
+            self.__dict__["_winograd"] = w = (key, None, winograd.pack_mix(U, rows))
         return w[2], lib
 
     def _winograd_step(self, hist: torch.Tensor, x: torch.Tensor) -> torch.Tensor | None:

@@ -20,7 +20,7 @@ from ..audio import load_audio
 from ..config import SpeechTokenizerConfig
 from ..native.dnn import OneDNNLinear
 from ..native.f32 import FewRowsLinear
-from ..weights import load_into, read_safetensors, split_by_prefix
+from ..weights import TensorFile, check_names, load_into, read_safetensors, split_by_prefix
 from .decoder import CodecDecoder
 from .encoder import CodecEncoder
 from .layers import CausalConv1d, CausalConvTranspose1d, StreamState
@@ -30,6 +30,7 @@ _UNUSED = [
     r"encoder\.quantizer\.\w+\.output_proj\.weight",
     r"encoder\.quantizer\.\w+\.layers\.\d+\.codebook\.initialized",
 ]
+_ENCODER_UNUSED = [p.replace(r"encoder\.", "", 1) for p in _UNUSED]
 
 
 def _as_codes(codes, num_quantizers: int) -> torch.Tensor:
@@ -102,7 +103,8 @@ class SpeechTokenizer:
         self.device = torch.device(device)
         self.dtype = dtype
         self.decoder = CodecDecoder(config.decoder).to(self.device, dtype).eval().requires_grad_(False)
-        self.encoder = CodecEncoder(config.encoder).to(self.device, dtype).eval().requires_grad_(False)
+        self._encoder: CodecEncoder | None = None
+        self._encoder_tensors = None  # where a lazily loaded encoder's weights are read from
         self.num_quantizers = config.decoder.num_quantizers
         self.samples_per_frame = config.decode_upsample_rate
         self.sample_rate = config.output_sample_rate
@@ -120,19 +122,54 @@ class SpeechTokenizer:
         return tok
 
     def load_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Load the checkpoint (a dict or a weights.TensorFile). From a file the encoder is only
+        checked here and loaded on first use (`encoder`): it serves only voice creation."""
         enc, dec = split_by_prefix(tensors, ("encoder.", "decoder."), "speech tokenizer checkpoint")
         load_into(self.decoder, dec, what="speech tokenizer decoder")
-        load_into(self.encoder, enc, what="speech tokenizer encoder", ignore=[p.replace(r"encoder\.", "", 1) for p in _UNUSED])
         self.decoder.quantizer.refresh()
-        self.encoder.quantizer.refresh()
         self.decoder.pre_transformer.fuse()
         if self.device.type == "cpu":
             for m in self.decoder.modules():
                 if isinstance(m, (CausalConv1d, CausalConvTranspose1d)):
                     m.use_channels_last()
                 FewRowsLinear.adopt(m)  # float32 products in oneDNN (packed) or the native library
-            for m in self.encoder.modules():
+        self._encoder, self._encoder_tensors = None, enc
+        if isinstance(enc, TensorFile):
+            with torch.device("meta"):  # the names and shapes only: no storage
+                check_names(CodecEncoder(self.config.encoder), enc, ignore=_ENCODER_UNUSED, what="speech tokenizer encoder")
+        else:  # tensors in memory: load now (keeping them for later would hold them anyway)
+            self._load_encoder()
+
+    @property
+    def encoder(self) -> CodecEncoder:
+        """The codec encoder (waveform -> codes), loaded on first use."""
+        if self._encoder is None:
+            self._load_encoder()
+        return self._encoder
+
+    @encoder.setter
+    def encoder(self, module: CodecEncoder) -> None:
+        self._encoder, self._encoder_tensors = module, None
+
+    def encoder_loaded(self) -> bool:
+        return self._encoder is not None
+
+    def _load_encoder(self) -> None:
+        with torch.device("meta"):  # storage is made by load_into, in the model dtype
+            enc = CodecEncoder(self.config.encoder).to(dtype=self.dtype).eval().requires_grad_(False)
+        if self._encoder_tensors is None:  # no checkpoint (a tokenizer built without weights): initialised weights
+            enc = CodecEncoder(self.config.encoder).to(self.device, self.dtype).eval().requires_grad_(False)
+        else:
+            load_into(enc, self._encoder_tensors, what="speech tokenizer encoder", ignore=_ENCODER_UNUSED, device=self.device)
+            for m in enc.modules():  # the buffers not in the checkpoint (made by `refresh` below)
+                for k, b in m._buffers.items():
+                    if b is not None and b.is_meta:
+                        m._buffers[k] = torch.empty_like(b, device=self.device)
+        enc.quantizer.refresh()
+        if self.device.type == "cpu":
+            for m in enc.modules():
                 OneDNNLinear.adopt(m)  # the encoder transformer's linears in oneDNN (voice prompts)
+        self._encoder, self._encoder_tensors = enc, None
 
     # ---- helpers
     def _check_range(self, c: torch.Tensor) -> None:
