@@ -71,7 +71,7 @@ def held(tts) -> dict:
     tok = tts.speech_tokenizer
     comps = [("talker.text_embedding", getattr(tts.talker.model, "text_embedding", None)), ("talker", tts.talker),
              ("speaker_encoder", tts.speaker_encoder), ("codec.decoder", tok and tok.decoder),
-             ("codec.encoder", tok and tok.__dict__.get("encoder"))]
+             ("codec.encoder", tok and tok.__dict__.get("_encoder"))]
     seen, out = set(), {}
     for name, mod in comps:
         if mod is None:

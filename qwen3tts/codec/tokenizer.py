@@ -18,6 +18,7 @@ import torch
 
 from ..audio import load_audio
 from ..config import SpeechTokenizerConfig
+from ..native import dnn
 from ..native.dnn import OneDNNLinear
 from ..native.f32 import FewRowsLinear
 from ..weights import TensorFile, check_names, load_into, read_safetensors, split_by_prefix
@@ -97,6 +98,23 @@ def push_many(decoders: list[StreamingDecoder], codes: list) -> list[torch.Tenso
     return out
 
 
+def _pack_only(decoder: CodecDecoder) -> int:
+    """Keep the weights the decoder computes with only in oneDNN's packed layout (native/dnn.py
+    `pack_only`) where every float32 CPU product of the module reads that copy: the linears, the
+    transposed convolutions and the 1x1 convolutions (each passes these views of its weight).
+    Returns the bytes freed."""
+    n = 0
+    for m in decoder.modules():
+        if isinstance(m, FewRowsLinear):
+            n += dnn.pack_only(m, m)
+        elif isinstance(m, CausalConvTranspose1d) and m.cl:
+            k, cout = m.conv.kernel_size[0], m.conv.out_channels
+            n += dnn.pack_only(m, m.conv, lambda w, k=k, cout=cout: w.permute(2, 1, 0).reshape(k * cout, -1))  # (k*Cout, Cin)
+        elif isinstance(m, CausalConv1d) and m.cl and m.conv.kernel_size[0] == 1 and m.conv.stride[0] == 1 and m.conv.groups == 1:
+            n += dnn.pack_only(m, m.conv, lambda w: w.permute(0, 2, 1).reshape(w.shape[0], w.shape[1]))  # (Cout, Cin)
+    return n
+
+
 class SpeechTokenizer:
     def __init__(self, config: SpeechTokenizerConfig, device="cpu", dtype=torch.float32):
         self.config = config
@@ -133,6 +151,8 @@ class SpeechTokenizer:
                 if isinstance(m, (CausalConv1d, CausalConvTranspose1d)):
                     m.use_channels_last()
                 FewRowsLinear.adopt(m)  # float32 products in oneDNN (packed) or the native library
+            if self.dtype == torch.float32 and dnn.enabled():
+                _pack_only(self.decoder)
         self._encoder, self._encoder_tensors = None, enc
         if isinstance(enc, TensorFile):
             with torch.device("meta"):  # the names and shapes only: no storage
