@@ -11,7 +11,8 @@ is what `scripts/bench.py` reports as `peak_rss_mb` for the same work.
 `--breakdown` adds, after each stage, the bytes the model's components hold (`held`): per
 component its parameters and buffers, and the tensors its modules keep beside them (packed
 copies, transformed weights, caches: whatever a module's attributes reach), each storage counted
-once; `other` is the rest of the resident set (the interpreter, libraries, the C heap).
+once; `other` is the rest of the resident set (the interpreter, libraries, the C heap), and
+`other_after_trim` the same after the C heap's free pages are given back (`malloc_trim`).
 """
 
 from __future__ import annotations
@@ -115,6 +116,10 @@ def main():
         if a.breakdown:
             parts[stage] = h = held(tts)
             h["other"] = stages[stage]["VmRSS"] - sum(h.values())
+            from qwen3tts.weights import release_freed_memory
+
+            release_freed_memory()
+            h["other_after_trim"] = rss()["VmRSS"] - (stages[stage]["VmRSS"] - h["other"])
 
     mark("loaded")
     g = torch.Generator().manual_seed(0)
