@@ -301,15 +301,41 @@ def check_names(module: torch.nn.Module, tensors: Mapping, *, ignore: Iterable[s
         raise WeightsError(f"{what} does not match the model: " + " | ".join(problems))
 
 
-def release_freed_memory() -> None:
-    """Give the C heap's free pages back to the system (glibc `malloc_trim`): loading frees
-    many mid-sized temporaries (per-piece conversions, unfused q/k/v, float weights replaced by
-    quantized ones) that would otherwise stay in the process's resident set. A no-op elsewhere."""
+# Heap blocks at least this large are mapped on their own and unmapped when freed (glibc
+# `M_MMAP_THRESHOLD`). glibc's default raises the threshold to the largest block freed so far (up
+# to 32 MB), after which the codec's and the encoder's mid-sized activations stay in the heap when
+# freed and the next stage's large tensors are mapped beside them; a fixed threshold returns them.
+HEAP_MMAP_BYTES = 4 << 20
+
+
+def _libc():
     import ctypes
     import ctypes.util
 
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.malloc_trim(0)
-    except (OSError, AttributeError):
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
+def limit_heap_retention(threshold: int = HEAP_MMAP_BYTES) -> bool:
+    """Fix the C heap's mmap threshold at `threshold` bytes for the process (glibc `mallopt`),
+    so freed blocks of that size or more go back to the system at once. Returns whether it was
+    set (False off glibc)."""
+    libc = _libc()
+    try:
+        return bool(libc is not None and libc.mallopt(-3, int(threshold)))  # -3: M_MMAP_THRESHOLD
+    except AttributeError:
+        return False
+
+
+def release_freed_memory() -> None:
+    """Give the C heap's free pages back to the system (glibc `malloc_trim`): loading frees
+    many mid-sized temporaries (per-piece conversions, unfused q/k/v, float weights replaced by
+    quantized ones) that would otherwise stay in the process's resident set. A no-op elsewhere."""
+    libc = _libc()
+    try:
+        if libc is not None:
+            libc.malloc_trim(0)
+    except AttributeError:
         pass

@@ -154,7 +154,7 @@ class SpeechTokenizer:
             if self.dtype == torch.float32 and dnn.enabled():
                 _pack_only(self.decoder)
         self._encoder, self._encoder_tensors = None, enc
-        if isinstance(enc, TensorFile):
+        if isinstance(enc, TensorFile) or hasattr(enc, "read"):  # read on access: nothing held until then
             with torch.device("meta"):  # the names and shapes only: no storage
                 check_names(CodecEncoder(self.config.encoder), enc, ignore=_ENCODER_UNUSED, what="speech tokenizer encoder")
         else:  # tensors in memory: load now (keeping them for later would hold them anyway)

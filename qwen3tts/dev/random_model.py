@@ -179,10 +179,11 @@ def random_tts(path: str | Path, seed: int = 0, device="cpu", dtype=torch.float3
     embedding is bfloat16 (the checkpoint's dtype), the other talker weights `dtype`."""
     from ..codec.tokenizer import SpeechTokenizer
     from ..pipeline import Qwen3TTS
-    from ..weights import load_into
+    from ..weights import limit_heap_retention, load_into
 
     path = Path(path)
     cfg = Qwen3TTSConfig.from_file(path)
+    limit_heap_retention()  # as from_pretrained
     tts = Qwen3TTS(path, cfg, device=device, dtype=dtype)
     shapes = model_shapes(cfg)
     tensors = RandomTensors(shapes, seed, dtype, bf16=("talker.model.text_embedding.weight",))
@@ -197,6 +198,6 @@ def random_tts(path: str | Path, seed: int = 0, device="cpu", dtype=torch.float3
         load_into(tts.speaker_encoder, {k[16:]: random_tensor(k, s, seed) for k, s in shapes.items() if k.startswith("speaker_encoder.")})
     st_cfg = SpeechTokenizerConfig.from_file(path / "speech_tokenizer")
     tok = SpeechTokenizer(st_cfg, device=device, dtype=dtype)
-    tok.load_state({k: random_tensor(k, s, seed + 1) for k, s in speech_tokenizer_shapes(st_cfg).items()})
+    tok.load_state(RandomTensors(speech_tokenizer_shapes(st_cfg), seed + 1))
     tts.speech_tokenizer = tok
     return tts
