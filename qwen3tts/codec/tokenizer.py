@@ -175,11 +175,11 @@ class SpeechTokenizer:
         return self._encoder is not None
 
     def _load_encoder(self) -> None:
-        with torch.device("meta"):  # storage is made by load_into, in the model dtype
-            enc = CodecEncoder(self.config.encoder).to(dtype=self.dtype).eval().requires_grad_(False)
         if self._encoder_tensors is None:  # no checkpoint (a tokenizer built without weights): initialised weights
             enc = CodecEncoder(self.config.encoder).to(self.device, self.dtype).eval().requires_grad_(False)
         else:
+            with torch.device("meta"):  # storage is made by load_into, in the model dtype
+                enc = CodecEncoder(self.config.encoder).to(dtype=self.dtype).eval().requires_grad_(False)
             load_into(enc, self._encoder_tensors, what="speech tokenizer encoder", ignore=_ENCODER_UNUSED, device=self.device)
             for m in enc.modules():  # the buffers not in the checkpoint (made by `refresh` below)
                 for k, b in m._buffers.items():

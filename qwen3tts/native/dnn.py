@@ -148,14 +148,13 @@ def _rebuilt_in_state_dict(module, state_dict, prefix, local_metadata):
 
 def restore(owner) -> None:
     """Rebuild `owner`'s packed-only weight in place (a float parameter again); no-op otherwise."""
-    src = owner.__dict__.pop("_dnn_source", None)  # the packed copy stays for a stand-in read before (`linear`)
+    src = owner.__dict__.get("_dnn_source")
     if src is None:
         return
     param_owner, name, _ = src
-    owner.__dict__["_dnn_source"] = src
     if param_owner._parameters[name].is_meta:
         param_owner._parameters[name] = nn.Parameter(_rebuild(owner), requires_grad=False)
-    del owner.__dict__["_dnn_source"]
+    del owner.__dict__["_dnn_source"]  # the packed copy stays, for a stand-in read before (`linear`)
     _PACKED_ONLY.discard(owner)
 
 
