@@ -307,7 +307,6 @@ def main():
     torch.set_num_interop_threads(1) if hasattr(torch, "set_num_interop_threads") else None
     dtype = getattr(torch, args.dtype)
     dev = torch.device(args.device)
-    gbps = read_gbps()  # before the model is loaded: its 256 MB buffer is not part of the model's peak RSS
     t0 = time.perf_counter()
     tmpdir = None
     if args.compare_official and not args.model:  # the official package needs the weights on disk
@@ -357,6 +356,7 @@ def main():
     fa_i = statistics.median(first_audio(tts, icl, kw) for _ in range(3))
 
     floor_bytes = weight_bytes_per_frame(tts)
+    gbps = read_gbps()
 
     n_codec = int(args.codec_seconds * 12.5)
     codes = torch.randint(0, tts.speech_tokenizer.config.decoder.codebook_size, (n_codec, 16), generator=g)
