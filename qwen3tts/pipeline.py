@@ -38,7 +38,7 @@ from .sampling import SamplingParams
 from .text import TextTokenizer
 from .textsplit import DEFAULT_BUDGET, split_text
 from .voice import VoicePrompt
-from .weights import load_into, read_safetensors, release_freed_memory, split_by_prefix
+from .weights import limit_heap_retention, load_into, read_safetensors, release_freed_memory, split_by_prefix
 
 
 # Runaway guard: a piece may produce at most BASE + PER_TOKEN * (text tokens) frames. Speech runs
@@ -102,6 +102,7 @@ class Qwen3TTS:
         from .hub import resolve_model
 
         path = resolve_model(name_or_path)
+        limit_heap_retention()  # freed activations go back to the system (weights.py)
         tts = cls(path, Qwen3TTSConfig.from_file(path), device=device, dtype=dtype, regex=regex)
         if progress:
             progress("weights", 0.0)

@@ -10,11 +10,16 @@ map: the file's pages are never part of the process), converted to the model dty
 pieces, and written straight into the module's tensor. A module built on the meta device (no
 storage) gets its tensors made here, in their final dtype, so loading holds at most the model
 plus one piece of one tensor.
+
+A lookup table only a few rows of which are read per step (the talker's text embedding, 151936
+rows) can stay in the file (`FileEmbedding`): each lookup reads its rows, so the table costs no
+resident memory (the kernel's page cache keeps the hot rows, and gives them back under pressure).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -113,6 +118,72 @@ class TensorFile(Mapping):
         return out
 
 
+class FileEmbedding(torch.nn.Module):
+    """`nn.Embedding` (no padding row, no norm) whose table stays in a safetensors file: a
+    lookup reads the rows it needs (`os.pread`, one per distinct id) and converts them to
+    `dtype`, which gives exactly the rows of the table loaded in `dtype`. The file is held open,
+    so replacing it on disk (a rename) does not change the model. `weight` reads the whole table
+    (for inspection; nothing is kept); the module has no parameters, so it is absent from
+    `state_dict()`."""
+
+    def __init__(self, tensors: "TensorFile", name: str, dtype: torch.dtype):
+        super().__init__()
+        info, src = tensors._info(name), tensors.dtype(name)
+        shape = tensors.shape(name)
+        if len(shape) != 2:
+            raise WeightsError(f"{tensors.path}: {tensors.prefix + name} is not a table (shape {shape})")
+        self.num_embeddings, self.embedding_dim = shape
+        self.src_dtype, self.dtype = src, dtype
+        self.path, self._name, self._tensors = tensors.path, name, tensors
+        self._start = tensors._base + info["data_offsets"][0]
+        self._row = self.embedding_dim * src.itemsize
+        if info["data_offsets"][1] - info["data_offsets"][0] != self.num_embeddings * self._row:
+            raise WeightsError(f"{tensors.path}: tensor {tensors.prefix + name} has the wrong byte count")
+        self._fd = os.open(self.path, os.O_RDONLY)
+        if os.fstat(self._fd).st_size < self._start + self.num_embeddings * self._row:
+            os.close(self._fd)
+            raise WeightsError(f"{tensors.path} is truncated (tensor {tensors.prefix + name})")
+
+    def __del__(self):
+        fd = self.__dict__.get("_fd")
+        if fd is not None:
+            os.close(fd)
+
+    def __deepcopy__(self, memo):
+        return FileEmbedding(self._tensors, self._name, self.dtype)
+
+    def __getstate__(self):
+        raise TypeError("a FileEmbedding reads its file: pickle the model's path, not the module")
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The whole table in `dtype`, read now (not kept)."""
+        return self._tensors.read(self._name, self.dtype)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        flat = ids.reshape(-1).cpu()
+        if flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= self.num_embeddings):
+            raise IndexError(f"index out of range in self (ids must be in [0, {self.num_embeddings}))")
+        uniq, inv = torch.unique(flat, return_inverse=True)
+        rows = torch.empty(len(uniq), self.embedding_dim, dtype=self.src_dtype)
+        buf = rows.view(torch.uint8).numpy()  # (n, row bytes): the rows' memory
+        for i, r in enumerate(uniq.tolist()):
+            got = os.preadv(self._fd, [buf[i]], self._start + r * self._row)
+            if got != self._row:
+                raise WeightsError(f"{self.path} is truncated (tensor {self._tensors.prefix + self._name})")
+        out = rows.to(self.dtype)[inv]  # (n ids, dim)
+        return out.view(*ids.shape, self.embedding_dim).to(ids.device)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}, in {self.path.name} ({self.src_dtype} -> {self.dtype})"
+
+
+def _lazy(tensors) -> bool:
+    """A read-on-access source (`TensorFile`, or one with its `view` / `shape` / `dtype` / `read`
+    methods, e.g. dev.random_model.RandomTensors) rather than a dict of tensors."""
+    return isinstance(tensors, TensorFile) or all(hasattr(tensors, a) for a in ("view", "shape", "dtype", "read"))
+
+
 def read_safetensors(path: str | Path, prefix: str = "") -> TensorFile:
     """The tensors of `path` whose name starts with `prefix` (prefix stripped), read on access."""
     return TensorFile(path, prefix)
@@ -120,33 +191,33 @@ def read_safetensors(path: str | Path, prefix: str = "") -> TensorFile:
 
 def split_by_prefix(tensors: Mapping, prefixes: Iterable[str], what: str) -> list[Mapping]:
     """One mapping per prefix (prefix stripped); a tensor under none of them is an error. A
-    `TensorFile` gives `TensorFile` views (nothing is read here)."""
+    `TensorFile` (or another read-on-access source) gives views (nothing is read here)."""
     prefixes = list(prefixes)
     other = sorted(k for k in tensors if not k.startswith(tuple(prefixes)))
     if other:
         raise WeightsError(f"{what} has unexpected tensors: {', '.join(other[:20])}")
-    if isinstance(tensors, TensorFile):
+    if _lazy(tensors):
         return [tensors.view(p) for p in prefixes]
     return [{k[len(p):]: v for k, v in tensors.items() if k.startswith(p)} for p in prefixes]
 
 
 def view(tensors: Mapping, prefix: str) -> Mapping:
     """The tensors under `prefix`, prefix stripped (a `TensorFile` view reads nothing)."""
-    if isinstance(tensors, TensorFile):
+    if _lazy(tensors):
         return tensors.view(prefix)
     return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
 def _shape(tensors: Mapping, k: str) -> tuple:
-    return tensors.shape(k) if isinstance(tensors, TensorFile) else tuple(tensors[k].shape)
+    return tensors.shape(k) if _lazy(tensors) else tuple(tensors[k].shape)
 
 
 def _src_dtype(tensors: Mapping, k: str) -> torch.dtype:
-    return tensors.dtype(k) if isinstance(tensors, TensorFile) else tensors[k].dtype
+    return tensors.dtype(k) if _lazy(tensors) else tensors[k].dtype
 
 
 def _fetch(tensors: Mapping, k: str, dtype: torch.dtype, device) -> torch.Tensor:
-    if isinstance(tensors, TensorFile):
+    if _lazy(tensors):
         return tensors.read(k, dtype, device)
     return tensors[k].to(device=device, dtype=dtype)
 
@@ -154,6 +225,12 @@ def _fetch(tensors: Mapping, k: str, dtype: torch.dtype, device) -> torch.Tensor
 # Checkpoint dtypes that float32 holds exactly: a table kept in one of them (`keep_dtype`) and
 # widened per looked-up row gives the same numbers as the widened table.
 _EXACT_IN_F32 = (torch.bfloat16, torch.float16)
+
+
+def kept_dtype(model_dtype: torch.dtype, src: torch.dtype) -> torch.dtype:
+    """The dtype a lookup table is held in: the checkpoint's where the model is float32 and it
+    widens exactly (`_EXACT_IN_F32`), else the model's."""
+    return src if model_dtype == torch.float32 and src in _EXACT_IN_F32 else model_dtype
 
 
 def load_into(
@@ -187,8 +264,8 @@ def load_into(
                 continue
             want = (dtype or t.dtype) if t.is_floating_point() else t.dtype
             src = _src_dtype(tensors, k)
-            if want == torch.float32 and src in _EXACT_IN_F32 and any(p.fullmatch(k) for p in keep):
-                want = src
+            if any(p.fullmatch(k) for p in keep):
+                want = kept_dtype(want, src)
             if t.is_meta or want != t.dtype:
                 owner, _, name = k.rpartition(".")
                 mod = module.get_submodule(owner)
@@ -224,15 +301,41 @@ def check_names(module: torch.nn.Module, tensors: Mapping, *, ignore: Iterable[s
         raise WeightsError(f"{what} does not match the model: " + " | ".join(problems))
 
 
-def release_freed_memory() -> None:
-    """Give the C heap's free pages back to the system (glibc `malloc_trim`): loading frees
-    many mid-sized temporaries (per-piece conversions, unfused q/k/v, float weights replaced by
-    quantized ones) that would otherwise stay in the process's resident set. A no-op elsewhere."""
+# Heap blocks at least this large are mapped on their own and unmapped when freed (glibc
+# `M_MMAP_THRESHOLD`). glibc's default raises the threshold to the largest block freed so far (up
+# to 32 MB), after which the codec's and the encoder's mid-sized activations stay in the heap when
+# freed and the next stage's large tensors are mapped beside them; a fixed threshold returns them.
+HEAP_MMAP_BYTES = 4 << 20
+
+
+def _libc():
     import ctypes
     import ctypes.util
 
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.malloc_trim(0)
-    except (OSError, AttributeError):
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
+def limit_heap_retention(threshold: int = HEAP_MMAP_BYTES) -> bool:
+    """Fix the C heap's mmap threshold at `threshold` bytes for the process (glibc `mallopt`),
+    so freed blocks of that size or more go back to the system at once. Returns whether it was
+    set (False off glibc)."""
+    libc = _libc()
+    try:
+        return bool(libc is not None and libc.mallopt(-3, int(threshold)))  # -3: M_MMAP_THRESHOLD
+    except AttributeError:
+        return False
+
+
+def release_freed_memory() -> None:
+    """Give the C heap's free pages back to the system (glibc `malloc_trim`): loading frees
+    many mid-sized temporaries (per-piece conversions, unfused q/k/v, float weights replaced by
+    quantized ones) that would otherwise stay in the process's resident set. A no-op elsewhere."""
+    libc = _libc()
+    try:
+        if libc is not None:
+            libc.malloc_trim(0)
+    except AttributeError:
         pass

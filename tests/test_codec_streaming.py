@@ -164,6 +164,7 @@ def test_channels_last_path_equals_ncw_path(tiny_codec):
     offline and streamed, and the weights keep their values and shapes."""
     from qwen3tts import SpeechTokenizer
     from qwen3tts.codec.layers import CausalConv1d, CausalConvTranspose1d
+    from qwen3tts.native import dnn
 
     from conftest import TINY_MODEL
 
@@ -172,6 +173,7 @@ def test_channels_last_path_equals_ncw_path(tiny_codec):
     assert not tiny_codec.decoder.pre_conv.conv.weight.is_contiguous()  # re-laid as (Cout, k, Cin)
     plain = SpeechTokenizer.from_pretrained(TINY_MODEL / "speech_tokenizer")
     for m in plain.decoder.modules():
+        dnn.restore(m)  # float weights again (loading keeps some only packed for oneDNN) to re-lay here
         if isinstance(m, (CausalConv1d, CausalConvTranspose1d)):
             m.cl = False
             m.conv.weight.data = m.conv.weight.data.contiguous()

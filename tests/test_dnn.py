@@ -128,6 +128,7 @@ def test_failing_onednn_ops_fall_back_to_torch_with_one_warning(monkeypatch):
 
 
 def test_onednn_linear_equals_linear_and_serves_the_talker(tiny_tts, monkeypatch):
+    encoder = tiny_tts.speech_tokenizer.encoder  # loaded on first use: under the options in force now
     g = torch.Generator().manual_seed(7)
     ref = torch.nn.Linear(64, 48)
     lin = ops.Linear(64, 48)
@@ -163,5 +164,5 @@ def test_onednn_linear_equals_linear_and_serves_the_talker(tiny_tts, monkeypatch
     lins = [m for m in talker.modules() if isinstance(m, torch.nn.Linear)]
     assert lins and all(type(m) is ops.Linear and m.ops_plan.chain("linear")[0] == "onednn" and not m.ops_packed for m in lins)
     assert talker.model.layers[0].self_attn.qkv_proj in lins
-    enc = [m for m in tiny_tts.speech_tokenizer.encoder.modules() if isinstance(m, torch.nn.Linear)]
+    enc = [m for m in encoder.modules() if isinstance(m, torch.nn.Linear)]
     assert enc and all(type(m) is ops.Linear and m.ops_plan.chain("linear")[0] == "onednn" and not m.ops_packed for m in enc)

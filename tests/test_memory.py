@@ -1,7 +1,10 @@
 """Memory: each mode holds only what it computes with. Checked on real parameter / buffer
 inventories of the tiny model: a quantized talker keeps no float copy of a quantized weight;
 checkpoints are read without memory maps (TensorFile, equal to safetensors' own reader); a
-bfloat16 checkpoint's text embedding stays bfloat16 in a float32 model with identical output."""
+bfloat16 checkpoint's text embedding stays bfloat16 in a float32 model with identical output,
+and stays in the file (rows read per lookup); the codec encoder is loaded when a voice needs
+it; the codec decoder's oneDNN-packed weights have no float32 twins (state_dict still gives them,
+exactly), and Winograd keeps its packed channel mixes without the transformed weight."""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from safetensors.torch import save_file
 from conftest import TINY_MODEL
 from qwen3tts import Qwen3TTS
 from qwen3tts import weights as W
+from qwen3tts.native import dnn
 from qwen3tts.quant import Int8Linear, W8A8Linear
 
 GREEDY = dict(do_sample=False, subtalker_dosample=False, max_new_tokens=8, language="English")
@@ -22,6 +26,13 @@ GREEDY = dict(do_sample=False, subtalker_dosample=False, max_new_tokens=8, langu
 # projection; every other float tensor would be a leftover copy of a quantized weight
 FLOAT_OK = ("model.text_embedding.", "model.codec_embedding.", "code_predictor.model.codec_embedding.", "layernorm.",
             "q_norm.", "k_norm.", "qk_norm_weight", "model.norm.", "text_projection.")
+
+
+@pytest.fixture
+def tiny_codec_fresh():
+    from qwen3tts import SpeechTokenizer
+
+    return SpeechTokenizer.from_pretrained(TINY_MODEL / "speech_tokenizer")
 
 
 def _inventory(module):
@@ -97,3 +108,108 @@ def test_bf16_text_embedding_is_kept_and_exact(tmp_path):
         assert all(t.dtype == torch.float32 for n, t in _inventory(m.talker).items() if t.is_floating_point() and "text_embedding" not in n)
     ra, rb = a.generate("Memory check.", **GREEDY), b.generate("Memory check.", **GREEDY)
     assert torch.equal(ra.codes, rb.codes) and torch.equal(ra.audio, rb.audio)
+
+
+def test_text_embedding_stays_in_the_file_and_reads_exact_rows(tmp_path):
+    from qwen3tts.weights import FileEmbedding, TensorFile
+
+    tts = Qwen3TTS.from_pretrained(TINY_MODEL)
+    emb = tts.talker.model.text_embedding
+    assert isinstance(emb, FileEmbedding)
+    assert not [n for n in _inventory(tts.talker) if "text_embedding" in n]  # no table in memory
+    table = TensorFile(TINY_MODEL / "model.safetensors").read("talker.model.text_embedding.weight")
+    ref = torch.nn.Embedding.from_pretrained(table.to(emb.dtype))
+    for ids in (torch.tensor(5), torch.tensor([3, 3, 0, table.shape[0] - 1]), torch.randint(0, table.shape[0], (2, 7))):
+        assert torch.equal(emb(ids), ref(ids))
+    assert torch.equal(emb.weight, table.to(emb.dtype))
+    with pytest.raises(IndexError):
+        emb(torch.tensor([table.shape[0]]))
+    # built in memory (a dict of tensors), the table is an ordinary parameter
+    a = _copy_model(tmp_path / "bf16", torch.bfloat16)
+    e2 = FileEmbedding(TensorFile(a / "model.safetensors").view("talker."), "model.text_embedding.weight", torch.bfloat16)
+    ids = torch.randint(0, table.shape[0], (9,))
+    assert torch.equal(e2(ids), table.to(torch.bfloat16)[ids])
+
+
+def test_codec_encoder_is_loaded_when_a_voice_needs_it():
+    from qwen3tts.codec.tokenizer import SpeechTokenizer
+
+    tts = Qwen3TTS.from_pretrained(TINY_MODEL)
+    tok = tts.speech_tokenizer
+    assert not tok.encoder_loaded()
+    wav = (torch.sin(torch.arange(24000) / 7.0) * 0.2).numpy()
+    tts.create_voice_prompt((wav, 24000), x_vector_only=True)
+    assert not tok.encoder_loaded()  # an x-vector voice needs no codes
+    voice = tts.create_voice_prompt((wav, 24000), ref_text="Reference words.")
+    assert tok.encoder_loaded()
+    # the lazily loaded encoder is the one loaded from tensors in memory
+    path = TINY_MODEL / "speech_tokenizer" / "model.safetensors"
+    eager = SpeechTokenizer(tok.config)
+    eager.load_state(dict(W.TensorFile(path).items()))
+    assert eager.encoder_loaded()
+    assert torch.equal(voice.ref_codes, eager.encode(wav, 24000))
+    assert all(torch.equal(a, b) for a, b in zip(tok.encoder.state_dict().values(), eager.encoder.state_dict().values()))
+
+
+def _packed(tok):
+    from qwen3tts.codec.layers import CausalConv1d, CausalConvTranspose1d
+    from qwen3tts.ops import Linear as FewRowsLinear
+
+    mods = [m for m in tok.decoder.modules() if isinstance(m, (FewRowsLinear, CausalConvTranspose1d))
+            or (isinstance(m, CausalConv1d) and m.conv.kernel_size[0] == 1)]
+    return mods, [getattr(m, "conv", m).weight for m in mods]
+
+
+def _from_file(k):
+    """Decoder tensor `k` from the checkpoint (q|k|v and gate|up fused along the rows)."""
+    file = W.TensorFile(TINY_MODEL / "speech_tokenizer" / "model.safetensors").view("decoder.")
+    for fused, parts in (("qkv_proj.", "qkv"), ("gate_up_proj.", ("gate", "up"))):
+        if fused in k:
+            return torch.cat([file[k.replace(fused, f"{p}_proj.")] for p in parts])
+    return file[k]
+
+
+@pytest.mark.skipif(not dnn.enabled(), reason="oneDNN products are off or absent in this torch")
+def test_codec_packed_weights_have_no_float_twins(tiny_codec_fresh):
+    tok = tiny_codec_fresh
+    mods, weights = _packed(tok)
+    assert len(mods) > 10 and all(w.is_meta for w in weights)  # the packed copy is the only copy
+    assert all("_dnn" in m.__dict__ for m in mods)
+    held = {n for n, t in tok.decoder.state_dict(keep_vars=True).items() if t.is_meta}
+    assert held == set()  # state_dict gives the weights (rebuilt from the packed copies)
+    for k, t in tok.decoder.state_dict().items():
+        assert torch.equal(t, _from_file(k)), k
+    codes = torch.randint(0, tok.config.decoder.codebook_size, (12, 16), generator=torch.Generator().manual_seed(1))
+    y = tok.decode(codes)
+    assert all(w.is_meta for w in _packed(tok)[1])  # decoding packs nothing again
+
+
+def test_codec_packed_weights_come_back_when_onednn_goes_off(tiny_codec_fresh, monkeypatch):
+    """oneDNN's ops failing at run time switch it off for the process (dnn._switch_off): every
+    packed-only weight is rebuilt in place and the next backend of the plan's chain reads it."""
+    tok = tiny_codec_fresh
+    codes = torch.randint(0, tok.config.decoder.codebook_size, (12, 16), generator=torch.Generator().manual_seed(2))
+    y = tok.decode(codes)
+    monkeypatch.setattr(dnn._have_ops, "ok", True)  # restored (on) after the test
+    with pytest.warns(RuntimeWarning, match="oneDNN products unavailable"):
+        dnn._switch_off(RuntimeError("simulated failure"))
+    y_off = tok.decode(codes)
+    assert not any(w.is_meta for w in _packed(tok)[1])
+    assert all(torch.equal(t, _from_file(k)) for k, t in tok.decoder.state_dict().items())
+    assert (y - y_off).abs().max() < 1e-5
+
+
+def test_winograd_keeps_packed_mixes_without_u(monkeypatch, expected):
+    from qwen3tts import SpeechTokenizer
+    from qwen3tts.codec import winograd
+
+    if not dnn.enabled():
+        pytest.skip("oneDNN products are off or absent in this torch")
+    monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)
+    monkeypatch.setattr(winograd, "MIN_ROWS", 1)
+    monkeypatch.setattr(winograd, "FUSED_MAX_CHANNELS", 0)  # the channel mixes in oneDNN (packed)
+    tok = SpeechTokenizer.from_pretrained(TINY_MODEL / "speech_tokenizer")
+    wav = tok.decode(expected["decode.codes"])
+    caches = [m.__dict__["_winograd"] for m in tok.decoder.modules() if "_winograd" in m.__dict__]
+    assert caches and all(c[1] is None and isinstance(c[2], list) for c in caches)  # U dropped once packed
+    assert (wav - expected["decode.wav"]).abs().max() < 1e-4

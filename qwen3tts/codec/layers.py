@@ -136,6 +136,14 @@ class CausalConv1d(nn.Module):
         w.data = w.data.unsqueeze(2).contiguous(memory_format=torch.channels_last).squeeze(2)
         self.cl = True
 
+    def gemm_weights(self):
+        """The weight this layer passes to `ops.gemm` when every product is one GEMM over its
+        input rows (channels-last 1x1, stride 1, no groups): (owner, its (Cout, Cin) view)."""
+        c = self.conv
+        if self.cl and c.kernel_size[0] == 1 and c.stride[0] == 1 and c.groups == 1:
+            return [(c, lambda w: w.permute(0, 2, 1).reshape(w.shape[0], w.shape[1]))]  # (Cout, Cin)
+        return []
+
     def _conv(self, x: torch.Tensor) -> torch.Tensor:
         """The valid convolution of the (padded) input, through the compute seam (ops.conv1d:
         Winograd F(4, 7) for wide k7 convolutions, one GEMM over the unfolded windows for short
@@ -216,6 +224,15 @@ class CausalConvTranspose1d(nn.Module):
         w.data = w.data.permute(2, 1, 0).contiguous().permute(2, 1, 0)
         self.cl = True
 
+    @staticmethod
+    def _gemm_view(w: torch.Tensor) -> torch.Tensor:
+        """The channels-last weight (Cin, Cout, k) as the GEMM's (k * Cout, Cin) matrix: a view."""
+        return w.permute(2, 1, 0).reshape(w.shape[2] * w.shape[1], -1)
+
+    def gemm_weights(self):
+        """The weight this layer passes to `ops.gemm` (channels-last): (owner, view)."""
+        return [(self.conv, self._gemm_view)] if self.cl else []
+
     def new_state(self, batch, device, dtype):
         if self.cl:
             return [torch.zeros(batch, self.tail, self.conv.out_channels, device=device, dtype=dtype).transpose(1, 2)]
@@ -250,7 +267,7 @@ class CausalConvTranspose1d(nn.Module):
         """The same GEMM + overlap-add in the (time, channel) layout."""
         B, _, N = x.shape
         s, k, cout = self.stride, self.conv.kernel_size[0], self.conv.out_channels
-        w = self.conv.weight.permute(2, 1, 0).reshape(k * cout, -1)  # (k * Cout, Cin): a view
+        w = self._gemm_view(self.conv.weight)  # (k * Cout, Cin): a view
         xt = x.transpose(1, 2).reshape(B * N, -1)  # (B*N, Cin)
         z = ops.gemm(self, xt, w).view(B, N, k, cout)  # (B, N, k, Cout); the weight may be packed once
         y = z[:, :, :s].contiguous()  # (B, N, s, Cout): block t

@@ -19,7 +19,7 @@ import torch
 from .. import ops
 from ..audio import load_audio
 from ..config import SpeechTokenizerConfig
-from ..weights import load_into, read_safetensors, split_by_prefix
+from ..weights import TensorFile, check_names, load_into, read_safetensors, split_by_prefix
 from .decoder import CodecDecoder
 from .encoder import CodecEncoder
 from .layers import CausalConv1d, CausalConvTranspose1d, StreamState
@@ -29,6 +29,7 @@ _UNUSED = [
     r"encoder\.quantizer\.\w+\.output_proj\.weight",
     r"encoder\.quantizer\.\w+\.layers\.\d+\.codebook\.initialized",
 ]
+_ENCODER_UNUSED = [p.replace(r"encoder\.", "", 1) for p in _UNUSED]
 
 
 def _as_codes(codes, num_quantizers: int) -> torch.Tensor:
@@ -101,7 +102,8 @@ class SpeechTokenizer:
         self.device = torch.device(device)
         self.dtype = dtype
         self.decoder = CodecDecoder(config.decoder).to(self.device, dtype).eval().requires_grad_(False)
-        self.encoder = CodecEncoder(config.encoder).to(self.device, dtype).eval().requires_grad_(False)
+        self._encoder: CodecEncoder | None = None
+        self._encoder_tensors = None  # where a lazily loaded encoder's weights are read from
         self.num_quantizers = config.decoder.num_quantizers
         self.samples_per_frame = config.decode_upsample_rate
         self.sample_rate = config.output_sample_rate
@@ -119,11 +121,11 @@ class SpeechTokenizer:
         return tok
 
     def load_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Load the checkpoint (a dict or a weights.TensorFile). From a file the encoder is only
+        checked here and loaded on first use (`encoder`): it serves only voice creation."""
         enc, dec = split_by_prefix(tensors, ("encoder.", "decoder."), "speech tokenizer checkpoint")
         load_into(self.decoder, dec, what="speech tokenizer decoder")
-        load_into(self.encoder, enc, what="speech tokenizer encoder", ignore=[p.replace(r"encoder\.", "", 1) for p in _UNUSED])
         self.decoder.quantizer.refresh()
-        self.encoder.quantizer.refresh()
         self.decoder.pre_transformer.fuse()
         if self.device.type == "cpu":
             for m in self.decoder.modules():
@@ -131,8 +133,43 @@ class SpeechTokenizer:
                     m.use_channels_last()
         # the compute plan (qwen3tts/ops), chosen once here: on CPU the decoder's products may
         # keep packed weight copies (a few rows per streaming step), the encoder's run on its weights
-        ops.prepare(self.decoder, packed=self.device.type == "cpu")
-        ops.prepare(self.encoder)
+        plan = ops.prepare(self.decoder, packed=self.device.type == "cpu")
+        ops.keep_packed_only(self.decoder, plan)  # the decoder's packed products keep no float twins
+        self._encoder, self._encoder_tensors = None, enc
+        if isinstance(enc, TensorFile) or hasattr(enc, "read"):  # read on access: nothing held until then
+            with torch.device("meta"):  # the names and shapes only: no storage
+                check_names(CodecEncoder(self.config.encoder), enc, ignore=_ENCODER_UNUSED, what="speech tokenizer encoder")
+        else:  # tensors in memory: load now (keeping them for later would hold them anyway)
+            self._load_encoder()
+
+    @property
+    def encoder(self) -> CodecEncoder:
+        """The codec encoder (waveform -> codes), loaded on first use."""
+        if self._encoder is None:
+            self._load_encoder()
+        return self._encoder
+
+    @encoder.setter
+    def encoder(self, module: CodecEncoder) -> None:
+        self._encoder, self._encoder_tensors = module, None
+
+    def encoder_loaded(self) -> bool:
+        return self._encoder is not None
+
+    def _load_encoder(self) -> None:
+        if self._encoder_tensors is None:  # no checkpoint (a tokenizer built without weights): initialised weights
+            enc = CodecEncoder(self.config.encoder).to(self.device, self.dtype).eval().requires_grad_(False)
+        else:
+            with torch.device("meta"):  # storage is made by load_into, in the model dtype
+                enc = CodecEncoder(self.config.encoder).to(dtype=self.dtype).eval().requires_grad_(False)
+            load_into(enc, self._encoder_tensors, what="speech tokenizer encoder", ignore=_ENCODER_UNUSED, device=self.device)
+            for m in enc.modules():  # the buffers not in the checkpoint (made by `refresh` below)
+                for k, b in m._buffers.items():
+                    if b is not None and b.is_meta:
+                        m._buffers[k] = torch.empty_like(b, device=self.device)
+        enc.quantizer.refresh()
+        ops.prepare(enc)  # the compute plan: the encoder's products run on its weights as they are
+        self._encoder, self._encoder_tensors = enc, None
 
     # ---- helpers
     def _check_range(self, c: torch.Tensor) -> None:

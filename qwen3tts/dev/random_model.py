@@ -13,6 +13,7 @@ that inference never reads.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 import shutil
 from pathlib import Path
 
@@ -132,25 +133,71 @@ def _deep_merge(d: dict, over: dict) -> None:
             d[k] = v
 
 
+class RandomTensors(Mapping):
+    """The tensors `random_state` makes, each made when it is read (the loaders read it as they
+    read a weights.TensorFile: tensor by tensor, layer by layer), so a full-size model is built
+    without its tensors existing twice. `bf16`: names whose values are bfloat16, as the
+    bfloat16 checkpoint `write_random_model` writes holds them."""
+
+    def __init__(self, shapes: dict[str, tuple], seed: int, dtype=torch.float32, bf16=(), prefix: str = ""):
+        self.shapes, self.seed, self.dtype_, self.bf16, self.prefix = shapes, seed, dtype, tuple(bf16), prefix
+        self._names = [k[len(prefix):] for k in shapes if k.startswith(prefix)]
+
+    def view(self, prefix: str) -> "RandomTensors":
+        return RandomTensors(self.shapes, self.seed, self.dtype_, self.bf16, self.prefix + prefix)
+
+    def __iter__(self):
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __contains__(self, name) -> bool:
+        return isinstance(name, str) and (self.prefix + name) in self.shapes
+
+    def shape(self, name: str) -> tuple:
+        return tuple(self.shapes[self.prefix + name])
+
+    def dtype(self, name: str) -> torch.dtype:
+        return torch.bfloat16 if self.prefix + name in self.bf16 else self.dtype_
+
+    def read(self, name: str, dtype: torch.dtype | None = None, device=None) -> torch.Tensor:
+        full = self.prefix + name
+        t = random_tensor(full, self.shapes[full], self.seed).to(self.dtype(name))
+        return t.to(device=device or "cpu", dtype=dtype or t.dtype).contiguous()
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        if name not in self:
+            raise KeyError(name)
+        return self.read(name)
+
+
 def random_tts(path: str | Path, seed: int = 0, device="cpu", dtype=torch.float32, quantize: str | None = None):
     """A `Qwen3TTS` over the JSON files in `path` with random weights made in memory (no
-    multi-GB safetensors on disk): what `write_random_model` would write, loaded."""
+    multi-GB safetensors on disk): what `write_random_model` would write, loaded as
+    `Qwen3TTS.from_pretrained` loads it (layer by layer, quantized as they arrive). The text
+    embedding is bfloat16 (the checkpoint's dtype), the other talker weights `dtype`."""
     from ..codec.tokenizer import SpeechTokenizer
     from ..pipeline import Qwen3TTS
-    from ..weights import load_into
+    from ..weights import limit_heap_retention, load_into
 
     path = Path(path)
     cfg = Qwen3TTSConfig.from_file(path)
+    limit_heap_retention()  # as from_pretrained
     tts = Qwen3TTS(path, cfg, device=device, dtype=dtype)
     shapes = model_shapes(cfg)
-    load_into(tts.talker, {k[7:]: random_tensor(k, s, seed).to(dtype) for k, s in shapes.items() if k.startswith("talker.")},
-              device=tts.device)
-    tts.talker.fuse()
+    tensors = RandomTensors(shapes, seed, dtype, bf16=("talker.model.text_embedding.weight",))
+    each_layer = None
+    if quantize not in (None, "none"):
+        from ..quant import layer_quantizer
+
+        each_layer = layer_quantizer(tts.talker, quantize, tts.device)
+    tts.talker.load(tensors.view("talker."), device=tts.device, each_layer=each_layer)
     tts.quantize(quantize)
     if tts.speaker_encoder is not None:
         load_into(tts.speaker_encoder, {k[16:]: random_tensor(k, s, seed) for k, s in shapes.items() if k.startswith("speaker_encoder.")})
     st_cfg = SpeechTokenizerConfig.from_file(path / "speech_tokenizer")
     tok = SpeechTokenizer(st_cfg, device=device, dtype=dtype)
-    tok.load_state({k: random_tensor(k, s, seed + 1) for k, s in speech_tokenizer_shapes(st_cfg).items()})
+    tok.load_state(RandomTensors(speech_tokenizer_shapes(st_cfg), seed + 1))
     tts.speech_tokenizer = tok
     return tts

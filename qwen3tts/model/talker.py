@@ -84,10 +84,16 @@ class Talker(nn.Module):
         """Load the checkpoint tensors (names without `talker.`; a dict or a weights.TensorFile),
         strictly, into this talker built on the meta device, decoder layer by decoder layer:
         each layer is fused as it arrives and handed to `each_layer` (quant.layer_quantizer), so
-        the float weights of one layer at most exist beside the quantized ones."""
-        from ..weights import check_names, load_into, view
+        the float weights of one layer at most exist beside the quantized ones. Read from a file
+        onto the CPU, the text embedding stays in the file (weights.FileEmbedding)."""
+        from ..weights import FileEmbedding, TensorFile, check_names, kept_dtype, load_into, view
 
         check_names(self, tensors, what="talker weights")
+        if isinstance(tensors, TensorFile) and torch.device(device or "cpu").type == "cpu":
+            # the text table stays in the file: a step looks up a few of its 151936 rows
+            name = "model.text_embedding.weight"
+            want = kept_dtype(self.model.text_embedding.weight.dtype, tensors.dtype(name))
+            self.model.text_embedding = FileEmbedding(tensors, name, want)
         for prefix, stack in (("model.", self.model), ("code_predictor.model.", self.code_predictor.model)):
             for i, layer in enumerate(stack.layers):
                 load_into(layer, view(tensors, f"{prefix}layers.{i}."), what=f"talker {prefix}layers.{i}", device=device)

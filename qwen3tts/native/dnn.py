@@ -28,8 +28,10 @@ agree to rounding (tests/test_dnn.py).
 from __future__ import annotations
 
 import warnings
+import weakref
 
 import torch
+import torch.nn as nn
 
 from .. import options
 
@@ -48,8 +50,9 @@ def _have_ops() -> bool:
 
 
 def applies(x: torch.Tensor, w: torch.Tensor) -> bool:
-    """Float32 CPU operands and oneDNN on."""
-    return x.dtype == w.dtype == torch.float32 and x.device.type == w.device.type == "cpu" and enabled()
+    """Float32 CPU operands (`w` may be the stand-in of a packed-only weight) and oneDNN on."""
+    return (x.dtype == w.dtype == torch.float32 and x.device.type == "cpu" and (w.device.type == "cpu" or w.is_meta)
+            and enabled())
 
 
 class PackedLinear:
@@ -75,11 +78,82 @@ def cached(owner, slot: str, source: torch.Tensor, build) -> PackedLinear:
         version = source._version
     except RuntimeError:  # inference-mode tensors have no version counter
         version = -1
-    key = (version, source.data_ptr(), tuple(source.shape))
     c = owner.__dict__.get(slot)
+    if source.is_meta:  # a packed-only weight (`pack_only`): the packed copy is all there is
+        if c is None or c[0][2] != tuple(source.shape):
+            raise RuntimeError(f"{type(owner).__name__}.{slot}: a packed-only weight without its packed copy")
+        return c[1]
+    key = (version, source.data_ptr(), tuple(source.shape))
     if c is None or c[0] != key:
         owner.__dict__[slot] = c = (key, build())
     return c[1]
+
+
+# Modules whose weight lives only in its packed copy (`pack_only`).
+_PACKED_ONLY: "weakref.WeakSet" = weakref.WeakSet()
+
+
+def pack_only(owner, param_owner: nn.Module, view=lambda w: w, name: str = "weight", rows_hint: int = 32) -> int:
+    """Pack `view(param_owner.<name>)` (the 2-D view (N, K) that `owner` passes to `linear`
+    under slot "_dnn") and keep only the packed copy: the parameter becomes a stand-in with its
+    shape, strides and dtype but no storage (the meta device). Returns the bytes freed.
+
+    The weight stays readable: `state_dict()` holds it rebuilt from the packed copy (exact:
+    oneDNN's reorder back), and wherever oneDNN goes off (`enabled()` false, or its ops fail)
+    every packed-only weight is rebuilt in place, so the other kernels find it. Reading the
+    stand-in itself (e.g. `param_owner.weight` in other code) gives a tensor without data."""
+    w = getattr(param_owner, name)
+    v = view(w)
+    if v.dim() != 2 or v.data_ptr() != w.data_ptr() or v.numel() != w.numel():
+        raise ValueError("pack_only needs a 2-D view of the whole weight")
+    packed = PackedLinear(v, rows_hint)
+    stand = nn.Parameter(torch.empty_strided(w.shape, w.stride(), dtype=w.dtype, device="meta"), requires_grad=False)
+    param_owner._parameters[name] = stand
+    owner.__dict__["_dnn"] = ((-1, 0, tuple(v.shape)), packed)
+    owner.__dict__["_dnn_source"] = (param_owner, name, view)
+    if "_dnn_state_hook" not in param_owner.__dict__:
+        param_owner.__dict__["_dnn_state_hook"] = param_owner._register_state_dict_hook(_rebuilt_in_state_dict)
+    param_owner.__dict__.setdefault("_dnn_packed_by", {})[name] = weakref.ref(owner)
+    _PACKED_ONLY.add(owner)
+    return w.numel() * w.element_size()
+
+
+def _rebuild(owner) -> torch.Tensor:
+    """The float weight of a packed-only `owner`, rebuilt from its packed copy (exact)."""
+    param_owner, name, view = owner.__dict__["_dnn_source"]
+    stand = param_owner._parameters[name]
+    t = torch.empty_strided(stand.shape, stand.stride(), dtype=stand.dtype)
+    v = view(t)
+    if v.data_ptr() != t.data_ptr():
+        raise RuntimeError(f"{type(owner).__name__}: the packed-only weight's layout was changed")
+    v.copy_(owner.__dict__["_dnn"][1].w.to_dense())
+    return t
+
+
+def _rebuilt_in_state_dict(module, state_dict, prefix, local_metadata):
+    for name, ref in module.__dict__.get("_dnn_packed_by", {}).items():
+        owner, p = ref(), module._parameters.get(name)
+        if owner is not None and p is not None and p.is_meta and "_dnn_source" in owner.__dict__:
+            state_dict[prefix + name] = _rebuild(owner)
+    return state_dict
+
+
+def restore(owner) -> None:
+    """Rebuild `owner`'s packed-only weight in place (a float parameter again); no-op otherwise."""
+    src = owner.__dict__.get("_dnn_source")
+    if src is None:
+        return
+    param_owner, name, _ = src
+    if param_owner._parameters[name].is_meta:
+        param_owner._parameters[name] = nn.Parameter(_rebuild(owner), requires_grad=False)
+    del owner.__dict__["_dnn_source"]  # the packed copy stays, for a stand-in read before (`linear`)
+    _PACKED_ONLY.discard(owner)
+
+
+def restore_all() -> None:
+    """Rebuild every packed-only weight in place (oneDNN went off: the other kernels read it)."""
+    for owner in list(_PACKED_ONLY):
+        restore(owner)
 
 
 def linear(owner, slot: str, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor | None:
@@ -87,7 +161,12 @@ def linear(owner, slot: str, x: torch.Tensor, w: torch.Tensor, bias: torch.Tenso
     under `slot`), or None where oneDNN does not apply (then the caller uses torch). A torch
     whose oneDNN ops exist but fail (a platform without these kernels) switches it off for the
     process, with one warning."""
-    if x.dim() != 2 or w.dim() != 2 or x.shape[1] != w.shape[1] or not applies(x, w):
+    if x.dim() != 2 or w.dim() != 2 or x.shape[1] != w.shape[1]:
+        return None
+    if not applies(x, w):
+        if w.is_meta:  # a stand-in read before oneDNN went off (the weights are restored now)
+            dense = owner.__dict__[slot][1].w.to_dense().to(x.dtype)
+            return torch.addmm(bias.to(x.dtype), x, dense.T) if bias is not None else x @ dense.T
         return None
     try:
         return cached(owner, slot, w, lambda: PackedLinear(w, max(x.shape[0], 32)))(x, bias)
@@ -99,4 +178,5 @@ def linear(owner, slot: str, x: torch.Tensor, w: torch.Tensor, bias: torch.Tenso
 def _switch_off(e: Exception) -> None:
     """oneDNN's ops exist but fail here: off for the process, one warning."""
     _have_ops.ok = False
+    restore_all()
     warnings.warn(f"oneDNN products unavailable ({e}); using torch's kernels (slower)", RuntimeWarning, stacklevel=3)

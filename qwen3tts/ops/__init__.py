@@ -26,7 +26,7 @@ import torch.nn as nn
 from .plan import BACKENDS, OPS, Plan, default, make
 from .reference import rope_tables
 
-__all__ = ["BACKENDS", "OPS", "Plan", "Linear", "make", "default", "prepare", "bind", "plan_of", "rope_tables",
+__all__ = ["BACKENDS", "OPS", "Plan", "Linear", "make", "default", "prepare", "bind", "plan_of", "keep_packed_only", "rope_tables",
            "run", "linear", "gemm", "conv1d", "conv1d_history", "snake", "rms_norm", "rope", "attention"]
 
 
@@ -59,6 +59,23 @@ def prepare(root: nn.Module, packed: bool = False, opts=None) -> Plan:
     return plan
 
 
+def keep_packed_only(root: nn.Module, plan: Plan) -> int:
+    """Where the plan's `gemm` chain starts with oneDNN: keep the weights that modules under
+    `root` pass to `gemm` only in the packed copy (no float twin; native/dnn.py `pack_only`:
+    state_dict rebuilds them exactly, oneDNN failing rebuilds them in place). A module names
+    those weights by `gemm_weights()`: (parameter owner, the 2-D view it passes) pairs.
+    Returns the bytes freed."""
+    if plan.chain("gemm")[:1] != ("onednn",):
+        return 0
+    from ..native import dnn
+
+    n = 0
+    for m in root.modules():
+        for owner, view in getattr(m, "gemm_weights", lambda: ())():
+            n += dnn.pack_only(m, owner, view)
+    return n
+
+
 class Linear(nn.Linear):
     """`nn.Linear` (same parameters and state_dict) whose product goes through the seam: `linear`,
     or `gemm` where bound as packed."""
@@ -71,6 +88,10 @@ class Linear(nn.Linear):
         K = self.in_features
         y = plan.run("gemm", self, x.reshape(-1, K), self.weight, self.bias)  # (M, N)
         return y.view(*x.shape[:-1], self.out_features)
+
+    def gemm_weights(self):
+        """The weight this module passes to `gemm` (bound as packed): itself."""
+        return [(self, lambda w: w)] if self.__dict__.get("ops_packed") else []
 
 
 def linear(owner, x, w, bias=None):

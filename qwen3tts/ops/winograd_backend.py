@@ -39,12 +39,15 @@ def transformed(plan, owner, w: torch.Tensor, rows: int):
     key = (_version(w), w.data_ptr())
     c = owner.__dict__.get("_winograd")
     if c is None or c[0] != key:
-        owner.__dict__["_winograd"] = c = (key, winograd.transform_weight(w.detach()), None)
+        c = (key, None, None)
     cout, cin = w.shape[:2]
     if plan.chain("gemm")[0] != "onednn" or winograd.fused(cin, cout, plan.lib):
+        if c[1] is None:
+            owner.__dict__["_winograd"] = c = (key, winograd.transform_weight(w.detach()), c[2])
         return c[1]  # U itself: the fused native kernel (few channels) or torch.bmm
-    if c[2] is None:
-        owner.__dict__["_winograd"] = c = (key, c[1], winograd.pack_mix(c[1], rows))
+    if c[2] is None:  # the packed mixes replace U: only what computes is kept
+        U = c[1] if c[1] is not None else winograd.transform_weight(w.detach())
+        owner.__dict__["_winograd"] = c = (key, None, winograd.pack_mix(U, rows))
     return c[2]
 
 
