@@ -162,6 +162,9 @@ def layer_quantizer(talker, mode: str, device="cpu"):
     return lambda layer: quantize_layer(layer, cls)
 
 
+HEADS_W8A8 = True  # w4a8: the output heads keep 8-bit weights (where codes are picked)
+
+
 @torch.no_grad()
 def quantize_talker(talker, mode: str = "int8") -> int:
     """Quantize the talker's and code predictor's linear layers in place (`mode`: int8 | w8a8 | w4a8);
@@ -175,9 +178,10 @@ def quantize_talker(talker, mode: str = "int8") -> int:
     for stack in (talker.model, talker.code_predictor.model):
         for layer in stack.layers:
             n += quantize_layer(layer, cls)
-    n += _swap(talker, "codec_head", cls)
+    head = linear_class("w8a8", talker.codec_head.weight.dtype) if mode == "w4a8" and HEADS_W8A8 else cls
+    n += _swap(talker, "codec_head", head)
     for i in range(len(talker.code_predictor.lm_head)):
-        n += _swap(talker.code_predictor.lm_head, str(i), cls)
+        n += _swap(talker.code_predictor.lm_head, str(i), head)
     if native and all(stack.layers[0].self_attn.qkv_proj is not None for stack in (talker.model, talker.code_predictor.model)):
         from .native.stack import NativeStack
 

@@ -32,11 +32,12 @@ def _run(*extra):
 def _tiny_weight_bytes(quantized: bool, int4: bool = False) -> int:
     """The tiny model's per-frame weights from its config: talker stack + codec head once, the
     predictor's stack 15 times, its 15 heads once (int8 + f32 scales per row, rows padded to 64;
-    int4: rows padded to blocks of 16, half a byte per weight + a bfloat16 scale per 32)."""
+    int4: rows padded to blocks of 16, half a byte per weight + a bfloat16 scale per 32; its output
+    heads keep 8-bit weights)."""
     cfg = json.loads((TINY_MODEL / "config.json").read_text())["talker_config"]
     cp = cfg["code_predictor_config"]
 
-    def lin(n, k):
+    def lin(n, k, int4=int4):
         kp, n16 = -(-k // 64) * 64, -(-n // 16) * 16
         if int4:
             return n16 * kp // 2 + n16 * (kp // 32) * 2
@@ -48,7 +49,8 @@ def _tiny_weight_bytes(quantized: bool, int4: bool = False) -> int:
         return c["num_hidden_layers"] * (lin((nh + 2 * nkv) * D, H) + lin(H, nh * D) + lin(2 * I, H) + lin(H, I))
 
     groups = cfg["num_code_groups"] - 1
-    return stack(cfg) + lin(cfg["vocab_size"], cfg["hidden_size"]) + groups * stack(cp) + groups * lin(cp["vocab_size"], cp["hidden_size"])
+    heads = lin(cfg["vocab_size"], cfg["hidden_size"], False) + groups * lin(cp["vocab_size"], cp["hidden_size"], False)  # 8-bit heads
+    return stack(cfg) + groups * stack(cp) + heads
 
 
 @pytest.mark.parametrize("quantize", [None, "w8a8"])

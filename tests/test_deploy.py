@@ -42,7 +42,7 @@ def env_of(container) -> dict[str, str]:
 
 
 def test_manifests_match_the_server(server, monkeypatch):
-    from qwen3tts import serve
+    from qwen3tts import options, serve
 
     k = docs(GPU)
     assert set(k) == {"Deployment", "Service", "PersistentVolumeClaim", "HorizontalPodAutoscaler", "PodDisruptionBudget"}
@@ -57,6 +57,7 @@ def test_manifests_match_the_server(server, monkeypatch):
     for n, v in env.items():
         if v is not None:
             monkeypatch.setenv(n, v)
+    options.reload()  # the environment is read once (conftest resets it after the test)
     a = serve.parse_args([])
     assert a.preload and a.device == "cuda" and a.max_sessions == 10 and a.drain_seconds == 60.0
     # the port, the probes and the routes

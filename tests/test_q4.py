@@ -136,10 +136,15 @@ def w4a8_tts(tiny_tts):
 
 
 def test_the_mode_holds_only_int4_weights(w4a8_tts):
+    """The stacks' linears hold int4 weights; the output heads (where codes are picked) int8."""
+    from qwen3tts.native.stack import NativeW8A8Linear
+
     t = w4a8_tts.talker
     assert isinstance(t.model.native, NativeStack) and isinstance(t.code_predictor.model.native, NativeStack)
     lins = [m for m in t.modules() if isinstance(m, NativeW4A8Linear)]
-    assert len(lins) == 4 * (len(t.model.layers) + len(t.code_predictor.model.layers)) + 1 + len(t.code_predictor.lm_head)
+    assert len(lins) == 4 * (len(t.model.layers) + len(t.code_predictor.model.layers))
+    heads = [t.codec_head, *t.code_predictor.lm_head]
+    assert all(type(h) is NativeW8A8Linear for h in heads)
     assert not any(isinstance(m, nn.Linear) for s in (t.model, t.code_predictor.model) for m in s.modules())
 
 
