@@ -94,9 +94,9 @@ class Qwen3TTS:
     def from_pretrained(cls, name_or_path=None, device="cpu", dtype=torch.float32, regex: str = "qwen2", progress=None,
                         quantize: str | None = None, cuda_graphs=None) -> "Qwen3TTS":
         """A local model directory or a hub id (default: Qwen/Qwen3-TTS-12Hz-0.6B-Base).
-        `quantize`: "int8" (weight-only int8 talker and code predictor) or "w8a8" (int8 weights
-        and activations, the fastest on a CPU with VNNI); both drift from fp32, see
-        docs/benchmarks.md. `cuda_graphs`: "auto" (default; env QWEN3TTS_CUDA_GRAPHS), "on" or
+        `quantize`: "int8" (weight-only int8 talker and code predictor), "w8a8" (int8 weights
+        and activations) or "w4a8" (int4 weights of the decoder stacks, int8 activations: the
+        fastest on CPU); all drift from fp32, see docs/benchmarks.md. `cuda_graphs`: "auto" (default; env QWEN3TTS_CUDA_GRAPHS), "on" or
         "off": frames through the fixed-shape batched step (`static_batch`), captured as CUDA
         graphs on a GPU; auto turns it on for CUDA devices."""
         from .hub import resolve_model
