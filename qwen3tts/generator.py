@@ -94,7 +94,11 @@ class GenState:
 
 
 class FrameGenerator:
-    def __init__(self, talker: Talker, eos_id: int, initial_cache: int = 1024):
+    """Prefill, the frame step and the stop rule of the talker + code predictor (batched over
+    sessions). A session's talker cache starts with room for its prompt and `initial_cache`
+    frames and doubles when full (`_ensure_capacity`), so memory follows the speech made."""
+
+    def __init__(self, talker: Talker, eos_id: int, initial_cache: int = 256):
         self.talker = talker
         self.cfg = talker.cfg
         self.eos_id = eos_id

@@ -195,3 +195,18 @@ def test_warm_up_runs_a_short_synthesis_and_changes_nothing(tiny_tts):
     after = tiny_tts.generate("Warm up check.", **kw)
     assert dt > 0
     assert torch.equal(before.codes, after.codes) and torch.equal(before.audio, after.audio)
+
+
+@pytest.mark.parametrize("quantize", [None, "w8a8", "w4a8"])
+def test_talker_cache_grows_on_demand_with_the_same_codes(voices, quantize):
+    """A session's talker cache starts small (`FrameGenerator.initial_cache`) and doubles when
+    full: codes are those of a cache large enough from the start (float32 torch layers; w8a8 /
+    w4a8 through the native decode steps, whose cache pointers move with the cache)."""
+    model = Qwen3TTS.from_pretrained(TINY_MODEL, quantize=quantize)
+    kw = dict(language="English", voice=voices["icl"], **dict(GREEDY, max_new_tokens=40))
+    text = "Hello there, this is a longer sentence to make a few frames."
+    model.generator.initial_cache = 1024
+    big = model.generate(text, **kw).codes
+    model.generator.initial_cache = 3
+    grown = model.generate(text, **kw).codes
+    assert big.shape[0] > 8 and torch.equal(big, grown)
