@@ -9,13 +9,12 @@ decode steps of a stack of them exactly as of `NativeW8A8Linear`s.
 
 from __future__ import annotations
 
-import ctypes
-
 import torch
 import torch.nn as nn
 
 from ..quant4 import GROUP, quantize_groups
 from . import Lin, load
+from .linear import NativeLinear
 
 NB = 16  # q4.c Q4_NB: output rows per packed block
 
@@ -36,7 +35,7 @@ def pack(q: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     return packed.contiguous().reshape(-1), s.contiguous().reshape(-1)
 
 
-class NativeW4A8Linear(nn.Module):
+class NativeW4A8Linear(NativeLinear):
     """y = x W^T (+ b) with group-wise int4 W and per-row int8 x (quant4.py); see q4.c."""
 
     def __init__(self, lin: nn.Linear, group: int = GROUP):
@@ -54,10 +53,3 @@ class NativeW4A8Linear(nn.Module):
         bias = None if self.bias is None else self.bias.data_ptr()
         return Lin(self.weight_q.data_ptr(), self.scales.data_ptr(), None, bias, self.out_features, self.in_features, self.kp, 4,
                    self.group)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        lead = x.shape[:-1]
-        x2 = x.reshape(-1, self.in_features).float().contiguous()  # (M, K)
-        y = x2.new_empty(x2.shape[0], self.out_features)
-        self.lib.qwen3tts_linear(ctypes.byref(self.desc), x2.data_ptr(), x2.shape[0], y.data_ptr(), torch.get_num_threads())
-        return y.reshape(*lead, self.out_features).to(x.dtype)

@@ -18,14 +18,14 @@ import torch.nn as nn
 
 from ..int8 import quantize_channels
 from . import KALIGN_DEFAULT, Layer, Lin, Stack, load
-from .q4 import NativeW4A8Linear
+from .linear import NativeLinear
 
 
 def _ptr(t: torch.Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
-class NativeW8A8Linear(nn.Module):
+class NativeW8A8Linear(NativeLinear):
     """y = x W^T (+ b) with int8 W (per output channel) and per-row int8 x; see decode.c."""
 
     def __init__(self, lin: nn.Linear):
@@ -48,13 +48,6 @@ class NativeW8A8Linear(nn.Module):
         return Lin(_ptr(self.weight_q), _ptr(self.scales), _ptr(self.wsum), _ptr(self.bias), self.out_features, self.in_features,
                    self.weight_q.shape[1])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape, dtype = x.shape, x.dtype
-        x2 = x.reshape(-1, shape[-1]).float().contiguous()  # (M, K)
-        y = torch.empty(x2.shape[0], self.out_features)
-        self.lib.qwen3tts_linear(ctypes.byref(self.desc), x2.data_ptr(), x2.shape[0], y.data_ptr(), torch.get_num_threads())
-        return y.reshape(*shape[:-1], self.out_features).to(dtype)
-
     def quantized_weight(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(int8 weight (out, in), fp32 per-channel scales (out,))."""
         return self.weight_q[:, : self.in_features], self.scales
@@ -72,7 +65,7 @@ class NativeStack:
         for i, layer in enumerate(tr.layers):
             a, m = layer.self_attn, layer.mlp
             lins = (a.qkv_proj, a.o_proj, m.gate_up_proj, m.down_proj)
-            if not all(isinstance(x, (NativeW8A8Linear, NativeW4A8Linear)) for x in lins) or a.qk_norm_weight is None:
+            if not all(isinstance(x, NativeLinear) for x in lins) or a.qk_norm_weight is None:
                 raise ValueError("NativeStack needs a fused stack with NativeW8A8Linear or NativeW4A8Linear projections")
             for w in (layer.input_layernorm.weight, layer.post_attention_layernorm.weight, a.qk_norm_weight):
                 assert w.dtype == torch.float32 and w.is_contiguous()
