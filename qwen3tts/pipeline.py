@@ -127,6 +127,7 @@ class Qwen3TTS:
         if progress:
             progress("weights", 0.7)
         tts.speech_tokenizer = SpeechTokenizer.from_pretrained(path / "speech_tokenizer", device=device, dtype=dtype)
+        tts.speech_tokenizer.quantize(quantize)  # w8a8 / w4a8: the codec decoder's linears in int8
         release_freed_memory()
         tts.set_cuda_graphs(cuda_graphs)
         if progress:
@@ -155,6 +156,8 @@ class Qwen3TTS:
         from .quant import quantize_talker
 
         quantize_talker(self.talker, mode)
+        if self.speech_tokenizer is not None:
+            self.speech_tokenizer.quantize(mode)
 
     @property
     def languages(self) -> list[str]:

@@ -413,3 +413,73 @@ void Q_FN(qwen3tts_linear_f32)(const float *x, int M, int K, const float *w, con
         }
     }
 }
+
+/* ------------------------------------------------------------------ int8 weights, float32 rows
+ * y (M, N) = (x (M, K) @ q (N, K)^T) * scale (N,) (+ bias): weight-only int8 (per output row
+ * scale) with float32 activations, for the codec decoder's weight-bound products in the
+ * quantized modes (codec/quant.py). Rows of q are ldq >= K bytes apart, zero past K, ldq a
+ * multiple of 16 (every weight load is a full one). The same 4 x 4 blocks as the float32 kernel
+ * above; each int8 weight is converted to float exactly, so a row's sum is the float32 kernel's
+ * on the integer weights: M does not change a row's result. */
+#ifdef Q_VEC
+static inline vf vload_i8(const int8_t *p) {
+#if VL == 16
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p)));
+#else
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)));
+#endif
+}
+
+static inline __attribute__((always_inline)) void dot_w8_4n(const float *const *xr, int K, const int8_t *const *wr, int mm,
+                                                            const int8_t *pf, size_t ldq, float *out) {
+    vf acc[4][4];
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++) acc[i][j] = vzero();
+    for (int k = 0; k < K; k += VL) {
+        if (pf && (k & 63) == 0)
+            for (int j = 0; j < 4; j++) _mm_prefetch((const char *)(pf + (size_t)j * ldq + k), _MM_HINT_T0);
+        vf wv[4];
+        for (int j = 0; j < 4; j++) wv[j] = vload_i8(wr[j] + k);
+        for (int i = 0; i < mm; i++) {
+            const vf xv = vloadn(xr[i] + k, K - k);
+            for (int j = 0; j < 4; j++) acc[i][j] = vfmadd(xv, wv[j], acc[i][j]);
+        }
+    }
+    for (int i = 0; i < mm; i++)
+        for (int j = 0; j < 4; j++) out[i * 4 + j] = vhsum(acc[i][j]);
+}
+#endif
+
+void Q_FN(qwen3tts_linear_w8f)(const float *x, int M, int K, const int8_t *q, int64_t ldq, const float *scale, const float *bias,
+                               int N, float *y, int nt) {
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int n0 = 0; n0 < N; n0 += 4) {
+        const int8_t *wr[4];
+        for (int j = 0; j < 4; j++) wr[j] = q + (size_t)(n0 + j < N ? n0 + j : N - 1) * ldq; /* edge: a repeated row */
+        for (int m0 = 0; m0 < M; m0 += 4) {
+            const int mm = M - m0 < 4 ? M - m0 : 4;
+            const float *xr[4];
+            for (int i = 0; i < 4; i++) xr[i] = x + (size_t)(m0 + (i < mm ? i : 0)) * K;
+            float out[16];
+#ifdef Q_VEC
+            const int8_t *pf = m0 == 0 && n0 + 8 <= N ? q + (size_t)(n0 + 4) * ldq : NULL;
+            switch (mm) { /* constant row counts */
+            case 1: dot_w8_4n(xr, K, wr, 1, pf, ldq, out); break;
+            case 2: dot_w8_4n(xr, K, wr, 2, pf, ldq, out); break;
+            case 3: dot_w8_4n(xr, K, wr, 3, pf, ldq, out); break;
+            default: dot_w8_4n(xr, K, wr, 4, pf, ldq, out); break;
+            }
+#else
+            for (int i = 0; i < mm; i++)
+                for (int j = 0; j < 4; j++) {
+                    float s = 0.f;
+                    for (int k = 0; k < K; k++) s += xr[i][k] * (float)wr[j][k];
+                    out[i * 4 + j] = s;
+                }
+#endif
+            for (int i = 0; i < mm; i++)
+                for (int j = 0; j < 4 && n0 + j < N; j++)
+                    y[(size_t)(m0 + i) * N + n0 + j] = out[i * 4 + j] * scale[n0 + j] + (bias ? bias[n0 + j] : 0.f);
+        }
+    }
+}

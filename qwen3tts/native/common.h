@@ -71,6 +71,8 @@ typedef struct {
                                       int C, int Cout, const float *U, const float *BT, const float *AT, const float *bias,       \
                                       int64_t q, int64_t T, int64_t ldb, float *y, int TR, int d, int nt))                         \
     X(void, qwen3tts_linear_f32, sfx, (const float *x, int M, int K, const float *w, const float *bias, int N, float *y, int nt))  \
+    X(void, qwen3tts_linear_w8f, sfx, (const float *x, int M, int K, const int8_t *q, int64_t ldq, const float *scale,           \
+                                       const float *bias, int N, float *y, int nt))                                                \
     X(void, qwen3tts_q4_gemm, sfx, (const Lin *L, const int8_t *x, const float *sx, int M, float *y, int nt))
 
 #define Q_DECLARE(ret, name, sfx, args) Q_HIDDEN ret Q_CAT(name, sfx) args;
