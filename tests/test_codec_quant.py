@@ -10,7 +10,7 @@ from native_isas import fresh_library, isas, using  # noqa: F401 (fixture)
 
 from conftest import TINY_MODEL, max_abs
 from qwen3tts import SpeechTokenizer, ops
-from qwen3tts.codec.quant import W8Linear
+from qwen3tts.codec.quant import W8Linear, w8_convolutions
 
 
 def _reference64(lin: W8Linear, x: torch.Tensor) -> torch.Tensor:
@@ -57,7 +57,9 @@ def test_quantize_replaces_every_decoder_linear(codecs):
     f32, q, linears, n = codecs
     assert linears > 0 and n > 0
     assert not any(isinstance(m, ops.Linear) for m in q.decoder.modules())
-    assert sum(isinstance(m, W8Linear) for m in q.decoder.modules()) == linears
+    convs = w8_convolutions(q.decoder)
+    assert sum(isinstance(m, W8Linear) for m in q.decoder.modules()) == linears + len(convs) == linears + 4
+    assert all(isinstance(m.w8, W8Linear) and m.conv.weight.is_meta for m in convs)  # only the int8 copy kept
     assert q.quantize("w8a8") == 0  # already done
     other = SpeechTokenizer.from_pretrained(TINY_MODEL / "speech_tokenizer")
     for mode in (None, "none", "int8"):  # float32 decoder (the parity mode) untouched

@@ -450,14 +450,21 @@ static inline __attribute__((always_inline)) void dot_w8_4n(const float *const *
 }
 #endif
 
+/* activation rows per pass: 4 x 4 accumulators fit AVX-512's 32 registers; AVX2's 16 hold 4 x 2 */
+#if defined(Q_VEC) && VL == 8
+#define W8_ROWS 2
+#else
+#define W8_ROWS 4
+#endif
+
 void Q_FN(qwen3tts_linear_w8f)(const float *x, int M, int K, const int8_t *q, int64_t ldq, const float *scale, const float *bias,
                                int N, float *y, int nt) {
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (int n0 = 0; n0 < N; n0 += 4) {
         const int8_t *wr[4];
         for (int j = 0; j < 4; j++) wr[j] = q + (size_t)(n0 + j < N ? n0 + j : N - 1) * ldq; /* edge: a repeated row */
-        for (int m0 = 0; m0 < M; m0 += 4) {
-            const int mm = M - m0 < 4 ? M - m0 : 4;
+        for (int m0 = 0; m0 < M; m0 += W8_ROWS) {
+            const int mm = M - m0 < W8_ROWS ? M - m0 : W8_ROWS;
             const float *xr[4];
             for (int i = 0; i < 4; i++) xr[i] = x + (size_t)(m0 + (i < mm ? i : 0)) * K;
             float out[16];
