@@ -127,7 +127,10 @@ class Qwen3TTS:
         if progress:
             progress("weights", 0.7)
         tts.speech_tokenizer = SpeechTokenizer.from_pretrained(path / "speech_tokenizer", device=device, dtype=dtype)
-        tts.speech_tokenizer.quantize(quantize)  # w8a8 / w4a8: the codec decoder's linears in int8
+        if quantize not in (None, "none"):  # w8a8 / w4a8: the codec decoder's few-row products in int8
+            from .codec_quant import quantize_decoder
+
+            quantize_decoder(tts.speech_tokenizer.decoder, quantize)
         release_freed_memory()
         tts.set_cuda_graphs(cuda_graphs)
         if progress:
@@ -157,7 +160,9 @@ class Qwen3TTS:
 
         quantize_talker(self.talker, mode)
         if self.speech_tokenizer is not None:
-            self.speech_tokenizer.quantize(mode)
+            from .codec_quant import quantize_decoder
+
+            quantize_decoder(self.speech_tokenizer.decoder, mode)
 
     @property
     def languages(self) -> list[str]:

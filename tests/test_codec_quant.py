@@ -1,6 +1,6 @@
-"""The codec decoder's int8-weight linears in the quantized modes (codec/quant.py): the native
-product against its float64 definition on every instruction set, streaming == offline within
-the mode, bounded drift against float32, float32 modes untouched."""
+"""The codec decoder's int8-weight products in the quantized modes (codec_quant.py,
+native/w8f.py): the native product against its float64 definition on every instruction set,
+streaming == offline within the mode, bounded drift against float32, float32 modes untouched."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from native_isas import fresh_library, isas, using  # noqa: F401 (fixture)
 
 from conftest import TINY_MODEL, max_abs
 from qwen3tts import SpeechTokenizer, ops
-from qwen3tts.codec.quant import W8Linear, w8_convolutions
+from qwen3tts.codec_quant import quantize_decoder, w8_convolutions
+from qwen3tts.native.w8f import W8Linear
 
 
 def _reference64(lin: W8Linear, x: torch.Tensor) -> torch.Tensor:
@@ -49,7 +50,7 @@ def codecs():
     f32 = SpeechTokenizer.from_pretrained(TINY_MODEL / "speech_tokenizer")
     q = SpeechTokenizer.from_pretrained(TINY_MODEL / "speech_tokenizer")
     linears = sum(isinstance(m, ops.Linear) for m in q.decoder.modules())
-    n = q.quantize("w8a8")
+    n = quantize_decoder(q.decoder, "w8a8")
     return f32, q, linears, n
 
 
@@ -60,10 +61,10 @@ def test_quantize_replaces_every_decoder_linear(codecs):
     convs = w8_convolutions(q.decoder)
     assert sum(isinstance(m, W8Linear) for m in q.decoder.modules()) == linears + len(convs) == linears + 4
     assert all(isinstance(m.w8, W8Linear) and m.conv.weight.is_meta for m in convs)  # only the int8 copy kept
-    assert q.quantize("w8a8") == 0  # already done
+    assert quantize_decoder(q.decoder, "w8a8") == 0  # already done
     other = SpeechTokenizer.from_pretrained(TINY_MODEL / "speech_tokenizer")
     for mode in (None, "none", "int8"):  # float32 decoder (the parity mode) untouched
-        assert other.quantize(mode) == 0
+        assert quantize_decoder(other.decoder, mode) == 0
     assert sum(isinstance(m, ops.Linear) for m in other.decoder.modules()) == linears
 
 
@@ -92,3 +93,15 @@ def test_quantized_drift_is_bounded(codecs):
     # max abs 0.09 here; the full-size random codec 62 dB, 8e-4 (docs/benchmarks.md)
     assert 0 < max_abs(a, b) < 0.2
     assert snr > 22, snr
+
+
+@pytest.mark.parametrize("mode", ["w4a8", None])
+def test_model_loads_with_the_codec_quantized_in_its_mode(mode):
+    from qwen3tts import Qwen3TTS
+
+    tts = Qwen3TTS.from_pretrained(TINY_MODEL, quantize=mode)
+    dec = tts.speech_tokenizer.decoder
+    w8 = sum(isinstance(m, W8Linear) for m in dec.modules())
+    assert (w8 > 0 and not any(isinstance(m, ops.Linear) for m in dec.modules())) if mode else w8 == 0
+    wav = tts.speech_tokenizer.decode(_codes(3))
+    assert wav.shape == (3 * 1920,) and torch.isfinite(wav).all() and wav.abs().max() > 0

@@ -28,7 +28,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import ops
-from ..ops.gemm_conv_backend import unfold
 
 
 def _cat_rows(ts) -> torch.Tensor:
@@ -151,9 +150,9 @@ class CausalConv1d(nn.Module):
         inputs, else torch's convolution)."""
         c = self.conv
         w8 = self._modules.get("w8")
-        if w8 is not None:  # int8 weights (codec/quant.py): one product over the unfolded windows
+        if w8 is not None:  # int8 weights (codec_quant.py): one product over the unfolded windows
             n = (x.shape[-1] - self.k_eff) // c.stride[0] + 1
-            cols, _ = unfold(x, c.weight, n, c.stride[0], c.dilation[0])  # (B*n, k*Cin)
+            cols, _ = ops.unfold(x, c.weight, n, c.stride[0], c.dilation[0])  # (B*n, k*Cin)
             return w8(cols).view(x.shape[0], n, -1).transpose(1, 2)  # (B, Cout, n): channels-last memory
         return ops.conv1d(self, x, c.weight, c.bias, c.stride[0], c.dilation[0], c.groups, self.cl)
 
@@ -275,7 +274,7 @@ class CausalConvTranspose1d(nn.Module):
         s, k, cout = self.stride, self.conv.kernel_size[0], self.conv.out_channels
         w = self._gemm_view(self.conv.weight)  # (k * Cout, Cin): a view
         xt = x.transpose(1, 2).reshape(B * N, -1)  # (B*N, Cin)
-        w8 = self._modules.get("w8")  # int8 weights (codec/quant.py)
+        w8 = self._modules.get("w8")  # int8 weights (codec_quant.py)
         z = (w8(xt) if w8 is not None else ops.gemm(self, xt, w)).view(B, N, k, cout)  # (B, N, k, Cout); the weight may be packed once
         y = z[:, :, :s].contiguous()  # (B, N, s, Cout): block t
         if self.tail:

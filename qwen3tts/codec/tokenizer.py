@@ -142,13 +142,6 @@ class SpeechTokenizer:
         else:  # tensors in memory: load now (keeping them for later would hold them anyway)
             self._load_encoder()
 
-    def quantize(self, mode: str | None) -> int:
-        """The model's quantize mode: in "w8a8" / "w4a8" the decoder's linears keep int8 weights
-        (codec/quant.py); returns the weights converted (0 in the other modes)."""
-        from .quant import quantize_decoder
-
-        return quantize_decoder(self.decoder, mode)
-
     @property
     def encoder(self) -> CodecEncoder:
         """The codec encoder (waveform -> codes), loaded on first use."""

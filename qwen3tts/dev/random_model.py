@@ -199,6 +199,9 @@ def random_tts(path: str | Path, seed: int = 0, device="cpu", dtype=torch.float3
     st_cfg = SpeechTokenizerConfig.from_file(path / "speech_tokenizer")
     tok = SpeechTokenizer(st_cfg, device=device, dtype=dtype)
     tok.load_state(RandomTensors(speech_tokenizer_shapes(st_cfg), seed + 1))
-    tok.quantize(quantize)
+    if quantize not in (None, "none"):
+        from ..codec_quant import quantize_decoder
+
+        quantize_decoder(tok.decoder, quantize)
     tts.speech_tokenizer = tok
     return tts

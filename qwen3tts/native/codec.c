@@ -417,7 +417,7 @@ void Q_FN(qwen3tts_linear_f32)(const float *x, int M, int K, const float *w, con
 /* ------------------------------------------------------------------ int8 weights, float32 rows
  * y (M, N) = (x (M, K) @ q (N, K)^T) * scale (N,) (+ bias): weight-only int8 (per output row
  * scale) with float32 activations, for the codec decoder's weight-bound products in the
- * quantized modes (codec/quant.py). Rows of q are ldq >= K bytes apart, zero past K, ldq a
+ * quantized modes (codec_quant.py, native/w8f.py). Rows of q are ldq >= K bytes apart, zero past K, ldq a
  * multiple of 16 (every weight load is a full one). The same 4 x 4 blocks as the float32 kernel
  * above; each int8 weight is converted to float exactly, so a row's sum is the float32 kernel's
  * on the integer weights: M does not change a row's result. */

@@ -23,11 +23,12 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from .gemm_conv_backend import unfold
 from .plan import BACKENDS, OPS, Plan, default, make
 from .reference import rope_tables
 
 __all__ = ["BACKENDS", "OPS", "Plan", "Linear", "make", "default", "prepare", "bind", "plan_of", "keep_packed_only", "rope_tables",
-           "run", "linear", "gemm", "conv1d", "conv1d_history", "snake", "rms_norm", "rope", "attention"]
+           "run", "unfold", "linear", "gemm", "conv1d", "conv1d_history", "snake", "rms_norm", "rope", "attention"]
 
 
 def plan_of(owner) -> Plan:

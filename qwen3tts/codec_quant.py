@@ -1,19 +1,19 @@
-"""Weight-only int8 linears of the codec decoder, for the quantized modes (`quantize="w8a8"` /
-`"w4a8"`). Not in the official model (it has no quantization).
+"""Weight-only int8 for the codec decoder in the quantized modes (`quantize="w8a8"` / `"w4a8"`):
+which products get int8 weights, and the conversion. Not in the official model (it has no
+quantization); quant.py does the talker's.
 
 A streaming push decodes one frame: the decoder's transformer (8 layers), its ConvNeXt blocks,
 its upsampling transposed convolutions, the k7 convolution into the decoder and the first
 decoder block's transposed convolution then multiply one to four rows by ~320 MB of float32
-weights, so a push is bound by reading them. In the quantized modes these products keep int8 weights (symmetric, one scale per output
-row: `int8.quantize_channels`, the talker's) and float32 activations: a quarter of the bytes.
-Activations are not rounded, so the product is continuous in its input: streaming and offline
-decode, which see the same weights, still agree to float32 rounding within the mode (with int8
-activations a last-bit difference upstream can flip a rounded activation). The drift against
-float32 is measured in docs/benchmarks.md and bounded in tests/test_codec_quant.py. Float32
-(the default) is untouched.
-
-The product is `qwen3tts_linear_w8f` (native/codec.c) for any row count, or its torch
-definition where the native library is missing: (x @ q^T) * scale (+ bias).
+weights, so a push is bound by reading them. In the quantized modes these products keep int8
+weights (symmetric, one scale per output row: `int8.quantize_channels`, the talker's) and
+float32 activations (`native.w8f.W8Linear`): a quarter of the bytes, in offline decode and
+streaming alike. Activations are not rounded, so the product is continuous in its input:
+streaming and offline decode still agree to float32 rounding within the mode (with int8
+activations a last-bit difference upstream can flip a rounded activation; int8 Winograd mixes
+would not be a convolution any more: their output would depend on the tile position). The drift
+against float32 is measured in docs/benchmarks.md and bounded in tests/test_codec_quant.py.
+Float32 (the default) is untouched.
 """
 
 from __future__ import annotations
@@ -21,64 +21,17 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .. import ops
-from ..int8 import quantize_channels
+from . import ops
+from .codec.layers import CausalConvTranspose1d
+from .native import dnn
+from .native.w8f import W8Linear
 
 MODES = ("w8a8", "w4a8")  # the model's quantize modes that give the codec decoder int8 weights
-KALIGN = 64  # bytes per weight row are padded to this (full vector loads, zeros past K)
-
-
-class W8Linear(nn.Module):
-    """y = (x @ q^T) * scale (+ bias): int8 weights q (N, K) with a float32 scale per output row,
-    float32 activations (no activation rounding)."""
-
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
-        super().__init__()
-        w = weight.detach().float().cpu()
-        N, K = w.shape
-        q, scale = quantize_channels(w)
-        qp = torch.zeros(N, -(-K // KALIGN) * KALIGN, dtype=torch.int8)  # (N, Kp): rows padded with zeros
-        qp[:, :K] = q
-        self.in_features, self.out_features = K, N
-        self.register_buffer("weight_q", qp)
-        self.register_buffer("scales", scale.float().contiguous())  # (N,)
-        self.register_buffer("bias", None if bias is None else bias.detach().float().cpu().contiguous())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        K, N = self.in_features, self.out_features
-        x2 = x.reshape(-1, K)  # (M, K)
-        lib = _library()
-        if lib is None or x2.dtype != torch.float32 or x2.device.type != "cpu":
-            return self.reference(x)
-        x2 = x2.contiguous()
-        y = torch.empty(x2.shape[0], N)
-        b = self.bias.data_ptr() if self.bias is not None else None
-        lib.qwen3tts_linear_w8f(x2.data_ptr(), x2.shape[0], K, self.weight_q.data_ptr(), self.weight_q.shape[1],
-                                self.scales.data_ptr(), b, N, y.data_ptr(), torch.get_num_threads())
-        return y.view(*x.shape[:-1], N)
-
-    def reference(self, x: torch.Tensor) -> torch.Tensor:
-        """The definition in torch (the test oracle, and the path without the native library)."""
-        w = self.weight_q[:, : self.in_features].to(x.dtype)
-        y = (x @ w.T) * self.scales.to(x.dtype)
-        return y + self.bias.to(x.dtype) if self.bias is not None else y
-
-    def dequantized(self) -> torch.Tensor:
-        """The float32 weight (N, K) this linear computes with."""
-        return self.weight_q[:, : self.in_features].float() * self.scales[:, None]
-
-
-def _library():
-    from .. import native
-
-    return native.library() if native.available() else None
 
 
 def _float_weight(lin: ops.Linear) -> torch.Tensor:
     """`lin`'s float weight, rebuilt from oneDNN's packed copy where only that is kept."""
     if lin.weight.is_meta:
-        from ..native import dnn
-
         dnn.restore(lin)
     return lin.weight
 
@@ -97,9 +50,6 @@ def _quantize_conv(layer: nn.Module) -> int:
     """Give `layer` (a channels-last `CausalConv1d` or `CausalConvTranspose1d`) a `W8Linear` of its
     GEMM matrix as submodule `w8` (the layer computes with it) and drop its float weight (a
     stand-in with its shape on the meta device) and packed copies."""
-    from ..native import dnn
-    from .layers import CausalConvTranspose1d
-
     if "w8" in layer._modules or not layer.cl:
         return 0
     conv = layer.conv

@@ -1,0 +1,59 @@
+"""`W8Linear`: a linear with int8 weights (one float32 scale per output row) and float32
+activations, computed by the native library (`qwen3tts_linear_w8f`, codec.c: 4 weight rows x
+up to 4 activation rows of FMAs per pass, the int8 weights converted to float exactly), or by its
+torch definition where the library is missing: y = (x @ q^T) * scale (+ bias).
+
+Not in the official model (it has no quantization): the codec decoder's weight-bound products
+use it in the quantized modes (qwen3tts/codec_quant.py). Activations are not rounded, so the
+product is continuous in its input, and a row's result does not depend on the other rows.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from ..int8 import quantize_channels
+from . import available, library
+
+KALIGN = 64  # bytes per weight row are padded to this (full vector loads, zeros past K)
+
+
+class W8Linear(nn.Module):
+    """y = (x @ q^T) * scale (+ bias): int8 weights q (N, K) with a float32 scale per output row,
+    float32 activations (no activation rounding)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
+        super().__init__()
+        w = weight.detach().float().cpu()
+        N, K = w.shape
+        q, scale = quantize_channels(w)
+        qp = torch.zeros(N, -(-K // KALIGN) * KALIGN, dtype=torch.int8)  # (N, Kp): rows padded with zeros
+        qp[:, :K] = q
+        self.in_features, self.out_features = K, N
+        self.register_buffer("weight_q", qp)
+        self.register_buffer("scales", scale.float().contiguous())  # (N,)
+        self.register_buffer("bias", None if bias is None else bias.detach().float().cpu().contiguous())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        K, N = self.in_features, self.out_features
+        x2 = x.reshape(-1, K)  # (M, K)
+        lib = library() if available() else None
+        if lib is None or x2.dtype != torch.float32 or x2.device.type != "cpu":
+            return self.reference(x)
+        x2 = x2.contiguous()
+        y = torch.empty(x2.shape[0], N)
+        b = self.bias.data_ptr() if self.bias is not None else None
+        lib.qwen3tts_linear_w8f(x2.data_ptr(), x2.shape[0], K, self.weight_q.data_ptr(), self.weight_q.shape[1],
+                                self.scales.data_ptr(), b, N, y.data_ptr(), torch.get_num_threads())
+        return y.view(*x.shape[:-1], N)
+
+    def reference(self, x: torch.Tensor) -> torch.Tensor:
+        """The definition in torch (the test oracle, and the path without the native library)."""
+        w = self.weight_q[:, : self.in_features].to(x.dtype)
+        y = (x @ w.T) * self.scales.to(x.dtype)
+        return y + self.bias.to(x.dtype) if self.bias is not None else y
+
+    def dequantized(self) -> torch.Tensor:
+        """The float32 weight (N, K) this linear computes with."""
+        return self.weight_q[:, : self.in_features].float() * self.scales[:, None]
