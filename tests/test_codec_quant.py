@@ -105,3 +105,17 @@ def test_model_loads_with_the_codec_quantized_in_its_mode(mode):
     assert (w8 > 0 and not any(isinstance(m, ops.Linear) for m in dec.modules())) if mode else w8 == 0
     wav = tts.speech_tokenizer.decode(_codes(3))
     assert wav.shape == (3 * 1920,) and torch.isfinite(wav).all() and wav.abs().max() > 0
+
+
+def test_quantized_batched_push_equals_separate_pushes(codecs):
+    from qwen3tts.codec.tokenizer import push_many
+
+    _, q, _, _ = codecs
+    codes = [_codes(6, seed=s) for s in (2, 3, 4)]
+    alone = [q.streaming_decoder() for _ in codes]
+    together = [q.streaming_decoder() for _ in codes]
+    for t in range(6):
+        want = [d.push(c[t : t + 1]) for d, c in zip(alone, codes)]
+        got = push_many(together, [c[t : t + 1] for c in codes])
+        for w, g in zip(want, got):
+            assert max_abs(w, g) < 2e-5
