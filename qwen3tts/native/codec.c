@@ -354,6 +354,19 @@ static inline float vhsum(vf a) {
 #endif
 }
 
+/* acc[i][j] += x_i[k..k+VL) * wv[j] for the mm activation rows (tail lanes of x masked) */
+static inline __attribute__((always_inline)) void fma_4n(vf acc[4][4], const vf *wv, const float *const *xr, int k, int K, int mm) {
+    for (int i = 0; i < mm; i++) {
+        const vf xv = vloadn(xr[i] + k, K - k);
+        for (int j = 0; j < 4; j++) acc[i][j] = vfmadd(xv, wv[j], acc[i][j]);
+    }
+}
+
+static inline __attribute__((always_inline)) void hsum_4n(vf acc[4][4], int mm, float *out) {
+    for (int i = 0; i < mm; i++)
+        for (int j = 0; j < 4; j++) out[i * 4 + j] = vhsum(acc[i][j]);
+}
+
 static inline __attribute__((always_inline)) void dot_f32_4n(const float *const *xr, int K, const float *const *wr, int mm,
                                                              const float *pf, int pass, int passes, float *out) {
     vf acc[4][4];
@@ -370,13 +383,9 @@ static inline __attribute__((always_inline)) void dot_f32_4n(const float *const 
         }
         vf wv[4];
         for (int j = 0; j < 4; j++) wv[j] = vloadn(wr[j] + k, K - k);
-        for (int i = 0; i < mm; i++) {
-            const vf xv = vloadn(xr[i] + k, K - k);
-            for (int j = 0; j < 4; j++) acc[i][j] = vfmadd(xv, wv[j], acc[i][j]);
-        }
+        fma_4n(acc, wv, xr, k, K, mm);
     }
-    for (int i = 0; i < mm; i++)
-        for (int j = 0; j < 4; j++) out[i * 4 + j] = vhsum(acc[i][j]);
+    hsum_4n(acc, mm, out);
 }
 #endif
 
@@ -440,13 +449,9 @@ static inline __attribute__((always_inline)) void dot_w8_4n(const float *const *
             for (int j = 0; j < 4; j++) _mm_prefetch((const char *)(pf + (size_t)j * ldq + k), _MM_HINT_T0);
         vf wv[4];
         for (int j = 0; j < 4; j++) wv[j] = vload_i8(wr[j] + k);
-        for (int i = 0; i < mm; i++) {
-            const vf xv = vloadn(xr[i] + k, K - k);
-            for (int j = 0; j < 4; j++) acc[i][j] = vfmadd(xv, wv[j], acc[i][j]);
-        }
+        fma_4n(acc, wv, xr, k, K, mm);
     }
-    for (int i = 0; i < mm; i++)
-        for (int j = 0; j < 4; j++) out[i * 4 + j] = vhsum(acc[i][j]);
+    hsum_4n(acc, mm, out);
 }
 #endif
 
