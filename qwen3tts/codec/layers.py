@@ -274,8 +274,8 @@ class CausalConvTranspose1d(nn.Module):
         s, k, cout = self.stride, self.conv.kernel_size[0], self.conv.out_channels
         w = self._gemm_view(self.conv.weight)  # (k * Cout, Cin): a view
         xt = x.transpose(1, 2).reshape(B * N, -1)  # (B*N, Cin)
-        w8 = self._modules.get("w8")  # int8 weights (codec_quant.py)
-        z = (w8(xt) if w8 is not None else ops.gemm(self, xt, w)).view(B, N, k, cout)  # (B, N, k, Cout); the weight may be packed once
+        w8 = self._modules.get("w8")  # int8 weights (codec_quant.py), else the weight may be packed once
+        z = (w8(xt) if w8 is not None else ops.gemm(self, xt, w)).view(B, N, k, cout)  # (B, N, k, Cout)
         y = z[:, :, :s].contiguous()  # (B, N, s, Cout): block t
         if self.tail:
             spill = z[:, :, s:]  # (B, N, tail, Cout): spills into block t + 1

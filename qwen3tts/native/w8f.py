@@ -1,6 +1,6 @@
 """`W8Linear`: a linear with int8 weights (one float32 scale per output row) and float32
-activations, computed by the native library (`qwen3tts_linear_w8f`, codec.c: 4 weight rows x
-up to 4 activation rows of FMAs per pass, the int8 weights converted to float exactly), or by its
+activations, computed by the native library (`qwen3tts_linear_w8f`, codec.c: 4 weight rows x 4 activation
+rows of FMAs per pass, 4 x 2 under AVX2, the int8 weights converted to float exactly), or by its
 torch definition where the library is missing: y = (x @ q^T) * scale (+ bias).
 
 Not in the official model (it has no quantization): the codec decoder's weight-bound products
@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from ..int8 import quantize_channels
-from . import available, library
+from . import library
 
 KALIGN = 64  # bytes per weight row are padded to this (full vector loads, zeros past K)
 
@@ -38,7 +38,7 @@ class W8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         K, N = self.in_features, self.out_features
         x2 = x.reshape(-1, K)  # (M, K)
-        lib = library() if available() else None
+        lib = library()
         if lib is None or x2.dtype != torch.float32 or x2.device.type != "cpu":
             return self.reference(x)
         x2 = x2.contiguous()
