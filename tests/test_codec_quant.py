@@ -119,3 +119,15 @@ def test_quantized_batched_push_equals_separate_pushes(codecs):
         got = push_many(together, [c[t : t + 1] for c in codes])
         for w, g in zip(want, got):
             assert max_abs(w, g) < 2e-5
+
+
+def test_w8_linear_without_the_native_library_is_its_definition():
+    from qwen3tts import options
+
+    g = torch.Generator().manual_seed(5)
+    lin = W8Linear(torch.randn(24, 40, generator=g), torch.randn(24, generator=g))
+    x = torch.randn(3, 40, generator=g)
+    with options.override(native="off"):
+        y = lin(x)
+    assert torch.equal(y, lin.reference(x))
+    assert max_abs(lin(x), y) <= 2e-6 * y.abs().max()
