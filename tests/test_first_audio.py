@@ -84,3 +84,45 @@ def test_native_pointers_address_each_rows_slab():
         want = [t[b].data_ptr() for t in ts for b in range(2) for _ in range(5)]
         assert [ctypes.c_int64(a).value for a in arr] == want
     assert NativeStack._pointers(stack, cache, 2, 5)[0] is kp  # built once per cache and shape
+
+
+@pytest.mark.parametrize("path", ["eager", "static", "native"])
+def test_unwritten_cache_slots_are_never_read(tiny_tts, tiny_icl_voice, monkeypatch, path):
+    """A session's talker cache is not zero filled (`zeroed=False`): fill its unwritten slots
+    with NaN and the codes and audio stay those of a zero-filled cache, on the eager path,
+    through the fixed-shape batch it joins, and in the native w8a8 decode stack."""
+    from qwen3tts.model.layers import Transformer
+
+    static = path == "static"
+    if path == "native":
+        from qwen3tts import Qwen3TTS, native
+        from tests.conftest import TINY_MODEL
+
+        if not native.available():
+            pytest.skip("the native library is not built here")
+        tiny_tts = Qwen3TTS.from_pretrained(TINY_MODEL, quantize="w8a8")
+        assert tiny_tts.talker.model.native is not None
+
+    kw = dict(language="English", voice=tiny_icl_voice, do_sample=False, subtalker_dosample=False, max_new_tokens=12)
+    tiny_tts.set_cuda_graphs("on" if static else "off")
+    try:
+        ref = tiny_tts.generate("Hello there.", **kw)
+        made = []
+        orig = Transformer.new_cache
+
+        def nan_cache(self, batch, max_len, device=None, dtype=None, zeroed=True):
+            c = orig(self, batch, max_len, device, dtype, zeroed)
+            if not zeroed:
+                for t in c.k + c.v:
+                    t.fill_(float("nan"))
+                made.append(c)
+            return c
+
+        monkeypatch.setattr(Transformer, "new_cache", nan_cache)
+        got = tiny_tts.generate("Hello there.", **kw)
+    finally:
+        tiny_tts.set_cuda_graphs("off")
+    assert made  # the session cache was one of them
+    assert ref.codes.shape[0] > 2
+    assert torch.equal(got.codes, ref.codes)
+    assert torch.equal(got.audio, ref.audio)
