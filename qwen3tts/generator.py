@@ -119,7 +119,7 @@ class FrameGenerator:
         cap = L + min(settings.max_new_tokens, self.initial_cache) + 1
         g = seeded_generator(self.device, settings.seed)
         st = GenState(
-            cache=self.talker.model.new_cache(1, cap),
+            cache=self.talker.model.new_cache(1, cap, zeroed=False),  # read up to `pos` only (kv_len, per-row lengths)
             prompt=prompt,
             settings=settings,
             generator=g,
@@ -135,7 +135,7 @@ class FrameGenerator:
     def _ensure_capacity(self, st: GenState) -> None:
         if st.pos < st.cache.max_len:
             return
-        new = self.talker.model.new_cache(1, st.cache.max_len * 2)
+        new = self.talker.model.new_cache(1, st.cache.max_len * 2, zeroed=False)
         for a, b in zip(new.k + new.v, st.cache.k + st.cache.v):
             a[:, :, : b.shape[2]].copy_(b)
         st.cache = new

@@ -13,6 +13,7 @@ modeling_qwen3_tts.py; talker.md §2.5-2.7, reference README "Official behaviour
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -41,6 +42,35 @@ def language_prefix(cfg: Qwen3TTSConfig, language: str | None) -> list[int]:
     if lang not in t.codec_language_id:
         raise ValueError(f"unsupported language {language!r}; supported: {', '.join(supported_languages(cfg))}")
     return [t.codec_think_id, t.codec_think_bos_id, t.codec_language_id[lang], t.codec_think_eos_id]
+
+
+_CONSTANTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # talker -> (weights stamp, {ids: T(ids)})
+
+
+def _weights_stamp(talker) -> tuple | None:
+    """What T(ids) depends on besides ids: the text table module and the projection's tensors
+    (storage and in-place version); None when a tensor keeps no version (an inference tensor)."""
+    try:
+        return (id(talker.model.text_embedding),) + tuple((p.data_ptr(), p._version) for p in talker.text_projection.parameters())
+    except RuntimeError:
+        return None
+
+
+def constant_text(talker, ids: list[int]) -> torch.Tensor:
+    """T(ids) for ids that every prompt of a model contains (the tts_bos / tts_eos / tts_pad
+    vectors, the assistant role header): computed once per model, then the same tensor (read
+    only; the same call, so the same numbers as computing it again)."""
+    stamp = _weights_stamp(talker)
+    dev = talker.model.codec_embedding.weight.device
+    if stamp is None:
+        return talker.text_embed(torch.tensor(ids, dtype=torch.long, device=dev))
+    kept = _CONSTANTS.get(talker)
+    if kept is None or kept[0] != stamp:
+        _CONSTANTS[talker] = kept = (stamp, {})
+    key = tuple(ids)
+    if key not in kept[1]:
+        kept[1][key] = talker.text_embed(torch.tensor(ids, dtype=torch.long, device=dev))
+    return kept[1][key]
 
 
 @torch.inference_mode()
@@ -72,7 +102,7 @@ def build_prompt(
     def C(ids):  # codec track: talker codec embeddings, (n, hidden)
         return talker.codec_embed(ids_t(ids))
 
-    tts_bos, tts_eos, tts_pad = T([cfg.tts_bos_token_id, cfg.tts_eos_token_id, cfg.tts_pad_token_id])
+    tts_bos, tts_eos, tts_pad = constant_text(talker, [cfg.tts_bos_token_id, cfg.tts_eos_token_id, cfg.tts_pad_token_id])
     codec = [C(language_prefix(cfg, language))]
     if speaker is not None:
         codec.append(speaker.to(dev, tts_pad.dtype).reshape(1, -1))
@@ -81,7 +111,7 @@ def build_prompt(
     n = codec.shape[0]
     head = torch.cat([tts_pad.expand(n - 2, -1), tts_bos[None]]) + codec[:-1]  # (n-1, hidden)
     parts = [T(instruct_ids)] if instruct_ids else []
-    parts += [T(input_ids[:3]), head]
+    parts += [constant_text(talker, input_ids[:3]), head]  # the role header
     text_ids = input_ids[3:-5]
     shared = sum(p.shape[0] for p in parts)
 

@@ -38,12 +38,15 @@ class RMSNorm(nn.Module):
 
 
 class KVCache:
-    """Static per-session K/V buffers: k[i], v[i] of shape (B, H_kv, S_max, D)."""
+    """Static per-session K/V buffers: k[i], v[i] of shape (B, H_kv, S_max, D). `zeroed=False`
+    leaves the slots unwritten (no zero fill, no first touch of pages never used): only for a
+    cache whose readers attend to written slots alone (kv_len / per-row lengths, not masks)."""
 
-    def __init__(self, n_layers: int, batch: int, kv_heads: int, max_len: int, head_dim: int, device, dtype):
+    def __init__(self, n_layers: int, batch: int, kv_heads: int, max_len: int, head_dim: int, device, dtype, zeroed: bool = True):
         shape = (batch, kv_heads, max_len, head_dim)
-        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layers)]
-        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layers)]
+        make = torch.zeros if zeroed else torch.empty
+        self.k = [make(shape, device=device, dtype=dtype) for _ in range(n_layers)]
+        self.v = [make(shape, device=device, dtype=dtype) for _ in range(n_layers)]
         self.max_len = max_len
 
     def reset(self) -> None:
@@ -261,9 +264,10 @@ class Transformer(nn.Module):
             layer.self_attn.fuse()
             layer.mlp.fuse()
 
-    def new_cache(self, batch: int, max_len: int, device=None, dtype=None) -> KVCache:
+    def new_cache(self, batch: int, max_len: int, device=None, dtype=None, zeroed: bool = True) -> KVCache:
         w = self.norm.weight
-        return KVCache(len(self.layers), batch, self.cfg.num_key_value_heads, max_len, self.head_dim, device or w.device, dtype or w.dtype)
+        return KVCache(len(self.layers), batch, self.cfg.num_key_value_heads, max_len, self.head_dim, device or w.device, dtype or w.dtype,
+                       zeroed)
 
     def forward(self, x: torch.Tensor, cache: KVCache, positions: torch.Tensor, kv_len: int | None = None, mask=None,
                 shared: int = 0) -> torch.Tensor:

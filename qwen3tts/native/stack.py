@@ -96,8 +96,13 @@ class NativeStack:
             M = B * T
             for t in cache.k + cache.v:
                 _check_cache(t)
-            kp = (ctypes.c_int64 * (self.n_layers * M))(*[k[b].data_ptr() for k in cache.k for b in range(B) for _ in range(T)])
-            vp = (ctypes.c_int64 * (self.n_layers * M))(*[v[b].data_ptr() for v in cache.v for b in range(B) for _ in range(T)])
+
+            def rows(ts):  # per layer, batch row b's slab address, once for each of its T rows
+                slabs = [t.data_ptr() + b * t.stride(0) * t.element_size() for t in ts for b in range(B)]
+                return [a for a in slabs for _ in range(T)]
+
+            kp = (ctypes.c_int64 * (self.n_layers * M))(*rows(cache.k))
+            vp = (ctypes.c_int64 * (self.n_layers * M))(*rows(cache.v))
             smax = (ctypes.c_int64 * M)(*([cache.max_len] * M))
             cache.__dict__[key] = arrs = (kp, vp, smax)
         return arrs
