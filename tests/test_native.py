@@ -429,3 +429,26 @@ def test_prompt_shared_rows_are_the_voice_part(native_tts, tiny_icl_voice):
         assert 0 < p.shared == q.shared < min(p.prefill.shape[0], q.prefill.shape[0])
         assert torch.equal(p.prefill[: p.shared], q.prefill[: q.shared])
         assert not torch.equal(p.prefill[p.shared], q.prefill[q.shared])
+
+
+def test_hugepage_tensors_are_aligned_and_plain_below_a_page():
+    """`native.hugepages.empty`: a large buffer starts on a 2 MB boundary (Linux: its whole pages
+    advised MADV_HUGEPAGE), holds what is written to it and outlives the caller's references to the
+    mapping; a small one is ordinary memory. The packed int8 weights of a large layer live there."""
+    from qwen3tts.native import hugepages
+
+    big = hugepages.empty((3, 1 << 20), torch.float32)  # 12 MB
+    assert big.shape == (3, 1 << 20) and big.dtype == torch.float32 and big.is_contiguous()
+    if hugepages.ADVICE is not None:
+        assert big.data_ptr() % hugepages.HUGE == 0
+    big.copy_(torch.arange(3 << 20, dtype=torch.float32).view(3, -1))
+    assert big[2, -1].item() == (3 << 20) - 1 and float(big.sum(dtype=torch.float64)) == (3 << 20) * ((3 << 20) - 1) / 2
+    small = hugepages.empty(100, torch.int8)
+    assert small.shape == (100,) and small.dtype == torch.int8
+    q = NativeW8A8Linear(nn.Linear(1024, 4096, bias=False))  # 4 MB of int8 weights
+    if hugepages.ADVICE is not None:
+        assert q.weight_q.data_ptr() % hugepages.HUGE == 0
+    x = torch.randn(2, 1024)
+    with torch.inference_mode():
+        assert torch.equal(q(x), q(x.clone()))
+        assert (q(x).double() - _reference(q, x)).abs().max().item() <= 2e-6 * q(x).abs().max().item()

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from ..int8 import quantize_channels
-from . import KALIGN_DEFAULT, Layer, Lin, Stack, load
+from . import KALIGN_DEFAULT, Layer, Lin, Stack, hugepages, load
 from .linear import NativeLinear
 
 
@@ -58,12 +58,13 @@ def pack_rows(q: torch.Tensor, Kp: int) -> torch.Tensor:
     """decode.c's layout of int8 weights q (N, K): rows zero padded to Kp inputs and to a multiple
     of GROUP rows, each group of GROUP rows interleaved by CHUNK-byte pieces of input, so that a
     group (and a run of groups) is read as one sequential stream: (ceil(N / GROUP), Kp / CHUNK,
-    GROUP, CHUNK) int8, contiguous."""
+    GROUP, CHUNK) int8, contiguous, in huge pages where it can be (`hugepages`)."""
     N, K = q.shape
     G = -(-N // GROUP)
     qp = torch.zeros(G * GROUP, Kp, dtype=torch.int8)
     qp[:N, :K] = q
-    return qp.reshape(G, GROUP, Kp // CHUNK, CHUNK).transpose(1, 2).contiguous()  # (group, chunk, row, byte)
+    out = hugepages.empty((G, Kp // CHUNK, GROUP, CHUNK), torch.int8)  # streamed whole: huge pages
+    return out.copy_(qp.reshape(G, GROUP, Kp // CHUNK, CHUNK).transpose(1, 2))  # (group, chunk, row, byte)
 
 
 def unpack_rows(packed: torch.Tensor, N: int) -> torch.Tensor:
