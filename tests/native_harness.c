@@ -19,7 +19,7 @@ void qwen3tts_wino_out(const float *const *M, int64_t sr, int B, int64_t T, int6
 void qwen3tts_linear_f32(const float *x, int M, int K, const float *w, const float *bias, int N, float *y, int nt);
 void qwen3tts_q4_gemm(const Lin *L, const int8_t *x, const float *sx, int M, float *y, int nt);
 
-enum { LM = 3, LK = 100, LKP = 128, LN = 37 };                           /* w8a8 linear */
+enum { LM = 3, LK = 100, LKP = 128, LN = 37, LNP = 40 };                 /* w8a8 linear (LNP: whole groups of 4 rows) */
 enum { SR = 5, SC = 37 };                                                /* SnakeBeta */
 enum { WL = 40, WC = 12, WCO = 10, WD = 2, WT = WL - 6 * WD, WQ = 4, WROWS = WQ * WD }; /* Winograd F(4, 7) */
 enum { FM = 3, FK = 40, FN = 9 };                                        /* float32 few-row linear */
@@ -57,7 +57,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     dir = argv[1];
-    Lin L = {input("lin_w", LN * LKP), input("lin_scale", 4 * LN), input("lin_wsum", 4 * LN), input("lin_bias", 4 * LN), LN, LK, LKP};
+    Lin L = {input("lin_w", LNP * LKP), input("lin_scale", 4 * LN), input("lin_wsum", 4 * LN), input("lin_bias", 4 * LN), LN, LK, LKP};
     const float *lx = input("lin_x", 4 * LM * LK);
     const float *sx = input("sn_x", 4 * SR * SC), *sa = input("sn_a", 4 * SC), *sib = input("sn_ib", 4 * SC);
     const float *wx = input("wi_x", 4 * WL * WC), *wU = input("wi_U", 4 * 10 * WC * WCO), *wBT = input("wi_BT", 4 * 100),

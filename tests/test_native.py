@@ -14,7 +14,7 @@ import torch.nn as nn
 
 from native_isas import fresh_library, isas, using, without_native  # noqa: F401 (fresh_library: an autouse fixture)
 from qwen3tts import native, options
-from qwen3tts.native.stack import NativeStack, NativeW8A8Linear
+from qwen3tts.native.stack import NativeStack, NativeW8A8Linear, pack_rows, unpack_rows
 
 ISAS = isas()
 
@@ -38,8 +38,10 @@ def test_native_linear_is_per_row_int8(k, isa):
     q = NativeW8A8Linear(lin)
     native.set_isa(isa)
     wq, ws = q.quantized_weight()
-    assert wq.dtype == torch.int8 and wq.shape == (96, k) and q.weight_q.shape[1] % 64 == 0
-    assert torch.equal(q.weight_q[:, k:], torch.zeros_like(q.weight_q[:, k:]))
+    assert wq.dtype == torch.int8 and wq.shape == (96, k)
+    full = unpack_rows(q.weight_q, 96)  # (96, Kp): the inputs padded to a multiple of 64 with zeros
+    assert full.shape[1] % 64 == 0 and torch.equal(full[:, :k], wq) and not full[:, k:].any()
+    assert torch.equal(q.weight_q, pack_rows(wq, full.shape[1]))
     assert torch.allclose(ws, lin.weight.abs().amax(1) / 127, rtol=1e-6)
     w = wq.float() * ws[:, None]
     assert ((w - lin.weight).abs() <= 0.5 * ws[:, None] + 1e-7).all()  # round to nearest step
@@ -300,12 +302,13 @@ def test_every_isa_gives_the_same_linear_and_snake():
     libm path within rounding."""
     torch.manual_seed(5)
     for k, m in [(256, 1), (100, 5), (1024, 4), (3072, 3)]:
-        q = NativeW8A8Linear(nn.Linear(k, 75, bias=True))  # 75 outputs: blocks of 4 and single rows
+        lin = nn.Linear(k, 75, bias=True)  # 75 outputs: groups of 4 and a padded one
+        with torch.no_grad():  # +-127 weights side by side (each row's largest magnitude)
+            lin.weight[:, :8] = torch.tensor([1.0, -1.0, 1.0, -1.0, -1.0, 1.0, 1.0, -1.0])
+        q = NativeW8A8Linear(lin)
+        assert torch.equal(q.quantized_weight()[0][:, :8], torch.tensor([[127, -127, 127, -127, -127, 127, 127, -127]] * 75, dtype=torch.int8))
         x = (torch.randn(m, k) * torch.logspace(-2, 2, m)[:, None]).contiguous()
         x[0, :7] = torch.tensor([1e3, -1e3, 1e3, 1e3, -1e3, -1e3, 1e3])  # +-127 activations side by side
-        with torch.no_grad():
-            q.weight_q[:, :8] = torch.tensor([127, -127, 127, -127, -127, 127, 127, -127], dtype=torch.int8)
-            q.wsum.copy_(q.weight_q.to(torch.int32).sum(1))
 
         def run(q=q, x=x, m=m):
             y = torch.empty(m, 75)
@@ -426,3 +429,26 @@ def test_prompt_shared_rows_are_the_voice_part(native_tts, tiny_icl_voice):
         assert 0 < p.shared == q.shared < min(p.prefill.shape[0], q.prefill.shape[0])
         assert torch.equal(p.prefill[: p.shared], q.prefill[: q.shared])
         assert not torch.equal(p.prefill[p.shared], q.prefill[q.shared])
+
+
+def test_hugepage_tensors_are_aligned_and_plain_below_a_page():
+    """`native.hugepages.empty`: a large buffer starts on a 2 MB boundary (Linux: its whole pages
+    advised MADV_HUGEPAGE), holds what is written to it and outlives the caller's references to the
+    mapping; a small one is ordinary memory. The packed int8 weights of a large layer live there."""
+    from qwen3tts.native import hugepages
+
+    big = hugepages.empty((3, 1 << 20), torch.float32)  # 12 MB
+    assert big.shape == (3, 1 << 20) and big.dtype == torch.float32 and big.is_contiguous()
+    if hugepages.ADVICE is not None:
+        assert big.data_ptr() % hugepages.HUGE == 0
+    big.copy_(torch.arange(3 << 20, dtype=torch.float32).view(3, -1))
+    assert big[2, -1].item() == (3 << 20) - 1 and float(big.sum(dtype=torch.float64)) == (3 << 20) * ((3 << 20) - 1) / 2
+    small = hugepages.empty(100, torch.int8)
+    assert small.shape == (100,) and small.dtype == torch.int8
+    q = NativeW8A8Linear(nn.Linear(1024, 4096, bias=False))  # 4 MB of int8 weights
+    if hugepages.ADVICE is not None:
+        assert q.weight_q.data_ptr() % hugepages.HUGE == 0
+    x = torch.randn(2, 1024)
+    with torch.inference_mode():
+        assert torch.equal(q(x), q(x.clone()))
+        assert (q(x).double() - _reference(q, x)).abs().max().item() <= 2e-6 * q(x).abs().max().item()

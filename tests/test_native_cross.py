@@ -20,6 +20,7 @@ from native_isas import int8_rows, q4_reference
 from qwen3tts import native, options
 from qwen3tts.codec import winograd
 from qwen3tts.native.q4 import pack
+from qwen3tts.native.stack import pack_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 CC, QEMU, SYSROOT = "aarch64-linux-gnu-gcc", "qemu-aarch64", Path("/usr/aarch64-linux-gnu")
@@ -28,7 +29,7 @@ pytestmark = pytest.mark.skipif(bool(MISSING) or platform.machine() == "aarch64"
                                 reason=f"needs {', '.join(MISSING)} (apt-get install gcc-aarch64-linux-gnu qemu-user)" if MISSING
                                 else "this host is aarch64: tests/test_native.py runs the kernels natively")
 
-LM, LK, LKP, LN = 3, 100, 128, 37
+LM, LK, LKP, LN, LNP = 3, 100, 128, 37, 40  # LNP: LN padded to whole groups of rows
 SR, SC = 5, 37
 WL, WC, WCO, WD = 40, 12, 10, 2
 WT = WL - 6 * WD
@@ -65,11 +66,11 @@ def test_kernels_under_qemu_equal_torch(tmp_path):
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     g = torch.Generator().manual_seed(0)
-    # w8a8 linear: int8 weights (rows padded to 128 with zeros) incl. +-127 pairs, rows of any scale
+    # w8a8 linear: int8 weights (rows padded to 128 with zeros, packed in groups) incl. +-127 pairs, rows of any scale
     w = torch.randint(-127, 128, (LN, LK), generator=g, dtype=torch.int8)
     w[:, :8] = torch.tensor([127, -127] * 4, dtype=torch.int8)
-    wp = torch.zeros(LN, LKP, dtype=torch.int8)
-    wp[:, :LK] = w
+    wp = pack_rows(w, LKP)
+    assert wp.numel() == LNP * LKP
     scale, bias = torch.rand(LN, generator=g) * 0.01 + 1e-3, torch.randn(LN, generator=g)
     x = torch.randn(LM, LK, generator=g) * torch.tensor([1e-3, 1.0, 1e3])[:, None]
     x[0, :8] = torch.tensor([1.0, -1.0] * 4) * x[0].abs().max() * 2

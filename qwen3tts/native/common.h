@@ -29,7 +29,7 @@
 #endif
 
 typedef struct {
-    const int8_t *w;    /* (N, Kp); bits == 4: the packed int4 blocks of q4.c */
+    const int8_t *w;    /* int8: rows in interleaved groups of 4 (decode.c W8_NR); bits == 4: the packed int4 blocks of q4.c */
     const float *scale; /* (N,); bits == 4: the bfloat16 group scales of q4.c */
     const int32_t *wsum; /* (N,) sum_k w_nk (int8 only) */
     const float *bias;  /* (N,) or NULL */

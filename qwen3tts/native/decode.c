@@ -28,9 +28,14 @@
 
 #define Q_BIASED (Q_ISA == Q_AVX512 || Q_ISA == Q_PORTABLE) /* its int32 sums are of (q + 128) x w */
 #define KALIGN 64 /* K is padded to this (zero weights, activation 0) */
-#ifndef PF_AHEAD
-#define PF_AHEAD 8192 /* bytes ahead of each of the 4 weight rows streamed (past a row end: the rows after it) */
-#endif
+/* int8 weight layout (native/stack.py pack_rows): the output rows in groups of W8_NR (the last
+ * one padded with zero rows), each group's rows interleaved by 64-byte chunks: input chunk c of
+ * row j of group g at w + g * W8_NR * Kp + (c * W8_NR + j) * 64. A group is one contiguous
+ * stream, and so is a thread's share of the groups: the hardware prefetcher follows it, where
+ * W8_NR separate rows at stride Kp share each 4 KB page and defeat it. */
+#define W8_NR 4
+#define W8_CH 64                 /* bytes per row per chunk */
+#define W8_STEP (W8_NR * W8_CH) /* bytes of a group per 64 inputs */
 
 /* Reductions in 16 lanes (sums in a fixed lane order, then the lanes in a fixed tree): the
  * compiler keeps IEEE order in scalar loops, which makes them latency-bound. */
@@ -109,52 +114,29 @@ static inline __m256i dot32(__m256i xs, __m256i ax, __m256i wv, __m256i acc) {
 }
 #endif
 
-/* acc[r] = sum_k q[r, k] * w[k] for mm <= 4 rows (u8 x s8 -> s32; without Q_BIASED the
- * activations less 128); inlined per constant mm */
+/* acc[r] = sum_k q[r, k] * w[k] for mm <= 4 rows and one weight row w of a packed group (its
+ * 64-byte chunks W8_STEP apart; u8 x s8 -> s32; without Q_BIASED the activations less 128);
+ * inlined per constant mm */
 static inline __attribute__((always_inline)) void dot_rows(const uint8_t *q, int Kp, const int8_t *w, int mm, int32_t *acc) {
-#if Q_ISA == Q_AVX2
-    for (int r = 0; r < mm; r++) {
-        const uint8_t *qr = q + (size_t)r * Kp;
-        __m256i a = _mm256_setzero_si256();
-        for (int k = 0; k < Kp; k += 32) {
-            const __m256i xs = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(qr + k)), _mm256_set1_epi8((char)0x80));
-            a = dot32(xs, _mm256_abs_epi8(xs), _mm256_loadu_si256((const __m256i *)(w + k)), a);
-        }
-        const __m128i s4 = _mm_add_epi32(_mm256_extracti128_si256(a, 1), _mm256_castsi256_si128(a));
-        const __m128i s2 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, _MM_SHUFFLE(1, 0, 3, 2)));
-        acc[r] = _mm_cvtsi128_si32(_mm_add_epi32(s2, _mm_shuffle_epi32(s2, 1)));
-    }
-#elif Q_ISA == Q_NEON
+#if Q_ISA == Q_NEON
     for (int r = 0; r < mm; r++) {
         const uint8_t *qr = q + (size_t)r * Kp;
         int32x4_t a = vdupq_n_s32(0);
         for (int k = 0; k < Kp; k += 16) {
             const int8x16_t x = vreinterpretq_s8_u8(veorq_u8(vld1q_u8(qr + k), vdupq_n_u8(0x80)));
-            const int8x16_t wv = vld1q_s8(w + k);
+            const int8x16_t wv = vld1q_s8(w + (size_t)(k / W8_CH) * W8_STEP + k % W8_CH);
             int16x8_t p = vmull_s8(vget_low_s8(x), vget_low_s8(wv)); /* |x|, |w| <= 127: pairs < 2^15 */
             p = vmlal_s8(p, vget_high_s8(x), vget_high_s8(wv));
             a = vpadalq_s16(a, p);
         }
         acc[r] = vaddvq_s32(a);
     }
-#elif Q_ISA == Q_AVX512
-    __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
-    for (int k = 0; k < Kp; k += 64) {
-        const __m512i wv = _mm512_loadu_si512((const void *)(w + k));
-        a0 = _mm512_dpbusd_epi32(a0, _mm512_loadu_si512((const void *)(q + k)), wv);
-        if (mm > 1) a1 = _mm512_dpbusd_epi32(a1, _mm512_loadu_si512((const void *)(q + Kp + k)), wv);
-        if (mm > 2) a2 = _mm512_dpbusd_epi32(a2, _mm512_loadu_si512((const void *)(q + 2 * (size_t)Kp + k)), wv);
-        if (mm > 3) a3 = _mm512_dpbusd_epi32(a3, _mm512_loadu_si512((const void *)(q + 3 * (size_t)Kp + k)), wv);
-    }
-    acc[0] = _mm512_reduce_add_epi32(a0);
-    if (mm > 1) acc[1] = _mm512_reduce_add_epi32(a1);
-    if (mm > 2) acc[2] = _mm512_reduce_add_epi32(a2);
-    if (mm > 3) acc[3] = _mm512_reduce_add_epi32(a3);
 #else
     for (int r = 0; r < mm; r++) {
         const uint8_t *qr = q + (size_t)r * Kp;
         int32_t s = 0;
-        for (int k = 0; k < Kp; k++) s += (int32_t)qr[k] * (int32_t)w[k];
+        for (int c = 0; c < Kp / W8_CH; c++)
+            for (int i = 0; i < W8_CH; i++) s += (int32_t)qr[c * W8_CH + i] * (int32_t)w[(size_t)c * W8_STEP + i];
         acc[r] = s;
     }
 #endif
@@ -167,17 +149,16 @@ static inline __m128i hsum4(__m256i a, __m256i b, __m256i c, __m256i d) {
     return _mm_add_epi32(_mm256_castsi256_si128(abcd), _mm256_extracti128_si256(abcd, 1));
 }
 
-/* acc[r * 4 + j] = sum_k (q[r, k] - 128) * w[j][k], 4 weight rows (stride Kp) x mm <= 4 activation rows */
+/* acc[r * 4 + j] = sum_k (q[r, k] - 128) * w[j][k], the 4 weight rows of a packed group x mm <= 4 activation rows */
 static inline __attribute__((always_inline)) void dot_rows_4n(const uint8_t *q, int Kp, const int8_t *w, int mm, int32_t *acc) {
     __m256i a[4][4];
     for (int r = 0; r < 4; r++)
         for (int j = 0; j < 4; j++) a[r][j] = _mm256_setzero_si256();
     const __m256i bias = _mm256_set1_epi8((char)0x80);
-    for (int k = 0; k < Kp; k += 64) {
-        for (int j = 0; j < 4; j++) _mm_prefetch((const char *)(w + j * (size_t)Kp + k + PF_AHEAD), _MM_HINT_T0);
+    for (int k = 0; k < Kp; k += 64, w += W8_STEP) {
         for (int h = 0; h < 64; h += 32) {
             __m256i wv[4];
-            for (int j = 0; j < 4; j++) wv[j] = _mm256_loadu_si256((const __m256i *)(w + j * (size_t)Kp + k + h));
+            for (int j = 0; j < 4; j++) wv[j] = _mm256_loadu_si256((const __m256i *)(w + j * W8_CH + h));
             for (int r = 0; r < mm; r++) {
                 const __m256i xs = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(q + r * (size_t)Kp + k + h)), bias);
                 const __m256i ax = _mm256_abs_epi8(xs);
@@ -186,36 +167,6 @@ static inline __attribute__((always_inline)) void dot_rows_4n(const uint8_t *q, 
         }
     }
     for (int r = 0; r < mm; r++) _mm_storeu_si128((__m128i *)(acc + r * 4), hsum4(a[r][0], a[r][1], a[r][2], a[r][3]));
-}
-#endif
-
-#if Q_ISA == Q_AVX2
-/* acc[r * 4 + j] for j < 2 (stride 4 per row): 2 weight rows x mm <= 4 activation rows, 8
- * accumulators that stay in registers (4 x 4 of them would not: 16 ymm registers) */
-static inline __attribute__((always_inline)) void dot_rows_2n(const uint8_t *q, int Kp, const int8_t *w, int mm, int32_t *acc) {
-    __m256i a[4][2];
-    for (int r = 0; r < 4; r++) a[r][0] = a[r][1] = _mm256_setzero_si256();
-    const __m256i bias = _mm256_set1_epi8((char)0x80);
-    for (int k = 0; k < Kp; k += 64) {
-        _mm_prefetch((const char *)(w + k + PF_AHEAD), _MM_HINT_T0);
-        _mm_prefetch((const char *)(w + Kp + k + PF_AHEAD), _MM_HINT_T0);
-        for (int h = 0; h < 64; h += 32) {
-            const __m256i w0 = _mm256_loadu_si256((const __m256i *)(w + k + h)), w1 = _mm256_loadu_si256((const __m256i *)(w + Kp + k + h));
-            for (int r = 0; r < mm; r++) {
-                const __m256i xs = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(q + r * (size_t)Kp + k + h)), bias);
-                const __m256i ax = _mm256_abs_epi8(xs);
-                a[r][0] = dot32(xs, ax, w0, a[r][0]);
-                a[r][1] = dot32(xs, ax, w1, a[r][1]);
-            }
-        }
-    }
-    for (int r = 0; r < mm; r++) {
-        const __m256i s = _mm256_hadd_epi32(a[r][0], a[r][1]); /* (a0 a0 a1 a1 | a0 a0 a1 a1) pairs */
-        const __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
-        const __m128i s2 = _mm_hadd_epi32(s4, s4); /* (sum a0, sum a1, ...) */
-        acc[r * 4] = _mm_cvtsi128_si32(s2);
-        acc[r * 4 + 1] = _mm_extract_epi32(s2, 1);
-    }
 }
 #endif
 
@@ -230,19 +181,15 @@ static inline __m128i hsum4(__m512i a, __m512i b, __m512i c, __m512i d) {
     return _mm_add_epi32(_mm256_castsi256_si128(abcd), _mm256_extracti128_si256(abcd, 1));
 }
 
-/* acc[r * 4 + j] = sum_k q[r, k] * w[j][k], 4 weight rows (stride Kp) x mm <= 4 activation rows */
+/* acc[r * 4 + j] = sum_k q[r, k] * w[j][k], the 4 weight rows of a packed group x mm <= 4 activation rows */
 static inline __attribute__((always_inline)) void dot_rows_4n(const uint8_t *q, int Kp, const int8_t *w, int mm, int32_t *acc) {
     __m512i z = _mm512_setzero_si512();
     __m512i a00 = z, a01 = z, a02 = z, a03 = z, a10 = z, a11 = z, a12 = z, a13 = z;
     __m512i a20 = z, a21 = z, a22 = z, a23 = z, a30 = z, a31 = z, a32 = z, a33 = z;
-    for (int k = 0; k < Kp; k += 64) {
-        _mm_prefetch((const char *)(w + k + PF_AHEAD), _MM_HINT_T0);
-        _mm_prefetch((const char *)(w + Kp + k + PF_AHEAD), _MM_HINT_T0);
-        _mm_prefetch((const char *)(w + 2 * (size_t)Kp + k + PF_AHEAD), _MM_HINT_T0);
-        _mm_prefetch((const char *)(w + 3 * (size_t)Kp + k + PF_AHEAD), _MM_HINT_T0);
-        const __m512i w0 = _mm512_loadu_si512((const void *)(w + k)), w1 = _mm512_loadu_si512((const void *)(w + Kp + k));
-        const __m512i w2 = _mm512_loadu_si512((const void *)(w + 2 * (size_t)Kp + k)), w3 = _mm512_loadu_si512((const void *)(w + 3 * (size_t)Kp + k));
-        __m512i x = _mm512_loadu_si512((const void *)(q + k));
+    for (int k = 0; k < Kp; k += 64, w += W8_STEP) {
+        const __m512i w0 = _mm512_loadu_si512((const void *)w), w1 = _mm512_loadu_si512((const void *)(w + W8_CH));
+        const __m512i w2 = _mm512_loadu_si512((const void *)(w + 2 * W8_CH)), w3 = _mm512_loadu_si512((const void *)(w + 3 * W8_CH));
+    __m512i x = _mm512_loadu_si512((const void *)(q + k));
         a00 = _mm512_dpbusd_epi32(a00, x, w0); a01 = _mm512_dpbusd_epi32(a01, x, w1);
         a02 = _mm512_dpbusd_epi32(a02, x, w2); a03 = _mm512_dpbusd_epi32(a03, x, w3);
         if (mm > 1) {
@@ -289,7 +236,8 @@ static inline void store_out4(const Lin *L, __m128i acc, float sxm, int n, float
 }
 #endif
 
-/* y[m, n] (=|+=) dot(q_m, w_n) rescaled; ldy: row stride of y */
+/* y[m, n] (=|+=) dot(q_m, w_n) rescaled; ldy: row stride of y. Threads take contiguous runs of
+ * 16-row blocks: each streams one contiguous part of the packed weights. */
 static void gemm_rows(const Lin *L, const uint8_t *q, const float *sx, int M, float *y, int ldy, int accumulate, int nt) {
     if (L->bits == 4) { /* int4 weights: q4.c */
         q4_gemm_biased(L, q, sx, M, y, ldy, accumulate, nt);
@@ -303,15 +251,16 @@ static void gemm_rows(const Lin *L, const uint8_t *q, const float *sx, int M, fl
         for (int m0 = 0; m0 < M; m0 += 4) {
             const int mm = M - m0 < 4 ? M - m0 : 4;
             const uint8_t *q0 = q + (size_t)m0 * Kp;
-            int n = b * NB;
-#if Q_ISA == Q_AVX512 || Q_ISA == Q_AVX2
-            for (; n + 4 <= n1; n += 4) { /* four weight rows at a time */
-                int32_t acc[16];
+            for (int n = b * NB; n < n1; n += W8_NR) { /* one packed group (its padding rows are zero) */
                 const int8_t *w = L->w + (size_t)n * Kp;
+                const int nr = n1 - n < W8_NR ? n1 - n : W8_NR;
+#if Q_ISA == Q_AVX512 || Q_ISA == Q_AVX2
+                int32_t acc[16];
 #if Q_ISA == Q_AVX2
-                if (mm > 2) { /* more rows: two weight rows at a time (registers) */
-                    if (mm == 3) dot_rows_2n(q0, Kp, w, 3, acc), dot_rows_2n(q0, Kp, w + 2 * (size_t)Kp, 3, acc + 2);
-                    else dot_rows_2n(q0, Kp, w, 4, acc), dot_rows_2n(q0, Kp, w + 2 * (size_t)Kp, 4, acc + 2);
+                if (mm > 2) { /* more rows: two activation rows at a time (registers), the group again from L1 */
+                    dot_rows_4n(q0, Kp, w, 2, acc);
+                    if (mm == 3) dot_rows_4n(q0 + 2 * (size_t)Kp, Kp, w, 1, acc + 8);
+                    else dot_rows_4n(q0 + 2 * (size_t)Kp, Kp, w, 2, acc + 8);
                 } else if (mm == 2)
                     dot_rows_4n(q0, Kp, w, 2, acc);
                 else
@@ -324,20 +273,25 @@ static void gemm_rows(const Lin *L, const uint8_t *q, const float *sx, int M, fl
                 default: dot_rows_4n(q0, Kp, w, 4, acc); break;
                 }
 #endif
-                for (int r = 0; r < mm; r++)
-                    store_out4(L, _mm_loadu_si128((const __m128i *)(acc + r * 4)), sx[m0 + r], n, y + (size_t)(m0 + r) * ldy + n, accumulate);
-            }
-#endif
-            for (; n < n1; n++) {
-                const int8_t *w = L->w + (size_t)n * Kp;
-                int32_t acc[4] = {0, 0, 0, 0};
-                switch (mm) { /* constant row counts: no per-iteration row tests */
-                case 1: dot_rows(q0, Kp, w, 1, acc); break;
-                case 2: dot_rows(q0, Kp, w, 2, acc); break;
-                case 3: dot_rows(q0, Kp, w, 3, acc); break;
-                default: dot_rows(q0, Kp, w, 4, acc); break;
+                for (int r = 0; r < mm; r++) {
+                    float *dst = y + (size_t)(m0 + r) * ldy + n;
+                    if (nr == W8_NR)
+                        store_out4(L, _mm_loadu_si128((const __m128i *)(acc + r * 4)), sx[m0 + r], n, dst, accumulate);
+                    else
+                        for (int j = 0; j < nr; j++) store_out(L, acc[r * 4 + j], sx[m0 + r], n + j, dst + j, accumulate);
                 }
-                for (int r = 0; r < mm; r++) store_out(L, acc[r], sx[m0 + r], n, y + (size_t)(m0 + r) * ldy + n, accumulate);
+#else
+                for (int j = 0; j < nr; j++) {
+                    int32_t acc[4] = {0, 0, 0, 0};
+                    switch (mm) { /* constant row counts: no per-iteration row tests */
+                    case 1: dot_rows(q0, Kp, w + j * W8_CH, 1, acc); break;
+                    case 2: dot_rows(q0, Kp, w + j * W8_CH, 2, acc); break;
+                    case 3: dot_rows(q0, Kp, w + j * W8_CH, 3, acc); break;
+                    default: dot_rows(q0, Kp, w + j * W8_CH, 4, acc); break;
+                    }
+                    for (int r = 0; r < mm; r++) store_out(L, acc[r], sx[m0 + r], n + j, y + (size_t)(m0 + r) * ldy + n + j, accumulate);
+                }
+#endif
             }
         }
     }

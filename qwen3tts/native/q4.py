@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from ..quant4 import GROUP, quantize_groups
-from . import Lin, load
+from . import Lin, hugepages, load
 from .linear import NativeLinear
 
 NB = 16  # q4.c Q4_NB: output rows per packed block
@@ -32,7 +32,7 @@ def pack(q: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     s = torch.zeros(nb * NB, scale.shape[1], dtype=torch.bfloat16)
     s[:N] = scale
     s = s.reshape(nb, NB, -1).permute(0, 2, 1)  # (block, group, row)
-    return packed.contiguous().reshape(-1), s.contiguous().reshape(-1)
+    return hugepages.copy_of(packed).reshape(-1), s.contiguous().reshape(-1)  # the weights streamed whole: huge pages
 
 
 class NativeW4A8Linear(NativeLinear):

@@ -17,8 +17,11 @@ import torch
 import torch.nn as nn
 
 from ..int8 import quantize_channels
-from . import KALIGN_DEFAULT, Layer, Lin, Stack, load
+from . import KALIGN_DEFAULT, Layer, Lin, Stack, hugepages, load
 from .linear import NativeLinear
+
+
+GROUP, CHUNK = 4, 64  # decode.c W8_NR, W8_CH: weight rows per interleaved group, bytes per row piece
 
 
 def _ptr(t: torch.Tensor | None) -> int | None:
@@ -35,10 +38,8 @@ class NativeW8A8Linear(NativeLinear):
         N, K = w.shape
         Kp = -(-K // KALIGN_DEFAULT) * KALIGN_DEFAULT
         q, scale = quantize_channels(w)  # the same int8 weights as quant.Int8Linear
-        qp = torch.zeros(N, Kp, dtype=torch.int8)
-        qp[:, :K] = q
         self.in_features, self.out_features = K, N
-        self.register_buffer("weight_q", qp)  # (N, Kp), zero padded
+        self.register_buffer("weight_q", pack_rows(q, Kp))  # (groups, Kp / 64, 4, 64): decode.c's layout
         self.register_buffer("scales", scale.contiguous())  # (N,) f32
         self.register_buffer("wsum", q.to(torch.int32).sum(1).to(torch.int32).contiguous())  # (N,)
         self.register_buffer("bias", None if lin.bias is None else lin.bias.detach().float().cpu().contiguous())
@@ -46,11 +47,30 @@ class NativeW8A8Linear(NativeLinear):
 
     def make_desc(self) -> Lin:
         return Lin(_ptr(self.weight_q), _ptr(self.scales), _ptr(self.wsum), _ptr(self.bias), self.out_features, self.in_features,
-                   self.weight_q.shape[1])
+                   self.weight_q.shape[1] * CHUNK)
 
     def quantized_weight(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(int8 weight (out, in), fp32 per-channel scales (out,))."""
-        return self.weight_q[:, : self.in_features], self.scales
+        """(int8 weight (out, in), fp32 per-channel scales (out,)); the weight is unpacked (a copy)."""
+        return unpack_rows(self.weight_q, self.out_features)[:, : self.in_features], self.scales
+
+
+def pack_rows(q: torch.Tensor, Kp: int) -> torch.Tensor:
+    """decode.c's layout of int8 weights q (N, K): rows zero padded to Kp inputs and to a multiple
+    of GROUP rows, each group of GROUP rows interleaved by CHUNK-byte pieces of input, so that a
+    group (and a run of groups) is read as one sequential stream: (ceil(N / GROUP), Kp / CHUNK,
+    GROUP, CHUNK) int8, contiguous, in huge pages where it can be (`hugepages`)."""
+    N, K = q.shape
+    G = -(-N // GROUP)
+    qp = torch.zeros(G * GROUP, Kp, dtype=torch.int8)
+    qp[:N, :K] = q
+    out = hugepages.empty((G, Kp // CHUNK, GROUP, CHUNK), torch.int8)  # streamed whole: huge pages
+    return out.copy_(qp.reshape(G, GROUP, Kp // CHUNK, CHUNK).transpose(1, 2))  # (group, chunk, row, byte)
+
+
+def unpack_rows(packed: torch.Tensor, N: int) -> torch.Tensor:
+    """`pack_rows`' inverse: (N, Kp) int8 (the input padding kept)."""
+    G, C = packed.shape[:2]
+    return packed.transpose(1, 2).reshape(G * GROUP, C * CHUNK)[:N]
 
 
 class NativeStack:
