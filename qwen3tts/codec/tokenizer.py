@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import ops
+from .. import ops, options
 from ..audio import load_audio
 from ..config import SpeechTokenizerConfig
-from ..weights import TensorFile, check_names, load_into, read_safetensors, split_by_prefix
+from ..weights import check_names, load_into, read_on_access, read_safetensors, release_freed_memory, split_by_prefix
 from .decoder import CodecDecoder
 from .encoder import CodecEncoder
 from .layers import CausalConv1d, CausalConvTranspose1d, StreamState
@@ -136,7 +136,7 @@ class SpeechTokenizer:
         plan = ops.prepare(self.decoder, packed=self.device.type == "cpu")
         ops.keep_packed_only(self.decoder, plan)  # the decoder's packed products keep no float twins
         self._encoder, self._encoder_tensors = None, enc
-        if isinstance(enc, TensorFile) or hasattr(enc, "read"):  # read on access: nothing held until then
+        if read_on_access(enc):  # read on access: nothing held until then
             with torch.device("meta"):  # the names and shapes only: no storage
                 check_names(CodecEncoder(self.config.encoder), enc, ignore=_ENCODER_UNUSED, what="speech tokenizer encoder")
         else:  # tensors in memory: load now (keeping them for later would hold them anyway)
@@ -144,7 +144,8 @@ class SpeechTokenizer:
 
     @property
     def encoder(self) -> CodecEncoder:
-        """The codec encoder (waveform -> codes), loaded on first use."""
+        """The codec encoder (waveform -> codes), loaded on first use (and kept: `encode`
+        releases only an encoder it loaded itself)."""
         if self._encoder is None:
             self._load_encoder()
         return self._encoder
@@ -169,7 +170,18 @@ class SpeechTokenizer:
                         m._buffers[k] = torch.empty_like(b, device=self.device)
         enc.quantizer.refresh()
         ops.prepare(enc)  # the compute plan: the encoder's products run on its weights as they are
-        self._encoder, self._encoder_tensors = enc, None
+        # a read-on-access source (a file) is kept to load the encoder again after `encode`
+        # releases it; tensors in memory are not (holding them would hold the weights twice)
+        self._encoder = enc
+        if not read_on_access(self._encoder_tensors):
+            self._encoder_tensors = None
+
+    def _release_encoder(self) -> None:
+        """Drop an encoder loaded from a file (it is loaded again on next use) and give its
+        memory back to the system; an encoder without a file to reload from stays."""
+        if self._encoder is not None and self._encoder_tensors is not None:
+            self._encoder = None
+            release_freed_memory()
 
     # ---- helpers
     def _check_range(self, c: torch.Tensor) -> None:
@@ -184,7 +196,12 @@ class SpeechTokenizer:
         x = load_audio(wav, sample_rate, target_rate=self.config.encoder.sampling_rate)
         n = self.config.encoder_valid_num_quantizers if num_quantizers is None else num_quantizers
         t = torch.from_numpy(np.ascontiguousarray(x)).to(self.device, self.dtype)[None, None]  # (1, 1, L)
+        # an encoder loaded for this call is released after it (voices are made rarely; between
+        # them the encoder's weights are not held), unless QWEN3TTS_KEEP_ENCODER is set
+        release = self._encoder is None and not options.current().keep_encoder
         codes = self.encoder.encode(t, num_quantizers=n, taps=taps)  # (n, 1, T)
+        if release:
+            self._release_encoder()
         frames = math.ceil(x.shape[0] / self.config.encode_downsample_rate)
         return codes[:, 0, :frames].T.contiguous().cpu()  # (T, n)
 
