@@ -144,8 +144,8 @@ class SpeechTokenizer:
 
     @property
     def encoder(self) -> CodecEncoder:
-        """The codec encoder (waveform -> codes), loaded on first use (and kept: `encode`
-        releases only an encoder it loaded itself)."""
+        """The codec encoder (waveform -> codes), whole, loaded on first use and kept (`encode`
+        without it loads the parts it needs per call)."""
         if self._encoder is None:
             self._load_encoder()
         return self._encoder
@@ -158,30 +158,36 @@ class SpeechTokenizer:
         return self._encoder is not None
 
     def _load_encoder(self) -> None:
+        self._encoder = self._build_encoder()
+        # a read-on-access source (a file) is kept: `encode` loads from it per call; tensors in
+        # memory are not (holding them would hold the weights twice)
+        if not read_on_access(self._encoder_tensors):
+            self._encoder_tensors = None
+
+    def _build_encoder(self, num_quantizers: int | None = None) -> CodecEncoder:
+        """The encoder, loaded from the checkpoint (initialised without one). `num_quantizers`
+        (a checkpoint read on access only): just what `encode(num_quantizers)` reads, for one
+        call: the codebooks past them are not read, the others keep only their centroids."""
+        lean = num_quantizers is not None and read_on_access(self._encoder_tensors)
         if self._encoder_tensors is None:  # no checkpoint (a tokenizer built without weights): initialised weights
             enc = CodecEncoder(self.config.encoder).to(self.device, self.dtype).eval().requires_grad_(False)
         else:
             with torch.device("meta"):  # storage is made by load_into, in the model dtype
                 enc = CodecEncoder(self.config.encoder).to(dtype=self.dtype).eval().requires_grad_(False)
-            load_into(enc, self._encoder_tensors, what="speech tokenizer encoder", ignore=_ENCODER_UNUSED, device=self.device)
+            if lean:  # (the names were checked against the whole encoder in load_state)
+                enc.keep_quantizers(num_quantizers)
+            load_into(enc, self._encoder_tensors, what="speech tokenizer encoder", ignore=_ENCODER_UNUSED, device=self.device,
+                      only_meta=lean)
             for m in enc.modules():  # the buffers not in the checkpoint (made by `refresh` below)
                 for k, b in m._buffers.items():
                     if b is not None and b.is_meta:
                         m._buffers[k] = torch.empty_like(b, device=self.device)
-        enc.quantizer.refresh()
+        if lean:
+            enc.keep_centroids_only()
+        else:
+            enc.quantizer.refresh()
         ops.prepare(enc)  # the compute plan: the encoder's products run on its weights as they are
-        # a read-on-access source (a file) is kept to load the encoder again after `encode`
-        # releases it; tensors in memory are not (holding them would hold the weights twice)
-        self._encoder = enc
-        if not read_on_access(self._encoder_tensors):
-            self._encoder_tensors = None
-
-    def _release_encoder(self) -> None:
-        """Drop an encoder loaded from a file (it is loaded again on next use) and give its
-        memory back to the system; an encoder without a file to reload from stays."""
-        if self._encoder is not None and self._encoder_tensors is not None:
-            self._encoder = None
-            release_freed_memory()
+        return enc
 
     # ---- helpers
     def _check_range(self, c: torch.Tensor) -> None:
@@ -196,12 +202,15 @@ class SpeechTokenizer:
         x = load_audio(wav, sample_rate, target_rate=self.config.encoder.sampling_rate)
         n = self.config.encoder_valid_num_quantizers if num_quantizers is None else num_quantizers
         t = torch.from_numpy(np.ascontiguousarray(x)).to(self.device, self.dtype)[None, None]  # (1, 1, L)
-        # an encoder loaded for this call is released after it (voices are made rarely; between
-        # them the encoder's weights are not held), unless QWEN3TTS_KEEP_ENCODER is set
-        release = self._encoder is None and not options.current().keep_encoder
-        codes = self.encoder.encode(t, num_quantizers=n, taps=taps)  # (n, 1, T)
-        if release:
-            self._release_encoder()
+        if self._encoder is None and self._encoder_tensors is not None and not options.current().keep_encoder:
+            # voices are made rarely: the encoder is read from the file for this call (only the
+            # parts it computes with) and not kept (QWEN3TTS_KEEP_ENCODER=1 keeps it loaded)
+            enc = self._build_encoder(n)
+            codes = enc.encode(t, num_quantizers=n, taps=taps)  # (n, 1, T)
+            del enc
+            release_freed_memory()
+        else:
+            codes = self.encoder.encode(t, num_quantizers=n, taps=taps)  # (n, 1, T)
         frames = math.ceil(x.shape[0] / self.config.encode_downsample_rate)
         return codes[:, 0, :frames].T.contiguous().cpu()  # (T, n)
 
