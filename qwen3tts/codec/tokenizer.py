@@ -223,6 +223,7 @@ class SpeechTokenizer:
         c = _as_codes(codes, self.num_quantizers).to(self.device)
         self._check_range(c)
         c = c.T[None]  # (1, 16, T)
+        release_freed_memory()  # the heap's free pages (e.g. a finished stream's) go back before a whole-clip decode
         if chunk_size is None:
             wav = self.decoder.decode(c, taps=taps)
         else:
