@@ -30,6 +30,10 @@ _UNUSED = [
     r"encoder\.quantizer\.\w+\.layers\.\d+\.codebook\.initialized",
 ]
 _ENCODER_UNUSED = [p.replace(r"encoder\.", "", 1) for p in _UNUSED]
+# An offline decode of at least this many frames (4 s) first gives the C heap's free pages back
+# to the system (malloc_trim): freed chunks left by earlier work would otherwise sit under its
+# peak. Shorter decodes skip it: their peak is small, and a trim costs milliseconds.
+TRIM_BEFORE_FRAMES = 50
 
 
 def _as_codes(codes, num_quantizers: int) -> torch.Tensor:
@@ -223,7 +227,8 @@ class SpeechTokenizer:
         c = _as_codes(codes, self.num_quantizers).to(self.device)
         self._check_range(c)
         c = c.T[None]  # (1, 16, T)
-        release_freed_memory()  # the heap's free pages (e.g. a finished stream's) go back before a whole-clip decode
+        if c.shape[-1] >= TRIM_BEFORE_FRAMES:  # the heap's free pages (e.g. a finished stream's) go back first
+            release_freed_memory()
         if chunk_size is None:
             wav = self.decoder.decode(c, taps=taps)
         else:
