@@ -48,6 +48,7 @@ class RuntimeOptions:
     cache: str | None = None  # QWEN3TTS_CACHE: build cache root (default ~/.cache/qwen3tts)
     onednn: bool = True  # QWEN3TTS_ONEDNN: float32 CPU products in oneDNN (0: torch's kernels)
     winograd: bool = True  # QWEN3TTS_WINOGRAD: Winograd F(4, 7) for the codec's wide k7 convolutions
+    keep_encoder: bool = False  # QWEN3TTS_KEEP_ENCODER: keep the codec encoder loaded after an encode (default: load it per encode from the file)
     kernels: str = "auto"  # QWEN3TTS_KERNELS: RMSNorm / RoPE: auto (Triton on CUDA) | torch | triton
     cuda_graphs: str | None = None  # QWEN3TTS_CUDA_GRAPHS, as written (config.cuda_graphs_option parses it)
     wyoming_uri: str = DEFAULT_WYOMING_URI  # QWEN3TTS_WYOMING_URI
@@ -101,6 +102,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> RuntimeOptions:
         cache=_path(g(PREFIX + "CACHE")),
         onednn=_switch(PREFIX + "ONEDNN", g(PREFIX + "ONEDNN"), True),
         winograd=_switch(PREFIX + "WINOGRAD", g(PREFIX + "WINOGRAD"), True),
+        keep_encoder=_switch(PREFIX + "KEEP_ENCODER", g(PREFIX + "KEEP_ENCODER"), False),
         kernels=_choice(PREFIX + "KERNELS", g(PREFIX + "KERNELS"), KERNEL_MODES, "auto"),
         cuda_graphs=g(PREFIX + "CUDA_GRAPHS"),
         wyoming_uri=(g(PREFIX + "WYOMING_URI") or "").strip() or DEFAULT_WYOMING_URI,

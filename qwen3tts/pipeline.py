@@ -204,6 +204,8 @@ class Qwen3TTS:
         dec = self.speech_tokenizer.streaming_decoder()
         dec.push(voice.ref_codes)
         voice.keep_primed_state(self.speech_tokenizer, (dec.state.bufs, dec.state.frames()))  # the decoder's own tensors: no copy
+        del dec
+        release_freed_memory()  # the many-frame push's activations go back to the system, not to the heap's free lists
         self.codec_primings += 1
         return True
 

@@ -178,7 +178,7 @@ class FileEmbedding(torch.nn.Module):
         return f"{self.num_embeddings}, {self.embedding_dim}, in {self.path.name} ({self.src_dtype} -> {self.dtype})"
 
 
-def _lazy(tensors) -> bool:
+def read_on_access(tensors) -> bool:
     """A read-on-access source (`TensorFile`, or one with its `view` / `shape` / `dtype` / `read`
     methods, e.g. dev.random_model.RandomTensors) rather than a dict of tensors."""
     return isinstance(tensors, TensorFile) or all(hasattr(tensors, a) for a in ("view", "shape", "dtype", "read"))
@@ -196,28 +196,28 @@ def split_by_prefix(tensors: Mapping, prefixes: Iterable[str], what: str) -> lis
     other = sorted(k for k in tensors if not k.startswith(tuple(prefixes)))
     if other:
         raise WeightsError(f"{what} has unexpected tensors: {', '.join(other[:20])}")
-    if _lazy(tensors):
+    if read_on_access(tensors):
         return [tensors.view(p) for p in prefixes]
     return [{k[len(p):]: v for k, v in tensors.items() if k.startswith(p)} for p in prefixes]
 
 
 def view(tensors: Mapping, prefix: str) -> Mapping:
     """The tensors under `prefix`, prefix stripped (a `TensorFile` view reads nothing)."""
-    if _lazy(tensors):
+    if read_on_access(tensors):
         return tensors.view(prefix)
     return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
 def _shape(tensors: Mapping, k: str) -> tuple:
-    return tensors.shape(k) if _lazy(tensors) else tuple(tensors[k].shape)
+    return tensors.shape(k) if read_on_access(tensors) else tuple(tensors[k].shape)
 
 
 def _src_dtype(tensors: Mapping, k: str) -> torch.dtype:
-    return tensors.dtype(k) if _lazy(tensors) else tensors[k].dtype
+    return tensors.dtype(k) if read_on_access(tensors) else tensors[k].dtype
 
 
 def _fetch(tensors: Mapping, k: str, dtype: torch.dtype, device) -> torch.Tensor:
-    if _lazy(tensors):
+    if read_on_access(tensors):
         return tensors.read(k, dtype, device)
     return tensors[k].to(device=device, dtype=dtype)
 

@@ -141,8 +141,8 @@ def time_frames(tts, voice, frames: int, settings_kw: dict):
     sync(dev)
     prefill = time.perf_counter() - t0
     dec = tts.speech_tokenizer.streaming_decoder()
-    if voice is not None and voice.icl:
-        dec.push(voice.ref_codes)
+    if voice is not None and voice.icl:  # as a stream starts: from the voice's primed codec state
+        tts._prime(dec, voice)
     talker, pred, codec, got = [], [], [], []
     for _ in range(frames):
         t0 = time.perf_counter()

@@ -4,9 +4,11 @@
     python scripts/memory.py --model DIR [--quantize w8a8] [--json] [--breakdown]
 
 Loads the model, makes an ICL voice from 5 s of noise, streams a short sentence with it (greedy,
-4 frames) and decodes 10 s of codes offline; after each stage prints VmRSS (resident now) and
-VmHWM (peak so far) in MB. Only public API, so it runs on any version of the package; the peak
-is what `scripts/bench.py` reports as `peak_rss_mb` for the same work.
+4 frames) and decodes 10 s of codes offline; after each stage prints VmRSS (resident now),
+VmHWM (peak so far) and the stage's own peak (`stage_peak`: the peak is reset after each stage
+through /proc/self/clear_refs where the kernel allows it) in MB. Only public API, so it runs on
+any version of the package; the peak is what `scripts/bench.py` reports as `peak_rss_mb` for
+the same work.
 
 `--breakdown` adds, after each stage, the bytes the model's components hold (`held`): per
 component its parameters and buffers, and the tensors its modules keep beside them (packed
@@ -28,12 +30,24 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
+_PEAK = {"overall": 0}
+
+
 def rss() -> dict:
+    """VmRSS and VmHWM (MB), VmHWM as the peak since the start (`stage_peak`: since the last
+    call, where /proc/self/clear_refs can reset it)."""
     out = {}
     for line in open("/proc/self/status"):
         k, v = line.split(":", 1)
         if k in ("VmRSS", "VmHWM"):
             out[k] = int(v.split()[0]) // 1024
+    out["stage_peak"] = out["VmHWM"]
+    _PEAK["overall"] = out["VmHWM"] = max(_PEAK["overall"], out["VmHWM"])
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # the peak restarts from the resident set now
+    except OSError:
+        pass
     return out
 
 
@@ -136,7 +150,7 @@ def main():
         print(json.dumps({"quantize": a.quantize or "none", "dtype": a.dtype, "stages": stages, **({"held_mb": parts} if parts else {})}))
     else:
         for k, v in stages.items():
-            print(f"{k:22s} rss {v['VmRSS']:6d} MB   peak {v['VmHWM']:6d} MB")
+            print(f"{k:22s} rss {v['VmRSS']:6d} MB   peak {v['VmHWM']:6d} MB   stage peak {v['stage_peak']:6d} MB")
             if k in parts:
                 print("    " + "  ".join(f"{n} {mb}" for n, mb in parts[k].items()))
 

@@ -2,9 +2,10 @@
 inventories of the tiny model: a quantized talker keeps no float copy of a quantized weight;
 checkpoints are read without memory maps (TensorFile, equal to safetensors' own reader); a
 bfloat16 checkpoint's text embedding stays bfloat16 in a float32 model with identical output,
-and stays in the file (rows read per lookup); the codec encoder is loaded when a voice needs
-it; the codec decoder's oneDNN-packed weights have no float32 twins (state_dict still gives them,
-exactly), and Winograd keeps its packed channel mixes without the transformed weight."""
+and stays in the file (rows read per lookup); the codec encoder is read when a voice needs it,
+only the codebooks it uses and their centroids, and not kept (QWEN3TTS_KEEP_ENCODER keeps
+it); the codec decoder's oneDNN-packed weights have no float32 twins (state_dict still gives
+them, exactly), and Winograd keeps its packed channel mixes without the transformed weight."""
 
 from __future__ import annotations
 
@@ -141,14 +142,55 @@ def test_codec_encoder_is_loaded_when_a_voice_needs_it():
     tts.create_voice_prompt((wav, 24000), x_vector_only=True)
     assert not tok.encoder_loaded()  # an x-vector voice needs no codes
     voice = tts.create_voice_prompt((wav, 24000), ref_text="Reference words.")
-    assert tok.encoder_loaded()
-    # the lazily loaded encoder is the one loaded from tensors in memory
+    assert not tok.encoder_loaded()  # loaded for the encode, released after it
+    # the lazily loaded encoder is the one loaded from tensors in memory, each time it is loaded
     path = TINY_MODEL / "speech_tokenizer" / "model.safetensors"
     eager = SpeechTokenizer(tok.config)
     eager.load_state(dict(W.TensorFile(path).items()))
-    assert eager.encoder_loaded()
+    assert eager.encoder_loaded() and eager._encoder_tensors is None  # the dict is not kept
     assert torch.equal(voice.ref_codes, eager.encode(wav, 24000))
+    assert eager.encoder_loaded()  # nothing to reload it from: it stays
+    again = tts.create_voice_prompt((wav, 24000), ref_text="Reference words.")
+    assert torch.equal(again.ref_codes, voice.ref_codes) and not tok.encoder_loaded()
     assert all(torch.equal(a, b) for a, b in zip(tok.encoder.state_dict().values(), eager.encoder.state_dict().values()))
+    assert tok.encoder_loaded()  # asked for by name: kept
+    assert torch.equal(tok.encode(wav, 24000), voice.ref_codes) and tok.encoder_loaded()
+
+
+def test_codec_encoder_per_call_holds_only_what_it_computes_with():
+    """`encode` without a kept encoder reads only the codebooks it uses and keeps their
+    centroids, not the checkpoint's sums: the same codes as the whole encoder."""
+    tok = Qwen3TTS.from_pretrained(TINY_MODEL).speech_tokenizer
+    cfg = tok.config.encoder
+    wav = (torch.randn(36000, generator=torch.Generator().manual_seed(3)) * 0.2).numpy()
+    per_call = {n: tok.encode(wav, 24000, num_quantizers=n) for n in (1, cfg.num_semantic_quantizers + 2, cfg.num_quantizers)}
+    assert not tok.encoder_loaded()
+    whole = tok.encoder
+    assert {n: torch.equal(c, tok.encode(wav, 24000, num_quantizers=n)) for n, c in per_call.items()} == dict.fromkeys(per_call, True)
+    n = cfg.num_semantic_quantizers + 2
+    lean = tok._build_encoder(n)
+    names = [k for k, _ in lean.named_buffers()]
+    assert not [k for k in names if k.endswith(("embed_sum", "cluster_usage"))]
+    assert sum(k.endswith("codebook.embed") for k in names) == n < sum(k.endswith("codebook.embed") for k, _ in whole.named_buffers())
+    held = sum(t.numel() * t.element_size() for t in list(lean.parameters()) + list(lean.buffers()))
+    assert held < sum(t.numel() * t.element_size() for t in list(whole.parameters()) + list(whole.buffers()))
+    with pytest.raises(ValueError, match="keeps"):
+        lean.encode(torch.zeros(1, 1, 4800), num_quantizers=n + 1)
+
+
+def test_codec_encoder_is_kept_when_asked():
+    from qwen3tts import options
+
+    tts = Qwen3TTS.from_pretrained(TINY_MODEL)
+    tok = tts.speech_tokenizer
+    wav = (torch.sin(torch.arange(24000) / 5.0) * 0.2).numpy()
+    released = tok.encode(wav, 24000)
+    assert not tok.encoder_loaded()
+    with options.override(keep_encoder=True):
+        assert torch.equal(tok.encode(wav, 24000), released)
+        assert tok.encoder_loaded()
+    assert options.from_env({"QWEN3TTS_KEEP_ENCODER": "1"}).keep_encoder
+    assert not options.from_env({}).keep_encoder
 
 
 def _packed(tok):

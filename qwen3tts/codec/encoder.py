@@ -29,7 +29,7 @@ class ResnetBlock(nn.Module):
         for i, (k, d) in enumerate(zip(ks, dilations)):
             cin = dim if i == 0 else hidden
             cout = dim if i == len(ks) - 1 else hidden
-            block += [nn.ELU(), CausalConv1d(cin, cout, k, dilation=d)]
+            block += [nn.ELU(inplace=i > 0), CausalConv1d(cin, cout, k, dilation=d)]  # (in place: not on x, the residual)
         self.block = nn.ModuleList(block)
         self.shortcut = CausalConv1d(dim, dim, 1) if cfg.use_conv_shortcut else None
 
@@ -49,10 +49,10 @@ class SEANetEncoder(nn.Module):
             dim = scale * cfg.num_filters
             for j in range(cfg.num_residual_layers):
                 layers.append(ResnetBlock(cfg, dim, [cfg.dilation_growth_rate**j, 1]))
-            layers.append(nn.ELU())
+            layers.append(nn.ELU(inplace=True))  # its input is the block's output, used only here
             layers.append(CausalConv1d(dim, dim * 2, ratio * 2, stride=ratio))
             scale *= 2
-        layers.append(nn.ELU())
+        layers.append(nn.ELU(inplace=True))
         layers.append(CausalConv1d(scale * cfg.num_filters, cfg.hidden_size, cfg.last_kernel_size))
         self.layers = nn.ModuleList(layers)
 
@@ -71,10 +71,31 @@ class CodecEncoder(nn.Module):
         s = cfg.downsample_stride
         self.downsample = CausalConv1d(cfg.hidden_size, cfg.hidden_size, 2 * s, stride=s, bias=False, pad_mode="replicate") if s > 1 else None
         self.quantizer = EncoderQuantizer(cfg)
+        self.max_quantizers = self.quantizer.num_quantizers  # codebooks kept (`keep_quantizers`)
+
+    def keep_quantizers(self, n: int) -> None:
+        """Keep only the codebooks `encode(num_quantizers=n)` reads (semantic first, then
+        acoustic); called on an encoder built on the meta device, before loading, so the
+        others are never read. `encode` with more than `n` is then an error."""
+        q = self.quantizer
+        q.semantic_residual_vector_quantizer.layers = q.semantic_residual_vector_quantizer.layers[: min(n, q.num_semantic)]
+        q.acoustic_residual_vector_quantizer.layers = q.acoustic_residual_vector_quantizer.layers[: max(0, n - q.num_semantic)]
+        self.max_quantizers = n
+
+    def keep_centroids_only(self) -> None:
+        """Compute each codebook's centroids (`refresh`) and drop the checkpoint's sums and
+        usage counts they are computed from, one codebook at a time (an encoder made for one
+        call: its state_dict no longer has them)."""
+        for m in self.quantizer.modules():
+            if hasattr(m, "embed_sum"):
+                m.refresh()
+                m._buffers["embed_sum"] = m._buffers["cluster_usage"] = None
 
     @torch.inference_mode()
     def encode(self, wav: torch.Tensor, num_quantizers: int | None = None, taps: dict | None = None) -> torch.Tensor:
         """wav (B, 1, L) -> codes (n, B, T)."""
+        if (self.quantizer.num_quantizers if num_quantizers is None else num_quantizers) > self.max_quantizers:
+            raise ValueError(f"this encoder keeps {self.max_quantizers} codebooks, not {num_quantizers}")
         h = self.encoder(wav)  # (B, hidden, T25)
         if taps is not None:
             taps["seanet_out"] = h.clone()

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import ops
+from .. import ops, options
 from ..audio import load_audio
 from ..config import SpeechTokenizerConfig
-from ..weights import TensorFile, check_names, load_into, read_safetensors, split_by_prefix
+from ..weights import check_names, load_into, read_on_access, read_safetensors, release_freed_memory, split_by_prefix
 from .decoder import CodecDecoder
 from .encoder import CodecEncoder
 from .layers import CausalConv1d, CausalConvTranspose1d, StreamState
@@ -30,6 +30,10 @@ _UNUSED = [
     r"encoder\.quantizer\.\w+\.layers\.\d+\.codebook\.initialized",
 ]
 _ENCODER_UNUSED = [p.replace(r"encoder\.", "", 1) for p in _UNUSED]
+# An offline decode of at least this many frames (4 s) first gives the C heap's free pages back
+# to the system (malloc_trim): freed chunks left by earlier work would otherwise sit under its
+# peak. Shorter decodes skip it: their peak is small, and a trim costs milliseconds.
+TRIM_BEFORE_FRAMES = 50
 
 
 def _as_codes(codes, num_quantizers: int) -> torch.Tensor:
@@ -136,7 +140,7 @@ class SpeechTokenizer:
         plan = ops.prepare(self.decoder, packed=self.device.type == "cpu")
         ops.keep_packed_only(self.decoder, plan)  # the decoder's packed products keep no float twins
         self._encoder, self._encoder_tensors = None, enc
-        if isinstance(enc, TensorFile) or hasattr(enc, "read"):  # read on access: nothing held until then
+        if read_on_access(enc):  # read on access: nothing held until then
             with torch.device("meta"):  # the names and shapes only: no storage
                 check_names(CodecEncoder(self.config.encoder), enc, ignore=_ENCODER_UNUSED, what="speech tokenizer encoder")
         else:  # tensors in memory: load now (keeping them for later would hold them anyway)
@@ -144,7 +148,8 @@ class SpeechTokenizer:
 
     @property
     def encoder(self) -> CodecEncoder:
-        """The codec encoder (waveform -> codes), loaded on first use."""
+        """The codec encoder (waveform -> codes), whole, loaded on first use and kept (`encode`
+        without it loads the parts it needs per call)."""
         if self._encoder is None:
             self._load_encoder()
         return self._encoder
@@ -157,19 +162,36 @@ class SpeechTokenizer:
         return self._encoder is not None
 
     def _load_encoder(self) -> None:
+        self._encoder = self._build_encoder()
+        # a read-on-access source (a file) is kept: `encode` loads from it per call; tensors in
+        # memory are not (holding them would hold the weights twice)
+        if not read_on_access(self._encoder_tensors):
+            self._encoder_tensors = None
+
+    def _build_encoder(self, num_quantizers: int | None = None) -> CodecEncoder:
+        """The encoder, loaded from the checkpoint (initialised without one). `num_quantizers`
+        (a checkpoint read on access only): just what `encode(num_quantizers)` reads, for one
+        call: the codebooks past them are not read, the others keep only their centroids."""
+        lean = num_quantizers is not None and read_on_access(self._encoder_tensors)
         if self._encoder_tensors is None:  # no checkpoint (a tokenizer built without weights): initialised weights
             enc = CodecEncoder(self.config.encoder).to(self.device, self.dtype).eval().requires_grad_(False)
         else:
             with torch.device("meta"):  # storage is made by load_into, in the model dtype
                 enc = CodecEncoder(self.config.encoder).to(dtype=self.dtype).eval().requires_grad_(False)
-            load_into(enc, self._encoder_tensors, what="speech tokenizer encoder", ignore=_ENCODER_UNUSED, device=self.device)
+            if lean:  # (the names were checked against the whole encoder in load_state)
+                enc.keep_quantizers(num_quantizers)
+            load_into(enc, self._encoder_tensors, what="speech tokenizer encoder", ignore=_ENCODER_UNUSED, device=self.device,
+                      only_meta=lean)
             for m in enc.modules():  # the buffers not in the checkpoint (made by `refresh` below)
                 for k, b in m._buffers.items():
                     if b is not None and b.is_meta:
                         m._buffers[k] = torch.empty_like(b, device=self.device)
-        enc.quantizer.refresh()
+        if lean:
+            enc.keep_centroids_only()
+        else:
+            enc.quantizer.refresh()
         ops.prepare(enc)  # the compute plan: the encoder's products run on its weights as they are
-        self._encoder, self._encoder_tensors = enc, None
+        return enc
 
     # ---- helpers
     def _check_range(self, c: torch.Tensor) -> None:
@@ -184,7 +206,15 @@ class SpeechTokenizer:
         x = load_audio(wav, sample_rate, target_rate=self.config.encoder.sampling_rate)
         n = self.config.encoder_valid_num_quantizers if num_quantizers is None else num_quantizers
         t = torch.from_numpy(np.ascontiguousarray(x)).to(self.device, self.dtype)[None, None]  # (1, 1, L)
-        codes = self.encoder.encode(t, num_quantizers=n, taps=taps)  # (n, 1, T)
+        if self._encoder is None and self._encoder_tensors is not None and not options.current().keep_encoder:
+            # voices are made rarely: the encoder is read from the file for this call (only the
+            # parts it computes with) and not kept (QWEN3TTS_KEEP_ENCODER=1 keeps it loaded)
+            enc = self._build_encoder(n)
+            codes = enc.encode(t, num_quantizers=n, taps=taps)  # (n, 1, T)
+            del enc
+            release_freed_memory()
+        else:
+            codes = self.encoder.encode(t, num_quantizers=n, taps=taps)  # (n, 1, T)
         frames = math.ceil(x.shape[0] / self.config.encode_downsample_rate)
         return codes[:, 0, :frames].T.contiguous().cpu()  # (T, n)
 
@@ -197,6 +227,8 @@ class SpeechTokenizer:
         c = _as_codes(codes, self.num_quantizers).to(self.device)
         self._check_range(c)
         c = c.T[None]  # (1, 16, T)
+        if c.shape[-1] >= TRIM_BEFORE_FRAMES:  # the heap's free pages (e.g. a finished stream's) go back first
+            release_freed_memory()
         if chunk_size is None:
             wav = self.decoder.decode(c, taps=taps)
         else:
