@@ -7,6 +7,7 @@ the CPU runs (native_isas)."""
 from __future__ import annotations
 
 import math
+import os
 import platform
 
 import pytest
@@ -164,6 +165,18 @@ def test_winograd_pays_from_fewer_rows_under_avx2():
         assert winograd.worth(1, 32, 3, lib)
     with using("portable"):
         assert not winograd.worth(1, 32, 3, lib)
+    if "avx512" in ISAS:  # AVX-512 takes the AVX2 rule exactly where its FMAs run as two halves
+        with using("avx512"):
+            assert winograd.worth(1, 32, 3, lib) == winograd.avx512_halves()
+            assert winograd.worth(1, 4 * winograd.MIN_ROWS, 1, lib) and not winograd.worth(1, 16, 1, lib)
+
+
+def test_avx512_halves_reads_the_cpu():
+    """AMD family 25 (Zen 4) is the one matched: a CPU with AVX-512 whose 512-bit FMAs run as two
+    halves; an unreadable /proc/cpuinfo answers False."""
+    info = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    want = "AuthenticAMD" in info and any(ln.split(":")[-1].strip() == "25" for ln in info.splitlines() if ln.startswith("cpu family"))
+    assert winograd.avx512_halves() == want
 
 
 def test_streaming_steps_read_the_history_in_place(monkeypatch):
@@ -225,8 +238,10 @@ def test_codec_with_winograd_offline_and_streaming(mid_codec, monkeypatch, isa):
     for m in tok.decoder.modules():  # the fixture is shared: forget the U of another instruction set's run
         m.__dict__.pop("_winograd", None)
     y = tok.decode(codes)
-    # the residual units; decoder[0] (40 outputs, 10 rows) stays direct, except under AVX2 (winograd.pays)
-    assert sum("_winograd" in m.__dict__ for m in tok.decoder.modules()) == 9 + (isa == "avx2")
+    # the residual units; decoder[0] (40 outputs, 10 rows) stays direct, except under AVX2 and on
+    # CPUs whose AVX-512 runs as two halves (winograd.worth)
+    few_rows = isa == "avx2" or (isa == "avx512" and winograd.avx512_halves())
+    assert sum("_winograd" in m.__dict__ for m in tok.decoder.modules()) == 9 + few_rows
     dec = tok.streaming_decoder()
     streamed = torch.cat([dec.push(codes[i : i + 1]) for i in range(10)])
     dec = tok.streaming_decoder()

@@ -54,14 +54,27 @@ class DecoderAttention(_Attention):
         return [torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype)]
 
     def forward(self, x, cos, sin, mask, slots, st: StreamState):
-        """slots (B or 1, 1, N, 1): ring slot of each new frame; mask (B or 1, 1, N, R) over the ring:
-        bool, or on CPU the same as an additive float mask (0 / -inf, made once per pass)."""
-        q, k, v = self.qkv(x, cos, sin)  # (B, H, N, D)
+        """slots: the ring slots of the new frames, a `slice` (consecutive slots) or a
+        (B or 1, 1, N, 1) index tensor; mask (B or 1, 1, N, R) over the ring: bool, or on CPU the
+        same as an additive float mask (0 / -inf, made once per pass)."""
+        if self.qkv_proj is not None:
+            # q|k|v from one product; q and k heads are adjacent: one RoPE for both
+            B, N, _ = x.shape
+            H, Hkv, D = self.heads, self.kv_heads, self.head_dim
+            y = self.qkv_proj(x)  # (B, N, (H + 2 Hkv) D)
+            qk = ops.rope(self, y[..., : (H + Hkv) * D].view(B, N, H + Hkv, D).transpose(1, 2), cos, sin)  # (B, H + Hkv, N, D)
+            q, k = qk[:, :H], qk[:, H:]
+            v = y[..., (H + Hkv) * D :].view(B, N, Hkv, D).transpose(1, 2)  # (B, Hkv, N, D)
+        else:
+            q, k, v = self.qkv(x, cos, sin)  # (B, H, N, D)
         ck, cv = st.bufs[self.state_key]  # (B, Hkv, R, D)
-        B, Hkv, N, D = k.shape
-        idx = slots.expand(B, Hkv, N, D)
-        ck.scatter_(2, idx, k)
-        cv.scatter_(2, idx, v)
+        if isinstance(slots, slice):
+            ck[:, :, slots].copy_(k)
+            cv[:, :, slots].copy_(v)
+        else:
+            idx = slots.expand(k.shape)
+            ck.scatter_(2, idx, k)
+            cv.scatter_(2, idx, v)
         K, V = ck, cv
         if self.kv_heads != self.heads:
             K = K.repeat_interleave(self.heads // self.kv_heads, dim=1)
@@ -101,8 +114,12 @@ class DecoderLayer(nn.Module):
         self.mlp_layer_scale = LayerScale(cfg.hidden_size)
 
     def forward(self, x, cos, sin, mask, slots, st):
-        x = x + self.self_attn_layer_scale(self.self_attn(self.input_layernorm(x), cos, sin, mask, slots, st))
-        return x + self.mlp_layer_scale(self.mlp(self.post_attention_layernorm(x)))
+        # x + scale * f(x) as one op (addcmul: the same product and sum)
+        x = torch.addcmul(x, self.self_attn_layer_scale.scale, self.self_attn(self.input_layernorm(x), cos, sin, mask, slots, st))
+        return torch.addcmul(x, self.mlp_layer_scale.scale, self.mlp(self.post_attention_layernorm(x)))
+
+
+ROPE_TABLE_MAX = 4096  # positions whose cos/sin rows are cached (later ones are computed per pass)
 
 
 class DecoderTransformer(nn.Module):
@@ -124,33 +141,68 @@ class DecoderTransformer(nn.Module):
 
     def forward(self, x: torch.Tensor, st: StreamState) -> torch.Tensor:
         # st.pos: an int (one position for the batch), a list (stacked sessions) or a device
-        # tensor (CUDA graph); as (B or 1, 1) positions, one row per session
-        p0 = torch.as_tensor(st.pos, device=x.device).reshape(-1, 1)
-        N = x.shape[1]
+        # tensor (CUDA graph)
+        pos, N = st.pos, x.shape[1]
         if N <= RING_CHUNK:
-            return self._pass(x, p0, st)
-        return torch.cat([self._pass(x[:, s : s + RING_CHUNK], p0 + s, st) for s in range(0, N, RING_CHUNK)], dim=1)
+            return self._pass(x, pos, st)
+        outs = []
+        for s in range(0, N, RING_CHUNK):
+            p = pos + s if isinstance(pos, (int, torch.Tensor)) else [q + s for q in pos]
+            outs.append(self._pass(x[:, s : s + RING_CHUNK], p, st))
+        return torch.cat(outs, dim=1)
 
-    def _pass(self, x: torch.Tensor, p0: torch.Tensor, st: StreamState) -> torch.Tensor:
-        """x (B, N <= RING_CHUNK, latent) at positions p0 (B or 1, 1) + 0..N-1."""
-        N = x.shape[1]
+    def _pass(self, x: torch.Tensor, pos, st: StreamState) -> torch.Tensor:
+        """x (B, N <= RING_CHUNK, latent) at positions pos + 0..N-1 (pos: an int, or per row a
+        list / a (B,) tensor)."""
+        if isinstance(pos, int):
+            cos, sin, mask, slots = self._host_context(pos, x.shape[1], x.device, x.dtype)
+        else:
+            cos, sin, mask, slots = self._context(torch.as_tensor(pos, device=x.device).reshape(-1, 1), x.shape[1], x.dtype)
+        h = self.input_proj(x)
+        for layer in self.layers:
+            h = layer(h, cos, sin, mask, slots, st)
+        return self.output_proj(self.norm(h))
+
+    def _context(self, p0: torch.Tensor, N: int, dtype):
+        """RoPE rows (B or 1, 1, N, D), mask (B or 1, 1, N, R) and ring slots (B or 1, 1, N, 1) of
+        a pass at positions p0 (B or 1, 1) + 0..N-1, computed on the device (no host sync)."""
         W = self.cfg.sliding_window
         R = W - 1 + RING_CHUNK
-        dev = x.device
+        dev = p0.device
         qpos = p0 + torch.arange(N, device=dev)  # (B or 1, N): absolute positions of the new frames
         last = p0 + (N - 1)  # (B or 1, 1): the newest position once this pass's keys are written
         kpos = last - (last - torch.arange(R, device=dev)) % R  # (B or 1, R): position held by each slot (< 0: none yet)
         k, q = kpos[:, None, :], qpos[:, :, None]
         mask = ((k >= 0) & (k <= q) & (k > q - W))[:, None]  # (B or 1, 1, N, R)
         if dev.type == "cpu":  # the CPU attention adds it: made once for all layers
-            mask = additive_mask(mask, x.dtype)
+            mask = additive_mask(mask, dtype)
         slots = (qpos % R)[:, None, :, None]  # (B or 1, 1, N, 1)
-        cos, sin = ops.rope_tables(qpos, self.cfg.head_dim, self.cfg.rope_theta, x.dtype)  # (B, N, D)
-        cos, sin = cos[:, None], sin[:, None]  # (B, 1, N, D)
-        h = self.input_proj(x)
-        for layer in self.layers:
-            h = layer(h, cos, sin, mask, slots, st)
-        return self.output_proj(self.norm(h))
+        cos, sin = ops.rope_tables(qpos, self.cfg.head_dim, self.cfg.rope_theta, dtype)  # (B, N, D)
+        return cos[:, None], sin[:, None], mask, slots
+
+    def _host_context(self, p: int, N: int, device, dtype):
+        """`_context` for one host-known first position `p`: RoPE rows sliced from a cached table,
+        a 1-frame pass's mask cached per ring phase, consecutive ring slots as a slice."""
+        W = self.cfg.sliding_window
+        R = W - 1 + RING_CHUNK
+        if p + N > ROPE_TABLE_MAX:
+            return self._context(torch.tensor([[p]], device=device), N, dtype)
+        cache = self.__dict__.setdefault("_host_cache", {})
+        tkey = ("rope", device, dtype)
+        tab = cache.get(tkey)
+        if tab is None:  # cos / sin rows of positions 0 .. ROPE_TABLE_MAX - 1: (ROPE_TABLE_MAX, D) each
+            tab = cache[tkey] = ops.rope_tables(torch.arange(ROPE_TABLE_MAX, device=device), self.cfg.head_dim, self.cfg.rope_theta, dtype)
+        cos, sin = tab[0][p : p + N][None, None], tab[1][p : p + N][None, None]  # (1, 1, N, D)
+        # from position R - 1 on every slot holds a key: the mask depends on p only through p % R
+        mkey = ("mask", device, dtype, R, N, p if p < R else R + p % R)
+        mask = cache.get(mkey) if N == 1 else None
+        if mask is None:
+            _, _, mask, _ = self._context(torch.tensor([[p]], device=device), N, dtype)
+            if N == 1:
+                cache[mkey] = mask
+        s = p % R
+        slots = slice(s, s + N) if s + N <= R else (torch.arange(p, p + N, device=device) % R).view(1, 1, N, 1)
+        return cos, sin, mask, slots
 
 
 # --------------------------------------------------------------------------- encoder (Mimi)

@@ -46,10 +46,32 @@ def pays(batch: int, out_len: int, dilation: int, isa: str, m: int = TILE) -> bo
 
 
 def worth(batch: int, out_len: int, dilation: int, lib) -> bool:
-    """`pays` for the instruction set the native library `lib` runs now."""
+    """`pays` for the instruction set the native library `lib` runs now; AVX-512 on a CPU whose
+    512-bit FMAs run as two 256-bit halves (`avx512_halves`) follows the AVX2 rule (the direct
+    products gain no width there)."""
     from .. import native
 
-    return pays(batch, out_len, dilation, native.isa(lib))
+    isa = native.isa(lib)
+    if isa == "avx512" and avx512_halves():
+        isa = "avx2"
+    return pays(batch, out_len, dilation, isa)
+
+
+_HALVES: list = []  # the answer of `avx512_halves`, once read
+
+
+def avx512_halves() -> bool:
+    """Does this CPU execute 512-bit FMAs as two 256-bit halves? AMD family 0x19 (Zen 4, the
+    only one of that family with AVX-512) does; Intel's AVX-512 cores and Zen 5 (0x1a) run them
+    at full width (and are not matched)."""
+    if not _HALVES:
+        try:
+            info = open("/proc/cpuinfo").read(8192)
+        except OSError:
+            info = ""
+        fields = dict((k.strip(), v.strip()) for k, _, v in (ln.partition(":") for ln in info.splitlines()[:30]))
+        _HALVES.append(fields.get("vendor_id") == "AuthenticAMD" and fields.get("cpu family") == "25")
+    return _HALVES[0]
 
 
 def matrices(m: int, r: int, points=POINTS) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

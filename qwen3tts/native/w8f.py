@@ -36,16 +36,18 @@ class W8Linear(nn.Module):
         self.register_buffer("bias", None if bias is None else bias.detach().float().cpu().contiguous())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lib = library()
+        if lib is None or x.dtype != torch.float32 or x.device.type != "cpu":
+            return self.reference(x)
         K, N = self.in_features, self.out_features
         x2 = x.reshape(-1, K)  # (M, K)
-        lib = library()
-        if lib is None or x2.dtype != torch.float32 or x2.device.type != "cpu":
-            return self.reference(x)
-        x2 = x2.contiguous()
+        if not x2.is_contiguous():
+            x2 = x2.contiguous()
         y = torch.empty(x2.shape[0], N)
-        b = self.bias.data_ptr() if self.bias is not None else None
-        lib.qwen3tts_linear_w8f(x2.data_ptr(), x2.shape[0], K, self.weight_q.data_ptr(), self.weight_q.shape[1],
-                                self.scales.data_ptr(), b, N, y.data_ptr(), torch.get_num_threads())
+        bufs = self._buffers  # (not through Module.__getattr__: a per-call cost at one row)
+        w, s, b = bufs["weight_q"], bufs["scales"], bufs["bias"]
+        lib.qwen3tts_linear_w8f(x2.data_ptr(), x2.shape[0], K, w.data_ptr(), w.shape[1], s.data_ptr(),
+                                None if b is None else b.data_ptr(), N, y.data_ptr(), torch.get_num_threads())
         return y.view(*x.shape[:-1], N)
 
     def reference(self, x: torch.Tensor) -> torch.Tensor:
