@@ -426,9 +426,9 @@ void Q_FN(qwen3tts_linear_f32)(const float *x, int M, int K, const float *w, con
 /* ------------------------------------------------------------------ int8 weights, float32 rows
  * y (M, N) = (x (M, K) @ q (N, K)^T) * scale (N,) (+ bias): weight-only int8 (per output row
  * scale) with float32 activations, for the codec decoder's weight-bound products in the
- * quantized modes (codec_quant.py, native/w8f.py). Rows of q are ldq >= K bytes apart, zero past K, ldq a
- * multiple of 16 (every weight load is a full one). The same 4 x 4 blocks as the float32 kernel
- * above; each int8 weight is converted to float exactly, so a row's sum is the float32 kernel's
+ * quantized modes (codec_quant.py, native/w8f.py). q is in interleaved groups of 4 rows (ldq >= K
+ * bytes per row, a multiple of 64, zero past K; rows past N zero), so every weight load is a full
+ * one and a group is one sequential stream. The same 4 x 4 blocks as the float32 kernel above; each int8 weight is converted to float exactly, so a row's sum is the float32 kernel's
  * on the integer weights: M does not change a row's result. */
 #ifdef Q_VEC
 static inline vf vload_i8(const int8_t *p) {
@@ -439,16 +439,16 @@ static inline vf vload_i8(const int8_t *p) {
 #endif
 }
 
-static inline __attribute__((always_inline)) void dot_w8_4n(const float *const *xr, int K, const int8_t *const *wr, int mm,
-                                                            const int8_t *pf, size_t ldq, float *out) {
+/* one interleaved group of 4 weight rows (decode.c's layout: 64-byte pieces of rows 0..3 in turn,
+ * native/stack.py pack_rows): row j's inputs k..k+VL are at g + (k / 64) * 256 + j * 64 + k % 64 */
+static inline __attribute__((always_inline)) void dot_w8_4n(const float *const *xr, int K, const int8_t *g, int mm, float *out) {
     vf acc[4][4];
     for (int i = 0; i < 4; i++)
         for (int j = 0; j < 4; j++) acc[i][j] = vzero();
     for (int k = 0; k < K; k += VL) {
-        if (pf && (k & 63) == 0)
-            for (int j = 0; j < 4; j++) _mm_prefetch((const char *)(pf + (size_t)j * ldq + k), _MM_HINT_T0);
+        const int8_t *p = g + (size_t)(k >> 6) * 256 + (k & 63);
         vf wv[4];
-        for (int j = 0; j < 4; j++) wv[j] = vload_i8(wr[j] + k);
+        for (int j = 0; j < 4; j++) wv[j] = vload_i8(p + j * 64);
         fma_4n(acc, wv, xr, k, K, mm);
     }
     hsum_4n(acc, mm, out);
@@ -466,26 +466,24 @@ void Q_FN(qwen3tts_linear_w8f)(const float *x, int M, int K, const int8_t *q, in
                                int N, float *y, int nt) {
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (int n0 = 0; n0 < N; n0 += 4) {
-        const int8_t *wr[4];
-        for (int j = 0; j < 4; j++) wr[j] = q + (size_t)(n0 + j < N ? n0 + j : N - 1) * ldq; /* edge: a repeated row */
+        const int8_t *g = q + (size_t)n0 * ldq; /* the group of rows n0..n0+3 */
         for (int m0 = 0; m0 < M; m0 += W8_ROWS) {
             const int mm = M - m0 < W8_ROWS ? M - m0 : W8_ROWS;
             const float *xr[4];
             for (int i = 0; i < 4; i++) xr[i] = x + (size_t)(m0 + (i < mm ? i : 0)) * K;
             float out[16];
 #ifdef Q_VEC
-            const int8_t *pf = m0 == 0 && n0 + 8 <= N ? q + (size_t)(n0 + 4) * ldq : NULL;
             switch (mm) { /* constant row counts */
-            case 1: dot_w8_4n(xr, K, wr, 1, pf, ldq, out); break;
-            case 2: dot_w8_4n(xr, K, wr, 2, pf, ldq, out); break;
-            case 3: dot_w8_4n(xr, K, wr, 3, pf, ldq, out); break;
-            default: dot_w8_4n(xr, K, wr, 4, pf, ldq, out); break;
+            case 1: dot_w8_4n(xr, K, g, 1, out); break;
+            case 2: dot_w8_4n(xr, K, g, 2, out); break;
+            case 3: dot_w8_4n(xr, K, g, 3, out); break;
+            default: dot_w8_4n(xr, K, g, 4, out); break;
             }
 #else
             for (int i = 0; i < mm; i++)
                 for (int j = 0; j < 4; j++) {
                     float s = 0.f;
-                    for (int k = 0; k < K; k++) s += xr[i][k] * (float)wr[j][k];
+                    for (int k = 0; k < K; k++) s += xr[i][k] * (float)g[(size_t)(k >> 6) * 256 + j * 64 + (k & 63)];
                     out[i * 4 + j] = s;
                 }
 #endif
