@@ -88,23 +88,34 @@ static inline vf exp_ps(vf x) {
 }
 #endif
 
-/* x (M, K) -> q (M, Kp) u8 = q + 128 (padding: 128, i.e. 0), sx[m] = s_m / 127 */
-static void quant_rows(const float *x, int M, int K, int Kp, uint8_t *q, float *sx) {
-    for (int m = 0; m < M; m++) {
-        const float *xr = x + (size_t)m * K;
-        uint8_t *qr = q + (size_t)m * Kp;
-        float a = amax_f32(xr, K);
-        if (!(a >= 1e-30f)) a = 1e-30f;
-        const float inv = 127.0f / a;
-        for (int k = 0; k < K; k++) {
-            float v = nearbyintf(xr[k] * inv);
-            v = v > 127.f ? 127.f : (v < -127.f ? -127.f : v);
-            qr[k] = (uint8_t)((int)v + 128);
-        }
-        for (int k = K; k < Kp; k++) qr[k] = 128;
-        sx[m] = a / 127.0f;
+/* one row x (K) -> q (Kp) u8 = q + 128 (padding: 128, i.e. 0), *sx = s / 127 */
+static void quant_row(const float *xr, int K, int Kp, uint8_t *qr, float *sx) {
+    float a = amax_f32(xr, K);
+    if (!(a >= 1e-30f)) a = 1e-30f;
+    const float inv = 127.0f / a;
+    for (int k = 0; k < K; k++) {
+        float v = nearbyintf(xr[k] * inv);
+        v = v > 127.f ? 127.f : (v < -127.f ? -127.f : v);
+        qr[k] = (uint8_t)((int)v + 128);
     }
+    for (int k = K; k < Kp; k++) qr[k] = 128;
+    *sx = a / 127.0f;
 }
+
+/* x (M, K) -> q (M, Kp), sx (M) */
+static void quant_rows(const float *x, int M, int K, int Kp, uint8_t *q, float *sx) {
+    for (int m = 0; m < M; m++) quant_row(x + (size_t)m * K, K, Kp, q + (size_t)m * Kp, sx + m);
+}
+
+/* The statements run for r = 0..M-1, rows split over nt threads when M > 1; a single row (the
+ * decode step) runs on the calling thread, without a fork/join. Rows are independent. */
+#define FOR_ROWS(r, M, nt, ...)                                                                  \
+    do {                                                                                         \
+        if ((M) > 1) {                                                                           \
+            _Pragma("omp parallel for schedule(static) num_threads(nt)") for (int r = 0; r < (M); r++) { __VA_ARGS__ } \
+        } else                                                                                   \
+            for (int r = 0; r < (M); r++) { __VA_ARGS__ }                                        \
+    } while (0)
 
 #if Q_ISA == Q_AVX2
 /* sum over 32 bytes of (q - 128) * w, q the biased activations, into 8 int32 lanes */
@@ -303,6 +314,21 @@ static void rms_norm_row(const float *x, const float *w, int n, float eps, float
     for (int i = 0; i < n; i++) out[i] = w[i] * (x[i] * r);
 }
 
+/* a = silu(g) * u for one row of gate/up (g: the gate half, u = g + I) */
+static void silu_mul_row(const float *g, int I, float *a) {
+    const float *u = g + I;
+    int i = 0;
+#ifdef Q_VEC
+    for (; i + 16 <= I; i += 16) /* 16 at a time on every path: the scalar tail starts alike */
+        for (int h = i; h < i + 16; h += VL) {
+            const vf gv = vloadu(g + h);
+            const vf e = exp_ps(vsub(vzero(), gv));
+            vstoreu(a + h, vmul(vdiv(gv, vadd(vset1(1.0f), e)), vloadu(u + h)));
+        }
+#endif
+    for (; i < I; i++) a[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
 void Q_FN(qwen3tts_linear)(const Lin *L, const float *x, int M, float *y, int nt) {
     uint8_t *q = (uint8_t *)malloc((size_t)M * L->kp);
     float *sx = (float *)malloc(sizeof(float) * M);
@@ -326,17 +352,20 @@ void Q_FN(qwen3tts_stack_decode)(const Stack *S, int M, float *x, float *out, co
     float *qkv = (float *)malloc(sizeof(float) * M * nqkv * D);
     float *att = (float *)malloc(sizeof(float) * M * nh * D);
     float *gu = (float *)malloc(sizeof(float) * M * 2 * I);
+    float *act = (float *)malloc(sizeof(float) * M * I);
     uint8_t *q = (uint8_t *)malloc((size_t)M * kmax);
     float *sx = (float *)malloc(sizeof(float) * M);
     float *scores = (float *)malloc(sizeof(float) * (size_t)nt * lmax);
 
     for (int l = 0; l < S->n_layers; l++) {
         const Layer *Ly = S->layers + l;
-        for (int r = 0; r < M; r++) rms_norm_row(x + (size_t)r * H, Ly->in_norm, H, S->eps, xn + (size_t)r * H);
-        quant_rows(xn, M, H, Ly->qkv.kp, q, sx);
+        FOR_ROWS(r, M, nt, {
+            rms_norm_row(x + (size_t)r * H, Ly->in_norm, H, S->eps, xn + (size_t)r * H);
+            quant_row(xn + (size_t)r * H, H, Ly->qkv.kp, q + (size_t)r * Ly->qkv.kp, sx + r);
+        });
         gemm_rows(&Ly->qkv, q, sx, M, qkv, nqkv * D, 0, nt);
-        /* q/k RMSNorm per head, RoPE, K/V into the caches */
-        for (int r = 0; r < M; r++) {
+        /* q/k RMSNorm per head, RoPE, K/V into the caches (each row its own cache slot) */
+        FOR_ROWS(r, M, nt, {
             const int64_t p = pos[r % npos];
             const float *c = cos_t + p * D, *s = sin_t + p * D;
             float *row = qkv + (size_t)r * nqkv * D;
@@ -356,7 +385,7 @@ void Q_FN(qwen3tts_stack_decode)(const Stack *S, int M, float *x, float *out, co
                 memcpy(kc + ((size_t)g * sm + p) * D, row + (size_t)(nh + g) * D, sizeof(float) * D);
                 memcpy(vc + ((size_t)g * sm + p) * D, row + (size_t)(nqk + g) * D, sizeof(float) * D);
             }
-        }
+        });
         /* causal GQA attention: row r attends to cache slots [0, pos + 1) */
 #pragma omp parallel for schedule(static) num_threads(nt)
         for (int rh = 0; rh < M * nh; rh++) {
@@ -399,31 +428,22 @@ void Q_FN(qwen3tts_stack_decode)(const Stack *S, int M, float *x, float *out, co
                 for (int i = 0; i < D; i++) o[i] += pt * vt[i];
             }
         }
-        quant_rows(att, M, nh * D, Ly->o.kp, q, sx);
+        FOR_ROWS(r, M, nt, quant_row(att + (size_t)r * nh * D, nh * D, Ly->o.kp, q + (size_t)r * Ly->o.kp, sx + r););
         gemm_rows(&Ly->o, q, sx, M, x, H, 1, nt); /* x += o(att) */
-        for (int r = 0; r < M; r++) rms_norm_row(x + (size_t)r * H, Ly->post_norm, H, S->eps, xn + (size_t)r * H);
-        quant_rows(xn, M, H, Ly->gate_up.kp, q, sx);
+        FOR_ROWS(r, M, nt, {
+            rms_norm_row(x + (size_t)r * H, Ly->post_norm, H, S->eps, xn + (size_t)r * H);
+            quant_row(xn + (size_t)r * H, H, Ly->gate_up.kp, q + (size_t)r * Ly->gate_up.kp, sx + r);
+        });
         gemm_rows(&Ly->gate_up, q, sx, M, gu, 2 * I, 0, nt);
-        for (int r = 0; r < M; r++) { /* act = silu(gate) * up, written over the gate half */
-            float *g = gu + (size_t)r * 2 * I, *u = g + I;
-            int i = 0;
-#ifdef Q_VEC
-            for (; i + 16 <= I; i += 16) /* 16 at a time on every path: the scalar tail starts alike */
-                for (int h = i; h < i + 16; h += VL) {
-                    const vf gv = vloadu(g + h);
-                    const vf e = exp_ps(vsub(vzero(), gv));
-                    vstoreu(g + h, vmul(vdiv(gv, vadd(vset1(1.0f), e)), vloadu(u + h)));
-                }
-#endif
-            for (; i < I; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
-            if (r > 0) memmove(gu + (size_t)r * I, g, sizeof(float) * I); /* pack rows (M, I) */
-        }
-        quant_rows(gu, M, I, Ly->down.kp, q, sx);
+        FOR_ROWS(r, M, nt, { /* act = silu(gate) * up, then its int8 row */
+            silu_mul_row(gu + (size_t)r * 2 * I, I, act + (size_t)r * I);
+            quant_row(act + (size_t)r * I, I, Ly->down.kp, q + (size_t)r * Ly->down.kp, sx + r);
+        });
         gemm_rows(&Ly->down, q, sx, M, x, H, 1, nt); /* x += down(act) */
     }
-    for (int r = 0; r < M; r++) {
+    FOR_ROWS(r, M, nt, {
         if (S->final_norm) rms_norm_row(x + (size_t)r * H, S->final_norm, H, S->eps, out + (size_t)r * H);
         else memcpy(out + (size_t)r * H, x + (size_t)r * H, sizeof(float) * H);
-    }
-    free(xn); free(qkv); free(att); free(gu); free(q); free(sx); free(scores);
+    });
+    free(xn); free(qkv); free(att); free(gu); free(act); free(q); free(sx); free(scores);
 }
