@@ -126,8 +126,8 @@ class CausalConv1d(nn.Module):
     def use_channels_last(self) -> None:
         """CPU speed: keep the weight physically as (Cout, k, Cin) (same values, same shape) and
         run the convolution as a channels-last 2-D convolution over (B, C, 1, T). oneDNN's
-        channels-last kernels run the codec's long, few-channel convolutions ~2x faster than its
-        NCW conv1d path (96 channels x 61k samples, k7: 62 -> 31 ms). Inputs may be laid out
+        channels-last kernels run the codec's long, few-channel convolutions faster than its NCW
+        conv1d path (docs/benchmarks.md). Inputs may be laid out
         either way; outputs (and the history state) are (B, C, T) views of (B, T, C) buffers,
         which the element-wise layers keep, so the decoder stays channels-last end to end."""
         if self.pad_mode != "constant":

@@ -93,8 +93,7 @@ def additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 def _attend_cpu(q: torch.Tensor, K: torch.Tensor, V: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """softmax(q K^T / sqrt(D) + bias) V as two batched GEMMs: for the few queries of a streaming
-    pass (1..32 over a 103-slot ring) SDPA's CPU kernel costs more than the arithmetic (a 1-frame
-    push of 4 streams 79.9 -> 72.2 ms, of one 41.4 -> 37.8 ms). q (B, H, N, D), K / V (B, H, R, D),
+    pass (1..32 over a 103-slot ring) SDPA's CPU kernel costs more than the arithmetic. q (B, H, N, D), K / V (B, H, R, D),
     bias (B or 1, 1, N, R) additive (`additive_mask`; every query sees at least itself)."""
     B, H, N, D = q.shape
     R = K.shape[2]
