@@ -447,8 +447,28 @@ def test_hugepage_tensors_are_aligned_and_plain_below_a_page():
     assert small.shape == (100,) and small.dtype == torch.int8
     q = NativeW8A8Linear(nn.Linear(1024, 4096, bias=False))  # 4 MB of int8 weights
     if hugepages.ADVICE is not None:
-        assert q.weight_q.data_ptr() % hugepages.HUGE == 0
+        assert hugepages.in_arena(q.weight_q) and q.weight_q.data_ptr() % hugepages.ALIGN == 0
     x = torch.randn(2, 1024)
     with torch.inference_mode():
         assert torch.equal(q(x), q(x.clone()))
         assert (q(x).double() - _reference(q, x)).abs().max().item() <= 2e-6 * q(x).abs().max().item()
+
+
+def test_weight_arena_packs_small_weights_into_shared_huge_page_chunks():
+    """`hugepages.weight`: weights of any size one after another in shared huge-page chunks,
+    each 64-byte aligned and holding its own values; a tensor larger than a chunk gets its own."""
+    from qwen3tts.native import hugepages
+
+    if hugepages.ADVICE is None:
+        pytest.skip("no MADV_HUGEPAGE on this platform: weight() is torch.empty")
+    ts = [hugepages.weight_copy(torch.full((n,), i, dtype=torch.int8)) for i, n in enumerate((100, 3000, 1 << 20, 5))]
+    for i, t in enumerate(ts):
+        assert hugepages.in_arena(t) and t.data_ptr() % hugepages.ALIGN == 0 and bool((t == i).all())
+    assert ts[1].data_ptr() == ts[0].data_ptr() + 128  # 100 bytes, then the next 64-byte boundary
+    big = hugepages.weight((hugepages.CHUNK + 1,), torch.uint8)
+    assert hugepages.in_arena(big) and big.numel() == hugepages.CHUNK + 1
+    assert not hugepages.in_arena(torch.zeros(10))
+    from qwen3tts.native.q4 import NativeW4A8Linear
+
+    q = NativeW4A8Linear(nn.Linear(256, 64, bias=False))  # 8 KB of int4 weights: in the arena too
+    assert hugepages.in_arena(q.weight_q)

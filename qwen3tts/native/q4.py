@@ -32,7 +32,7 @@ def pack(q: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     s = torch.zeros(nb * NB, scale.shape[1], dtype=torch.bfloat16)
     s[:N] = scale
     s = s.reshape(nb, NB, -1).permute(0, 2, 1)  # (block, group, row)
-    return hugepages.copy_of(packed).reshape(-1), s.contiguous().reshape(-1)  # the weights streamed whole: huge pages
+    return hugepages.weight_copy(packed).reshape(-1), s.contiguous().reshape(-1)  # the weights streamed whole: huge pages
 
 
 class NativeW4A8Linear(NativeLinear):

@@ -63,7 +63,7 @@ def pack_rows(q: torch.Tensor, Kp: int) -> torch.Tensor:
     G = -(-N // GROUP)
     qp = torch.zeros(G * GROUP, Kp, dtype=torch.int8)
     qp[:N, :K] = q
-    out = hugepages.empty((G, Kp // CHUNK, GROUP, CHUNK), torch.int8)  # streamed whole: huge pages
+    out = hugepages.weight((G, Kp // CHUNK, GROUP, CHUNK), torch.int8)  # streamed whole: the huge-page arena
     return out.copy_(qp.reshape(G, GROUP, Kp // CHUNK, CHUNK).transpose(1, 2))  # (group, chunk, row, byte)
 
 
