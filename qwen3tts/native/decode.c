@@ -200,7 +200,7 @@ static inline __attribute__((always_inline)) void dot_rows_4n(const uint8_t *q, 
     for (int k = 0; k < Kp; k += 64, w += W8_STEP) {
         const __m512i w0 = _mm512_loadu_si512((const void *)w), w1 = _mm512_loadu_si512((const void *)(w + W8_CH));
         const __m512i w2 = _mm512_loadu_si512((const void *)(w + 2 * W8_CH)), w3 = _mm512_loadu_si512((const void *)(w + 3 * W8_CH));
-    __m512i x = _mm512_loadu_si512((const void *)(q + k));
+        __m512i x = _mm512_loadu_si512((const void *)(q + k));
         a00 = _mm512_dpbusd_epi32(a00, x, w0); a01 = _mm512_dpbusd_epi32(a01, x, w1);
         a02 = _mm512_dpbusd_epi32(a02, x, w2); a03 = _mm512_dpbusd_epi32(a03, x, w3);
         if (mm > 1) {
@@ -314,7 +314,7 @@ static void rms_norm_row(const float *x, const float *w, int n, float eps, float
     for (int i = 0; i < n; i++) out[i] = w[i] * (x[i] * r);
 }
 
-/* a = silu(g) * u for one row of gate/up (g: the gate half, u = g + I) */
+/* a = silu(g) * u for one row of gate/up (g: the gate half, u = g + I); a may be g (in place) */
 static void silu_mul_row(const float *g, int I, float *a) {
     const float *u = g + I;
     int i = 0;
@@ -352,7 +352,6 @@ void Q_FN(qwen3tts_stack_decode)(const Stack *S, int M, float *x, float *out, co
     float *qkv = (float *)malloc(sizeof(float) * M * nqkv * D);
     float *att = (float *)malloc(sizeof(float) * M * nh * D);
     float *gu = (float *)malloc(sizeof(float) * M * 2 * I);
-    float *act = (float *)malloc(sizeof(float) * M * I);
     uint8_t *q = (uint8_t *)malloc((size_t)M * kmax);
     float *sx = (float *)malloc(sizeof(float) * M);
     float *scores = (float *)malloc(sizeof(float) * (size_t)nt * lmax);
@@ -435,9 +434,10 @@ void Q_FN(qwen3tts_stack_decode)(const Stack *S, int M, float *x, float *out, co
             quant_row(xn + (size_t)r * H, H, Ly->gate_up.kp, q + (size_t)r * Ly->gate_up.kp, sx + r);
         });
         gemm_rows(&Ly->gate_up, q, sx, M, gu, 2 * I, 0, nt);
-        FOR_ROWS(r, M, nt, { /* act = silu(gate) * up, then its int8 row */
-            silu_mul_row(gu + (size_t)r * 2 * I, I, act + (size_t)r * I);
-            quant_row(act + (size_t)r * I, I, Ly->down.kp, q + (size_t)r * Ly->down.kp, sx + r);
+        FOR_ROWS(r, M, nt, { /* act = silu(gate) * up over the row's gate half, then its int8 row */
+            float *g = gu + (size_t)r * 2 * I;
+            silu_mul_row(g, I, g);
+            quant_row(g, I, Ly->down.kp, q + (size_t)r * Ly->down.kp, sx + r);
         });
         gemm_rows(&Ly->down, q, sx, M, x, H, 1, nt); /* x += down(act) */
     }
@@ -445,5 +445,5 @@ void Q_FN(qwen3tts_stack_decode)(const Stack *S, int M, float *x, float *out, co
         if (S->final_norm) rms_norm_row(x + (size_t)r * H, S->final_norm, H, S->eps, out + (size_t)r * H);
         else memcpy(out + (size_t)r * H, x + (size_t)r * H, sizeof(float) * H);
     });
-    free(xn); free(qkv); free(att); free(gu); free(act); free(q); free(sx); free(scores);
+    free(xn); free(qkv); free(att); free(gu); free(q); free(sx); free(scores);
 }

@@ -16,10 +16,8 @@ import torch
 import torch.nn as nn
 
 from ..int8 import quantize_channels
-from . import library
+from . import KALIGN_DEFAULT, library
 from .stack import pack_rows, unpack_rows
-
-KALIGN = 64  # bytes per weight row are padded to this (full vector loads, zeros past K)
 
 
 class W8Linear(nn.Module):
@@ -32,7 +30,7 @@ class W8Linear(nn.Module):
         N, K = w.shape
         q, scale = quantize_channels(w)
         self.in_features, self.out_features = K, N
-        self.register_buffer("weight_q", pack_rows(q, -(-K // KALIGN) * KALIGN))  # (ceil(N / 4), Kp / 64, 4, 64)
+        self.register_buffer("weight_q", pack_rows(q, -(-K // KALIGN_DEFAULT) * KALIGN_DEFAULT))  # (ceil(N / 4), Kp / 64, 4, 64)
         self.register_buffer("scales", scale.float().contiguous())  # (N,)
         self.register_buffer("bias", None if bias is None else bias.detach().float().cpu().contiguous())
 
