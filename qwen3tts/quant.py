@@ -32,6 +32,7 @@ import warnings
 import torch
 import torch.nn as nn
 
+from . import cpuinfo
 from .quant4 import W4A8Linear
 from .int8 import channel_scales, quantize_channels  # noqa: F401 (shared with native/stack.py; re-exported)
 
@@ -69,11 +70,7 @@ class Int8Linear(nn.Module):
 
 def _vnni() -> bool:
     """Does this CPU have VNNI (u8 x s8 dot products into int32 without int16 saturation)?"""
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        return False
-    return " avx512_vnni" in flags or " avx_vnni" in flags
+    return bool({"avx512_vnni", "avx_vnni"} & cpuinfo.flags())
 
 
 # Activation levels of `W8A8Linear`: without VNNI, fbgemm's AVX2 path sums pairs of u8 x s8

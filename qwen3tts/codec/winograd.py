@@ -22,6 +22,8 @@ from fractions import Fraction
 
 import torch
 
+from .. import cpuinfo
+
 TILE = 4  # m: outputs per tile
 POINTS = tuple(Fraction(p) for p in ("0", "2", "-2", "5/4", "-5/4", "4/5", "-4/5", "2/5", "-2/5"))  # + infinity
 MIN_CHANNELS = 96  # fewer channels: the transforms cost about what they save
@@ -57,21 +59,12 @@ def worth(batch: int, out_len: int, dilation: int, lib) -> bool:
     return pays(batch, out_len, dilation, isa)
 
 
-_HALVES: list = []  # the answer of `avx512_halves`, once read
-
-
 def avx512_halves() -> bool:
     """Does this CPU execute 512-bit FMAs as two 256-bit halves? AMD family 0x19 (Zen 4, the
     only one of that family with AVX-512) does; Intel's AVX-512 cores and Zen 5 (0x1a) run them
     at full width (and are not matched)."""
-    if not _HALVES:
-        try:
-            info = open("/proc/cpuinfo").read(8192)
-        except OSError:
-            info = ""
-        fields = dict((k.strip(), v.strip()) for k, _, v in (ln.partition(":") for ln in info.splitlines()[:30]))
-        _HALVES.append(fields.get("vendor_id") == "AuthenticAMD" and fields.get("cpu family") == "25")
-    return _HALVES[0]
+    f = cpuinfo.fields()
+    return f.get("vendor_id") == "AuthenticAMD" and f.get("cpu family") == "25"
 
 
 def matrices(m: int, r: int, points=POINTS) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
