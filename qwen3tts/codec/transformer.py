@@ -35,8 +35,17 @@ class LayerScale(nn.Module):
 
 class _Attention(Projections):
     def qkv(self, x, cos, sin):
-        q, k, v = (t.transpose(1, 2) for t in self.project(x))  # (B, H, T, D)
-        return ops.rope(self, q, cos, sin), ops.rope(self, k, cos, sin), v
+        """q, k with RoPE and v, each (B, heads, T, D)."""
+        if self.qkv_proj is None:
+            q, k, v = (t.transpose(1, 2) for t in self.project(x))  # (B, H, T, D)
+            return ops.rope(self, q, cos, sin), ops.rope(self, k, cos, sin), v
+        # q|k|v from one product; q and k heads are adjacent: one RoPE for both
+        B, N, _ = x.shape
+        H, Hkv, D = self.heads, self.kv_heads, self.head_dim
+        y = self.qkv_proj(x)  # (B, N, (H + 2 Hkv) D)
+        qk = ops.rope(self, y[..., : (H + Hkv) * D].view(B, N, H + Hkv, D).transpose(1, 2), cos, sin)  # (B, H + Hkv, N, D)
+        v = y[..., (H + Hkv) * D :].view(B, N, Hkv, D).transpose(1, 2)  # (B, Hkv, N, D)
+        return qk[:, :H], qk[:, H:], v
 
 
 RING_CHUNK = 32  # frames one transformer pass takes (the ring holds W - 1 + this many keys)
@@ -57,16 +66,7 @@ class DecoderAttention(_Attention):
         """slots: the ring slots of the new frames, a `slice` (consecutive slots) or a
         (B or 1, 1, N, 1) index tensor; mask (B or 1, 1, N, R) over the ring: bool, or on CPU the
         same as an additive float mask (0 / -inf, made once per pass)."""
-        if self.qkv_proj is not None:
-            # q|k|v from one product; q and k heads are adjacent: one RoPE for both
-            B, N, _ = x.shape
-            H, Hkv, D = self.heads, self.kv_heads, self.head_dim
-            y = self.qkv_proj(x)  # (B, N, (H + 2 Hkv) D)
-            qk = ops.rope(self, y[..., : (H + Hkv) * D].view(B, N, H + Hkv, D).transpose(1, 2), cos, sin)  # (B, H + Hkv, N, D)
-            q, k = qk[:, :H], qk[:, H:]
-            v = y[..., (H + Hkv) * D :].view(B, N, Hkv, D).transpose(1, 2)  # (B, Hkv, N, D)
-        else:
-            q, k, v = self.qkv(x, cos, sin)  # (B, H, N, D)
+        q, k, v = self.qkv(x, cos, sin)  # (B, H, N, D)
         ck, cv = st.bufs[self.state_key]  # (B, Hkv, R, D)
         if isinstance(slots, slice):
             ck[:, :, slots].copy_(k)
