@@ -97,7 +97,7 @@ def test_codec_decoder_routes_its_products_through_onednn(tiny_codec, monkeypatc
     packed = [n for n, m in tok.decoder.named_modules() if "_dnn" in m.__dict__]
     kinds = {type(m).__name__ for m in tok.decoder.modules() if "_dnn" in m.__dict__}
     assert {"CausalConv1d", "CausalConvTranspose1d", "Linear"} <= kinds, kinds
-    assert tok.decoder.__dict__["ops_plan"].chain("gemm") == ("onednn", "native", "torch")
+    assert tok.decoder.__dict__["ops_plan"].chain("gemm") == ("w8f", "onednn", "native", "torch")
     dec = tok.streaming_decoder()
     streamed = torch.cat([dec.push(codes[i : i + 1]) for i in range(30)])
     monkeypatch.setenv("QWEN3TTS_ONEDNN", "0")
@@ -157,7 +157,7 @@ def test_onednn_linear_equals_linear_and_serves_the_talker(tiny_tts, monkeypatch
     monkeypatch.setenv("QWEN3TTS_ONEDNN", "0")
     options.reload()
     off = ops.prepare(ops.Linear(64, 48))
-    assert off.chain("linear") == ("torch",) and off.chain("gemm") == ("native", "torch")
+    assert off.chain("linear") == ("torch",) and off.chain("gemm") == ("w8f", "native", "torch")
     # the talker's and code predictor's linears (fused q/k/v and gate/up included) and the codec
     # encoder's are bound to the oneDNN plan at load
     talker = tiny_tts.talker

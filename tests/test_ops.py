@@ -138,6 +138,9 @@ def test_conv1d_every_backend():
 def test_conv1d_history_reads_the_history_in_place():
     names = [n for _, n, _ in backends("conv1d_history")]
     for p, name, fn in backends("conv1d_history"):
+        if name == "w8f":  # serves only the int8 weights it keeps (test_w8f_serves_the_weights_it_keeps)
+            assert fn(p, nn.Module(), cl_input(1, 96, 8), rnd(1, 6, 96), cl_weight(rnd(96, 96, 7)), None, 1, 1) is None
+            continue
         for B, C, cout, d, N in [(2, 96, 96, 3, 40), (1, 128, 96, 1, 64), (3, 96, 112, 9, 36)]:
             w, b = rnd(cout, C, 7) / math.sqrt(7 * C), rnd(cout)
             hist = rnd(B, 6 * d, C)
@@ -147,7 +150,39 @@ def test_conv1d_history_reads_the_history_in_place():
             assert y is not None and rel(y, ref) < 2e-5, (name, C, d, N)
         assert fn(p, nn.Module(), cl_input(1, 96, 64), rnd(1, 6, 96), cl_weight(rnd(96, 1, 7)), None, 1, 96) is None  # depthwise: declined
         assert fn(p, nn.Module(), cl_input(1, 96, 8), rnd(1, 6, 96), cl_weight(rnd(96, 96, 7)), None, 1, 1) is None  # 2 rows: weight-bound, declined
-    assert names in ([], ["winograd"])
+    assert names in ([], ["w8f"], ["w8f", "winograd"])
+
+
+def test_w8f_serves_the_weights_it_keeps():
+    """An owner given int8 weights (`ops.keep_int8`): gemm, conv1d and its streaming form are its
+    int8 product (the reference on the dequantized weight); every other owner is passed on."""
+    p = ops.make(options.current().replace(native="auto"))
+    if "w8f" not in p.chain("gemm"):
+        pytest.skip("no w8f backend in this plan")
+    lin = ops.Linear(96, 40)
+    ops.bind(lin, p, packed=True)
+    assert ops.keep_int8(lin, lin) == 96 * 40 and lin.weight.is_meta
+    wq = lin.__dict__["_w8f"].dequantized()
+    x = rnd(5, 96)
+    assert rel(p.run("gemm", lin, x, lin.weight, lin.bias), R.linear(x.double(), wq.double(), lin.bias.double())) < 2e-6
+    x3 = rnd(2, 3, 96)
+    assert rel(lin(x3), R.linear(x3.double(), wq.double(), lin.bias.double())) < 2e-6  # the module's own path, leading dims kept
+    for B, cin, cout, k, d, s, N in [(2, 48, 32, 3, 2, 1, 20), (1, 32, 24, 7, 1, 1, 9), (1, 16, 8, 4, 1, 2, 21)]:
+        conv = nn.Conv1d(cin, cout, k)
+        owner = nn.Module()
+        ops.bind(owner, p)
+        w = cl_weight(conv.weight.detach())
+        conv.weight.data = w
+        assert ops.keep_int8(owner, conv, lambda t: t.permute(0, 2, 1).reshape(t.shape[0], -1)) == w.numel()
+        wq = owner.__dict__["_w8f"].dequantized().reshape(cout, k, cin).permute(0, 2, 1)  # (Cout, Cin, k)
+        x = cl_input(B, cin, N)
+        ref = R.conv1d(x.double(), wq.double(), conv.bias.double(), s, d)
+        y = ops.conv1d(owner, x, conv.weight, conv.bias, s, d, 1, True)
+        assert y.shape == ref.shape and rel(y, ref) < 2e-6
+        if s == 1:
+            hist = rnd(B, (k - 1) * d, cin)
+            ref = R.conv1d(torch.cat([hist.transpose(1, 2), x], dim=-1).double(), wq.double(), conv.bias.double(), 1, d)
+            assert rel(ops.conv1d_history(owner, x, hist, conv.weight, conv.bias, d, 1), ref) < 2e-6
 
 
 def test_snake_every_backend_both_layouts():
@@ -195,7 +230,8 @@ def test_the_plan_follows_the_options_and_is_logged_once(caplog):
     off = ops.make(o.replace(native="off"))
     assert "native" not in off.chain("gemm") and "winograd" not in off.chain("conv1d") and off.chain("snake") == ("torch",) and off.lib is None
     if "winograd" in p.chain("conv1d"):
-        assert ops.make(o.replace(winograd=False)).chain("conv1d") == ("gemm", "torch")
+        assert ops.make(o.replace(winograd=False)).chain("conv1d") == ("w8f", "gemm", "torch")
+    assert p.chain("gemm")[0] == "w8f" and p.leads("gemm") == p.chain("gemm")[1]  # w8f only serves the weights it keeps
     bf = ops.make(o, "cpu", torch.bfloat16)
     assert all(c[-1:] == ("torch",) and "onednn" not in c and "native" not in c for op, c in bf.chains.items() if op != "conv1d_history")
 

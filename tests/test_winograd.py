@@ -282,7 +282,7 @@ def test_few_rows_linear_equals_linear():
     `gemm` chain native > torch)."""
     torch.manual_seed(9)
     plan = ops.make(options.current().replace(onednn=False))
-    assert plan.chain("gemm") == ("native", "torch")
+    assert plan.chain("gemm") == ("w8f", "native", "torch")
     for K, N, bias in [(512, 3072, False), (100, 37, True), (16, 4, True), (33, 5, False)]:
         lin = ops.Linear(K, N, bias=bias)
         ref = torch.nn.Linear(K, N, bias=bias)
@@ -302,7 +302,7 @@ def test_few_rows_linear_equals_linear():
 
 def test_codec_decoder_linears_are_bound_to_the_packed_chain(tiny_codec):
     lins = [m for m in tiny_codec.decoder.modules() if isinstance(m, torch.nn.Linear)]
-    assert lins and all(type(m) is ops.Linear and m.ops_packed and m.ops_plan.chain("gemm") == ("onednn", "native", "torch") for m in lins)
+    assert lins and all(type(m) is ops.Linear and m.ops_packed and m.ops_plan.chain("gemm") == ("w8f", "onednn", "native", "torch") for m in lins)
 
 
 def test_few_rows_linear_refuses_what_it_does_not_serve(monkeypatch):

@@ -149,11 +149,6 @@ class CausalConv1d(nn.Module):
         Winograd F(4, 7) for wide k7 convolutions, one GEMM over the unfolded windows for short
         inputs, else torch's convolution)."""
         c = self.conv
-        w8 = self._modules.get("w8")
-        if w8 is not None:  # int8 weights (codec_quant.py): one product over the unfolded windows
-            n = (x.shape[-1] - self.k_eff) // c.stride[0] + 1
-            cols, _ = ops.unfold(x, c.weight, n, c.stride[0], c.dilation[0])  # (B*n, k*Cin)
-            return w8(cols).view(x.shape[0], n, -1).transpose(1, 2)  # (B, Cout, n): channels-last memory
         return ops.conv1d(self, x, c.weight, c.bias, c.stride[0], c.dilation[0], c.groups, self.cl)
 
     def _history_step(self, hist: torch.Tensor, x: torch.Tensor) -> torch.Tensor | None:
@@ -195,7 +190,7 @@ class CausalConv1d(nn.Module):
         if self.pad_left == 0:
             return self._conv(x)
         (hist,) = st.bufs[self.state_key]
-        if self.cl and "w8" not in self._modules:
+        if self.cl:
             y = self._history_step(hist, x)
             if y is not None:
                 return y
@@ -274,8 +269,7 @@ class CausalConvTranspose1d(nn.Module):
         s, k, cout = self.stride, self.conv.kernel_size[0], self.conv.out_channels
         w = self._gemm_view(self.conv.weight)  # (k * Cout, Cin): a view
         xt = x.transpose(1, 2).reshape(B * N, -1)  # (B*N, Cin)
-        w8 = self._modules.get("w8")  # int8 weights (codec_quant.py), else the weight may be packed once
-        z = (w8(xt) if w8 is not None else ops.gemm(self, xt, w)).view(B, N, k, cout)  # (B, N, k, Cout)
+        z = ops.gemm(self, xt, w).view(B, N, k, cout)  # (B, N, k, Cout)
         y = z[:, :, :s].contiguous()  # (B, N, s, Cout): block t
         if self.tail:
             spill = z[:, :, s:]  # (B, N, tail, Cout): spills into block t + 1

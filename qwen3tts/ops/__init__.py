@@ -27,7 +27,7 @@ from .gemm_conv_backend import unfold
 from .plan import BACKENDS, OPS, Plan, default, make
 from .reference import rope_tables
 
-__all__ = ["BACKENDS", "OPS", "Plan", "Linear", "make", "default", "prepare", "bind", "plan_of", "keep_packed_only", "rope_tables",
+__all__ = ["BACKENDS", "OPS", "Plan", "Linear", "make", "default", "prepare", "bind", "plan_of", "keep_packed_only", "keep_int8", "rope_tables",
            "run", "unfold", "linear", "gemm", "conv1d", "conv1d_history", "snake", "rms_norm", "rope", "attention"]
 
 
@@ -66,7 +66,7 @@ def keep_packed_only(root: nn.Module, plan: Plan) -> int:
     state_dict rebuilds them exactly, oneDNN failing rebuilds them in place). A module names
     those weights by `gemm_weights()`: (parameter owner, the 2-D view it passes) pairs.
     Returns the bytes freed."""
-    if plan.chain("gemm")[:1] != ("onednn",):
+    if plan.leads("gemm") != "onednn":
         return 0
     from ..native import dnn
 
@@ -74,6 +74,27 @@ def keep_packed_only(root: nn.Module, plan: Plan) -> int:
     for m in root.modules():
         for owner, view in getattr(m, "gemm_weights", lambda: ())():
             n += dnn.pack_only(m, owner, view)
+    return n
+
+
+def keep_int8(owner: nn.Module, param_owner: nn.Module, view=lambda w: w) -> int:
+    """Where `owner`'s plan has the w8f backend: `owner`'s products (`gemm`, `conv1d`) compute
+    with int8 weights from now on (w8f_backend.keep: `view(param_owner.weight)`, the 2-D matrix
+    they multiply by, quantized once per output row); the float weight and any packed copy of it
+    are dropped (a packed-only weight is rebuilt from its copy first). Returns the weights
+    converted (0 where the plan has no w8f backend, or where already done)."""
+    if "w8f" not in plan_of(owner).chain("gemm"):
+        return 0
+    from . import w8f_backend
+
+    if param_owner.weight.is_meta and w8f_backend.SLOT not in owner.__dict__:  # packed only (oneDNN): rebuilt first
+        from ..native import dnn
+
+        dnn.restore(owner)
+    n = w8f_backend.keep(owner, param_owner, view)
+    if n:
+        for slot in ("_dnn", "_dnn_source", "_winograd"):  # the float weight's re-laid copies
+            owner.__dict__.pop(slot, None)
     return n
 
 

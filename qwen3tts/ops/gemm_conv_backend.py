@@ -39,7 +39,7 @@ def conv1d(plan, owner, x, w, bias, stride, dilation, groups, cl):
     cout, cin, k = w.shape
     B, _, L = x.shape
     n = (L - (k - 1) * dilation - 1) // stride + 1  # output length
-    onednn_1x1 = k == 1 and stride == 1 and plan.chain("gemm")[0] == "onednn" and x.dtype == torch.float32 and x.device.type == "cpu"
+    onednn_1x1 = k == 1 and stride == 1 and plan.leads("gemm") == "onednn" and x.dtype == torch.float32 and x.device.type == "cpu"
     if n <= 0 or not (n * k * cin <= GEMM_CONV_MAX or onednn_1x1):
         return None
     cols, w2 = unfold(x, w, n, stride, dilation)

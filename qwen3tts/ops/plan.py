@@ -3,8 +3,8 @@ the dtype and what is available, when a model is loaded.
 
 `BACKENDS` is the registry, in order of preference: for each op the plan keeps the available
 backends that implement it, in this order (its chain). At run time a backend may decline
-operands it does not serve (a shape, a layout: it returns None) and the next one in the chain
-computes them; the torch backend, last, serves everything except the optional ops. Adding a
+operands it does not serve (a shape, a layout, a module without the weight it keeps: it returns
+None) and the next one in the chain computes them; the torch backend, last, serves everything except the optional ops. Adding a
 backend is one file (NAME, `available(opts, device, dtype)`, `OPS = {op: function}`) and one
 line here.
 """
@@ -19,9 +19,10 @@ from typing import Callable, Mapping
 import torch
 
 from .. import options
-from . import gemm_conv_backend, native_backend, onednn_backend, torch_backend, triton_backend, winograd_backend
+from . import gemm_conv_backend, native_backend, onednn_backend, torch_backend, triton_backend, w8f_backend, winograd_backend
 
 BACKENDS = (
+    w8f_backend,  # gemm, conv1d (+ streaming form): products whose weight is kept in int8 (ops.keep_int8), float32 CPU
     winograd_backend,  # conv1d (+ its streaming form): F(4, 7) for wide k7 convolutions, float32 CPU
     onednn_backend,  # linear, gemm: oneDNN float32 CPU products
     native_backend,  # gemm (2..24 rows), snake: the native C library, float32 CPU
@@ -51,9 +52,15 @@ class Plan:
     chains: Mapping[str, tuple[str, ...]]
     fns: Mapping[str, tuple[Callable, ...]] = field(repr=False)
     lib: object = field(default=None, repr=False)
+    float_leads: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     def chain(self, op: str) -> tuple[str, ...]:
         return self.chains[op]
+
+    def leads(self, op: str) -> str:
+        """The backend that computes `op` for weights given as they are: the first of its chain
+        but those that serve only weights they keep in a form of their own (`OWN_WEIGHTS`: w8f)."""
+        return self.float_leads.get(op, "")
 
     def run(self, op: str, *args):
         """`op` by the first backend of the chain that serves these operands (None only for an
@@ -96,15 +103,16 @@ def make(opts: options.RuntimeOptions | None = None, device="cpu", dtype: torch.
 
 def _choose(opts, device, dtype) -> Plan:
     avail = [b for b in BACKENDS if b.available(opts, device, dtype)]
-    chains, fns = {}, {}
+    chains, fns, leads = {}, {}, {}
     for op in OPS:
         bs = [b for b in avail if op in b.OPS]
         chains[op] = tuple(b.NAME for b in bs)
         fns[op] = tuple(b.OPS[op] for b in bs)
+        leads[op] = next((b.NAME for b in bs if not getattr(b, "OWN_WEIGHTS", False)), "")
     for op in MODULE_OPS:
         chains[op] = tuple(b.NAME for b in avail if op in getattr(b, "MODULES", ()))
     lib = native_backend.library(opts) if native_backend in avail else None
-    return Plan(device, dtype, chains, fns, lib)
+    return Plan(device, dtype, chains, fns, lib, leads)
 
 
 def default() -> Plan:

@@ -41,7 +41,7 @@ def transformed(plan, owner, w: torch.Tensor, rows: int):
     if c is None or c[0] != key:
         c = (key, None, None)
     cout, cin = w.shape[:2]
-    if plan.chain("gemm")[0] != "onednn" or winograd.fused(cin, cout, plan.lib):
+    if plan.leads("gemm") != "onednn" or winograd.fused(cin, cout, plan.lib):
         if c[1] is None:
             owner.__dict__["_winograd"] = c = (key, winograd.transform_weight(w.detach()), c[2])
         return c[1]  # U itself: the fused native kernel (few channels) or torch.bmm
