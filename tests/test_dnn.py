@@ -1,6 +1,6 @@
 """oneDNN products with packed weights (native/dnn.py): they compute the float32 product within
 rounding for every row count (one packed weight serves them all), are cached per weight and
-rebuilt when it changes, are switched off by QWEN3TTS_ONEDNN=0, and the codec decoder routes
+rebuilt when it changes, are left out of plans made under QWEN3TTS_ONEDNN=0, and the codec decoder routes
 its products through them (the Winograd channel mixes, the transposed and GEMM-sized
 convolutions, the linears) with the decoded audio unchanged to rounding."""
 
@@ -58,9 +58,12 @@ def test_linear_is_cached_per_weight_and_rebuilt_when_it_changes(monkeypatch):
     # what it does not serve: None, the caller uses torch
     assert dnn.linear(owner, "_d", x.double(), owner.weight.double()) is None
     assert dnn.linear(owner, "_d", x[:, :30], owner.weight) is None
+    bound = ops.Linear(40, 12)
+    ops.prepare(bound)  # a model loaded while oneDNN is on keeps its plan: the option is read at load only
     monkeypatch.setenv("QWEN3TTS_ONEDNN", "0")
     options.reload()
-    assert not dnn.enabled() and dnn.linear(owner, "_d", x, owner.weight) is None
+    assert not dnn.enabled() and "onednn" not in ops.make().chain("gemm") and "onednn" not in ops.make().chain("linear")
+    assert bound.ops_plan.chain("linear")[0] == "onednn" and ops.prepare(ops.Linear(40, 12)).chain("linear") == ("torch",)
     with pytest.raises(ValueError, match="QWEN3TTS_ONEDNN must be 0 or 1"):
         options.from_env({"QWEN3TTS_ONEDNN": "maybe"})
 

@@ -20,8 +20,9 @@ Used by the codec decoder for all its float32 products, streaming steps of a few
 which now serves only when oneDNN is off): the 1x1 and GEMM-sized convolutions, the channel
 mixes of the wide Winograd k7 convolutions, the transposed convolutions and the linears.
 
-`QWEN3TTS_ONEDNN=0` switches it off (torch's kernels: MKL GEMMs), for comparisons; it is also
-off where torch was built without oneDNN. Float32 sums in another order than MKL's: results
+`QWEN3TTS_ONEDNN=0` switches it off (torch's kernels: MKL GEMMs) for models loaded after it is
+set (the compute plan reads it once, at load), for comparisons; it is also off where torch was
+built without oneDNN. Float32 sums in another order than MKL's: results
 agree to rounding (tests/test_dnn.py).
 """
 
@@ -37,7 +38,9 @@ from .. import options
 
 
 def enabled() -> bool:
-    """oneDNN products on (default) unless `QWEN3TTS_ONEDNN=0` (options), or torch lacks oneDNN."""
+    """Would a plan made now under the current options use oneDNN: on (default) unless
+    `QWEN3TTS_ONEDNN=0`, and torch has working oneDNN ops. (A loaded model's products follow its
+    plan, chosen at load: ops/onednn_backend.py `available`.)"""
     return options.current().onednn and _have_ops()
 
 
@@ -50,9 +53,11 @@ def _have_ops() -> bool:
 
 
 def applies(x: torch.Tensor, w: torch.Tensor) -> bool:
-    """Float32 CPU operands (`w` may be the stand-in of a packed-only weight) and oneDNN on."""
+    """Float32 CPU operands (`w` may be the stand-in of a packed-only weight) and oneDNN's ops
+    working. Whether oneDNN computes a model's products at all is decided once, when its plan is
+    made (the option is not read here)."""
     return (x.dtype == w.dtype == torch.float32 and x.device.type == "cpu" and (w.device.type == "cpu" or w.is_meta)
-            and enabled())
+            and _have_ops())
 
 
 class PackedLinear:
@@ -99,8 +104,8 @@ def pack_only(owner, param_owner: nn.Module, view=lambda w: w, name: str = "weig
     shape, strides and dtype but no storage (the meta device). Returns the bytes freed.
 
     The weight stays readable: `state_dict()` holds it rebuilt from the packed copy (exact:
-    oneDNN's reorder back), and wherever oneDNN goes off (`enabled()` false, or its ops fail)
-    every packed-only weight is rebuilt in place, so the other kernels find it. Reading the
+    oneDNN's reorder back), and where oneDNN's ops fail (`_switch_off`) every packed-only
+    weight is rebuilt in place, so the other kernels find it. Reading the
     stand-in itself (e.g. `param_owner.weight` in other code) gives a tensor without data."""
     w = getattr(param_owner, name)
     v = view(w)

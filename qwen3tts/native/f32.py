@@ -13,16 +13,18 @@ from . import library
 MIN_ROWS, MAX_ROWS = 2, 24  # one row: MKL's matrix-vector product is as fast; from ~32 rows: its blocked GEMM
 
 
-def few_rows_linear(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor | None:
+def few_rows_linear(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None, lib=None) -> torch.Tensor | None:
     """x (M, K) @ w (N, K)^T (+ bias (N,)) in the native kernel when it applies (float32 CPU
     tensors, MIN_ROWS <= M <= MAX_ROWS, w and bias contiguous, the library available), else None.
-    The compute seam's native `gemm` backend (qwen3tts/ops/native_backend.py)."""
+    The compute seam's native `gemm` backend (qwen3tts/ops/native_backend.py) passes the library
+    its plan holds (`lib`; None: the one the current options give)."""
     M, K = x.shape
     N = w.shape[0]
     if not (MIN_ROWS <= M <= MAX_ROWS and x.dtype == w.dtype == torch.float32 and x.device.type == w.device.type == "cpu"
             and w.shape[1] == K and w.is_contiguous() and (bias is None or bias.is_contiguous())):
         return None
-    lib = library()
+    if lib is None:
+        lib = library()
     if lib is None:
         return None
     xc = x.contiguous()

@@ -29,7 +29,7 @@ def library(opts):
 
 
 def gemm(plan, owner, x, w, bias):
-    return few_rows_linear(x, w, bias)
+    return few_rows_linear(x, w, bias, plan.lib)
 
 
 def snake(plan, x, alpha, inv_beta):
