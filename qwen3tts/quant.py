@@ -155,7 +155,10 @@ def layer_quantizer(talker, mode: str, device="cpu"):
     calls it as each layer arrives, so the float weights of one layer at most exist beside the
     quantized ones); `quantize_talker` afterwards does the heads and the native stacks."""
     _check_mode(mode, device)
-    cls = linear_class(mode, talker.codec_head.weight.dtype)
+    from . import ops
+
+    dtype = talker.codec_head.weight.dtype
+    cls = linear_class(mode, dtype, ops.make(None, device, dtype))  # the plan the talker gets when its loading ends
     return lambda layer: quantize_layer(layer, cls)
 
 
@@ -168,17 +171,21 @@ def quantize_talker(talker, mode: str = "int8") -> int:
     returns the number of weights converted (layers quantized while loading are not counted
     again). The float weights of a converted linear are dropped: the model holds only what it
     computes with."""
+    from . import ops
+
     _check_mode(mode, talker.codec_head.weight.device)
-    cls = linear_class(mode, talker.codec_head.weight.dtype)
-    native = cls is not LINEARS[mode]  # NativeW8A8Linear
+    plan = ops.plan_of(talker)  # chosen when the talker was loaded
+    dtype = talker.codec_head.weight.dtype
+    cls = linear_class(mode, dtype, plan)
     n = 0
     for stack in (talker.model, talker.code_predictor.model):
         for layer in stack.layers:
             n += quantize_layer(layer, cls)
-    head = linear_class("w8a8", talker.codec_head.weight.dtype) if mode == "w4a8" and HEADS_W8A8 else cls
+    head = linear_class("w8a8", dtype, plan) if mode == "w4a8" and HEADS_W8A8 else cls
     n += _swap(talker, "codec_head", head)
     for i in range(len(talker.code_predictor.lm_head)):
         n += _swap(talker.code_predictor.lm_head, str(i), head)
+    native = cls is not LINEARS[mode] and plan.chain("decoder_stack_step")[:1] == ("native",)  # the native linears, read in place
     if native and all(stack.layers[0].self_attn.qkv_proj is not None for stack in (talker.model, talker.code_predictor.model)):
         from .native.stack import NativeStack
 
@@ -187,15 +194,17 @@ def quantize_talker(talker, mode: str = "int8") -> int:
     return n
 
 
-def linear_class(mode: str, dtype: torch.dtype):
+def linear_class(mode: str, dtype: torch.dtype, plan=None):
     """The linear module of `mode` for activations of `dtype`: w8a8 and w4a8 in float32 run on
     the native library (qwen3tts/native: the same numerics, and whole decode steps in one call)
-    when the compute plan has it (its `w8a8_linear` chain), on torch otherwise (fbgemm for w8a8,
-    the torch definition for w4a8)."""
+    where the model's compute plan (`plan`; default: the plan of a CPU model of `dtype` loaded
+    now) has it in its `w8a8_linear` chain, on torch otherwise (fbgemm for w8a8, the torch
+    definition for w4a8)."""
     if mode in ("w8a8", "w4a8") and dtype == torch.float32:
         from . import ops
 
-        if ops.make(None, "cpu", dtype).chain("w8a8_linear")[0] == "native":  # the compute plan's choice
+        plan = plan or ops.make(None, "cpu", dtype)
+        if plan.chain("w8a8_linear")[:1] == ("native",):  # the compute plan's choice
             if mode == "w4a8":
                 from .native.q4 import NativeW4A8Linear
 
