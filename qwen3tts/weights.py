@@ -36,7 +36,31 @@ _DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF
 PIECE_BYTES = 32 << 20  # a conversion reads at most this many bytes of the file at once
 
 
-class TensorFile(Mapping):
+class TensorView(Mapping):
+    """A read-on-access mapping name -> tensor over a table keyed by full tensor names (`_table`),
+    seen under `prefix` (prefix stripped): what the loaders read a checkpoint through. A subclass
+    sets the table (`_see`) and reads a tensor (`read(name)`)."""
+
+    def _see(self, table: Mapping, prefix: str) -> None:
+        self._table, self.prefix = table, prefix
+        self._names = [k[len(prefix):] for k in table if k.startswith(prefix)]
+
+    def __iter__(self):
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __contains__(self, name) -> bool:
+        return isinstance(name, str) and (self.prefix + name) in self._table
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        if name not in self:
+            raise KeyError(name)
+        return self.read(name)
+
+
+class TensorFile(TensorView):
     """The tensors of a safetensors file as a read-on-access mapping name -> tensor (names under
     `prefix`, prefix stripped). Nothing is memory-mapped or kept: each access reads the tensor."""
 
@@ -54,21 +78,11 @@ class TensorFile(Mapping):
             meta.pop("__metadata__", None)
             _header = (8 + n, meta)
         self._base, self._meta = _header
-        self.prefix = prefix
-        self._names = [k[len(prefix):] for k in self._meta if k.startswith(prefix)]
+        self._see(self._meta, prefix)
 
     def view(self, prefix: str) -> "TensorFile":
         """The tensors under `prefix` (relative to this view), prefix stripped."""
         return TensorFile(self.path, self.prefix + prefix, (self._base, self._meta))
-
-    def __iter__(self):
-        return iter(self._names)
-
-    def __len__(self) -> int:
-        return len(self._names)
-
-    def __contains__(self, name) -> bool:
-        return isinstance(name, str) and (self.prefix + name) in self._meta
 
     def _info(self, name: str) -> dict:
         try:
@@ -84,9 +98,6 @@ class TensorFile(Mapping):
         if d not in _DTYPES:
             raise WeightsError(f"{self.path}: tensor {self.prefix + name} has unsupported dtype {d}")
         return _DTYPES[d]
-
-    def __getitem__(self, name: str) -> torch.Tensor:
-        return self.read(name)
 
     def read(self, name: str, dtype: torch.dtype | None = None, device=None) -> torch.Tensor:
         """The tensor `name`, converted to `dtype` (default: the file's) on `device` (default:

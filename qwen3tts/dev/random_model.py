@@ -13,7 +13,6 @@ that inference never reads.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 import shutil
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import torch
 from safetensors.torch import save_file
 
 from ..config import Qwen3TTSConfig, SpeechTokenizerConfig
+from ..weights import TensorView
 from .random_init import random_tensor
 
 PRESETS = Path(__file__).resolve().parent.parent / "presets"
@@ -133,27 +133,18 @@ def _deep_merge(d: dict, over: dict) -> None:
             d[k] = v
 
 
-class RandomTensors(Mapping):
+class RandomTensors(TensorView):
     """The tensors `random_state` makes, each made when it is read (the loaders read it as they
     read a weights.TensorFile: tensor by tensor, layer by layer), so a full-size model is built
     without its tensors existing twice. `bf16`: names whose values are bfloat16, as the
     bfloat16 checkpoint `write_random_model` writes holds them."""
 
     def __init__(self, shapes: dict[str, tuple], seed: int, dtype=torch.float32, bf16=(), prefix: str = ""):
-        self.shapes, self.seed, self.dtype_, self.bf16, self.prefix = shapes, seed, dtype, tuple(bf16), prefix
-        self._names = [k[len(prefix):] for k in shapes if k.startswith(prefix)]
+        self.shapes, self.seed, self.dtype_, self.bf16 = shapes, seed, dtype, tuple(bf16)
+        self._see(shapes, prefix)
 
     def view(self, prefix: str) -> "RandomTensors":
         return RandomTensors(self.shapes, self.seed, self.dtype_, self.bf16, self.prefix + prefix)
-
-    def __iter__(self):
-        return iter(self._names)
-
-    def __len__(self) -> int:
-        return len(self._names)
-
-    def __contains__(self, name) -> bool:
-        return isinstance(name, str) and (self.prefix + name) in self.shapes
 
     def shape(self, name: str) -> tuple:
         return tuple(self.shapes[self.prefix + name])
@@ -165,11 +156,6 @@ class RandomTensors(Mapping):
         full = self.prefix + name
         t = random_tensor(full, self.shapes[full], self.seed).to(self.dtype(name))
         return t.to(device=device or "cpu", dtype=dtype or t.dtype).contiguous()
-
-    def __getitem__(self, name: str) -> torch.Tensor:
-        if name not in self:
-            raise KeyError(name)
-        return self.read(name)
 
 
 def random_tts(path: str | Path, seed: int = 0, device="cpu", dtype=torch.float32, quantize: str | None = None):
