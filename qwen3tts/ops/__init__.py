@@ -7,7 +7,8 @@ A plan (ops/plan.py) is chosen once, when a model is loaded (`prepare(root)`: fr
 options, the model's device and dtype, and what is available), logged in one line, and bound to
 every module under `root`; a module built on its own uses `plan.default()`. Each function
 takes the calling module first (`owner`): its plan, and where a backend caches a re-laid
-weight (oneDNN's packed copy, Winograd's transformed weight).
+weight (oneDNN's packed copy, Winograd's transformed weight) or keeps a weight of its own form
+(w8f's int8 weight, given by `keep_int8` in the quantized modes).
 
 Ops: `linear` (weights as they are: talker, code predictor, codec encoder), `gemm` (2-D
 products whose weights may be packed once: the codec decoder's linears and convolutions),
