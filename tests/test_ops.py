@@ -236,6 +236,21 @@ def test_the_plan_follows_the_options_and_is_logged_once(caplog):
     assert all(c[-1:] == ("torch",) and "onednn" not in c and "native" not in c for op, c in bf.chains.items() if op != "conv1d_history")
 
 
+def test_a_plan_reads_no_option_per_call():
+    """The backends of a plan made with the native library and oneDNN keep computing after the
+    options change: the options are read when a plan is made, never per call."""
+    p = ops.make(options.current().replace(native="auto", onednn=True))
+    if "native" not in p.chain("gemm"):
+        pytest.skip("no native library here")
+    fns = dict(zip(p.chain("gemm"), p.fns["gemm"]))
+    w, b, x = rnd(12, 40), rnd(12), rnd(4, 40)
+    with options.override(native="off", onednn=False):
+        for name in ("native", "onednn"):
+            if name in fns:
+                y = fns[name](p, nn.Module(), x, w, b)
+                assert y is not None and rel(y, R.linear(x.double(), w.double(), b.double())) < 2e-6, name
+
+
 def test_models_are_bound_at_load(tiny_tts):
     talker, codec = tiny_tts.talker, tiny_tts.speech_tokenizer
     plans = {id(m.__dict__.get("ops_plan")) for root in (talker, codec.decoder, codec.encoder) for m in root.modules()}
@@ -279,7 +294,8 @@ def test_model_and_codec_import_no_backend():
 
 
 @pytest.mark.parametrize("module", ["qwen3tts.ops", "qwen3tts.model.layers", "qwen3tts.model.talker", "qwen3tts.codec.layers",
-                                    "qwen3tts.codec.transformer", "qwen3tts.quant", "qwen3tts.native.stack"])
+                                    "qwen3tts.codec.transformer", "qwen3tts.quant", "qwen3tts.native.stack", "qwen3tts.codec_quant",
+                                    "qwen3tts.ops.w8f_backend"])
 def test_each_side_of_the_seam_imports_first(module):
     """The seam and the modules that call it import in any order (a fresh interpreter each)."""
     import subprocess
