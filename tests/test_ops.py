@@ -21,6 +21,7 @@ import qwen3tts
 from conftest import max_abs
 from qwen3tts import ops, options
 from qwen3tts.ops import reference as R
+from qwen3tts.ops import w8f_backend
 
 ROOT = Path(qwen3tts.__file__).resolve().parent
 G = torch.Generator().manual_seed(0)
@@ -183,6 +184,9 @@ def test_w8f_serves_the_weights_it_keeps():
             hist = rnd(B, (k - 1) * d, cin)
             ref = R.conv1d(torch.cat([hist.transpose(1, 2), x], dim=-1).double(), wq.double(), conv.bias.double(), 1, d)
             assert rel(ops.conv1d_history(owner, x, hist, conv.weight, conv.bias, d, 1), ref) < 2e-6
+            # a fused form of the optional op (more operands) ends the chain: no later backend reads the stand-in
+            assert p.run("conv1d_history", owner, x, hist, conv.weight, conv.bias, d, 1, ("fused",)) is None
+    assert w8f_backend.OPS["conv_transpose1d"](p, lin) is p.STOP and w8f_backend.OPS["conv_transpose1d"](p, nn.Module()) is None
 
 
 def test_snake_every_backend_both_layouts():

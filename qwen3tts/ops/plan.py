@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import Callable, ClassVar, Mapping
 
 import torch
 
@@ -53,6 +53,10 @@ class Plan:
     fns: Mapping[str, tuple[Callable, ...]] = field(repr=False)
     lib: object = field(default=None, repr=False)
     float_leads: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # A backend's answer that ends the chain with None (`plan.STOP`): an optional op for a module
+    # whose weight only that backend holds (w8f's int8 weights), which the backends after it
+    # cannot read; the caller then computes it another way, through ops that backend serves.
+    STOP: ClassVar[object] = object()
 
     def chain(self, op: str) -> tuple[str, ...]:
         return self.chains[op]
@@ -64,11 +68,11 @@ class Plan:
 
     def run(self, op: str, *args):
         """`op` by the first backend of the chain that serves these operands (None only for an
-        optional op no backend serves)."""
+        optional op no backend serves, or one a backend ends with `STOP`)."""
         for fn in self.fns[op]:
             y = fn(self, *args)
             if y is not None:
-                return y
+                return None if y is self.STOP else y
         return None
 
     def describe(self) -> str:

@@ -5,7 +5,9 @@ row) with float32 activations (native/w8f.py `W8Weight`: the native library's
 It serves `gemm`, `conv1d` (one product over the unfolded input windows) and `conv1d_history`
 for an owner that holds an int8 weight (`keep`, slot "_w8f": codec_quant.py asks for one in the
 quantized modes through `ops.keep_int8`) and declines every other operand, so it leads those
-chains without changing what a float weight runs on. The float weight it replaces is a stand-in
+chains without changing what a float weight runs on. An optional op it has no int8 form of
+(`conv_transpose1d`, a fused `conv1d_history`) it ends with `plan.STOP` for such an owner: the
+backends after it could not read the weight, and the layer computes it through the ops above. The float weight it replaces is a stand-in
 on the meta device (shape and strides only); the operands' `w` gives the layout.
 
 Available for float32 models on CPU.
@@ -57,11 +59,21 @@ def conv1d(plan, owner, x, w, bias, stride, dilation, groups, cl):
     return q(cols, bias, plan.lib).view(x.shape[0], n, -1).transpose(1, 2)  # (B, Cout, n): channels-last memory
 
 
-def conv1d_history(plan, owner, x, history, w, bias, dilation, groups):
+def conv1d_history(plan, owner, x, history, w, bias, dilation, groups, *extra):
+    """The streaming step of an int8 convolution (the history concatenated, then `conv1d`);
+    with more operands (a fused form of the op) `plan.STOP`: the layer computes it step by step."""
     if SLOT not in owner.__dict__:
         return None
+    if extra and any(e is not None for e in extra):
+        return plan.STOP
     xx = torch.cat([history, x.transpose(1, 2)], dim=1).transpose(1, 2)  # (B, Cin, P + N) over (B, P + N, Cin)
     return conv1d(plan, owner, xx, w, bias, 1, dilation, groups, True)
 
 
-OPS = {"gemm": gemm, "conv1d": conv1d, "conv1d_history": conv1d_history}
+def _not_served(plan, owner, *args):
+    """An optional op with no int8 form here (the blocks of a transposed convolution): `plan.STOP` for
+    a module holding an int8 weight (the layer computes it through `gemm`), else passed on."""
+    return plan.STOP if SLOT in owner.__dict__ else None
+
+
+OPS = {"gemm": gemm, "conv1d": conv1d, "conv1d_history": conv1d_history, "conv_transpose1d": _not_served}
