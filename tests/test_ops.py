@@ -21,6 +21,7 @@ import qwen3tts
 from conftest import max_abs
 from qwen3tts import ops, options
 from qwen3tts.ops import reference as R
+from qwen3tts.ops.plan import OPTIONAL
 
 ROOT = Path(qwen3tts.__file__).resolve().parent
 G = torch.Generator().manual_seed(0)
@@ -197,7 +198,7 @@ def test_the_plan_follows_the_options_and_is_logged_once(caplog):
     if "winograd" in p.chain("conv1d"):
         assert ops.make(o.replace(winograd=False)).chain("conv1d") == ("gemm", "torch")
     bf = ops.make(o, "cpu", torch.bfloat16)
-    assert all(c[-1:] == ("torch",) and "onednn" not in c and "native" not in c for op, c in bf.chains.items() if op != "conv1d_history")
+    assert all(c[-1:] == ("torch",) and "onednn" not in c and "native" not in c for op, c in bf.chains.items() if op not in OPTIONAL)
 
 
 def test_models_are_bound_at_load(tiny_tts):

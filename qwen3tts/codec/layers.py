@@ -269,7 +269,12 @@ class CausalConvTranspose1d(nn.Module):
         return y + self.conv.bias[:, None]
 
     def _forward_cl(self, x: torch.Tensor, st: StreamState) -> torch.Tensor:
-        """The same GEMM + overlap-add in the (time, channel) layout."""
+        """The same GEMM + overlap-add in the (time, channel) layout (or the seam's
+        `conv_transpose1d` blocks where a backend serves them: Winograd F(4, 2))."""
+        if "w8" not in self._modules:
+            z = ops.conv_transpose1d(self, x, self.conv.weight, self.conv.bias, self.stride)
+            if z is not None:
+                return self._from_blocks(z, st)
         B, _, N = x.shape
         s, k, cout = self.stride, self.conv.kernel_size[0], self.conv.out_channels
         w = self._gemm_view(self.conv.weight)  # (k * Cout, Cin): a view
@@ -285,6 +290,20 @@ class CausalConvTranspose1d(nn.Module):
             tail.copy_(spill[:, -1].transpose(1, 2))
         y = (y.view(B, N * s, cout) + self.conv.bias).transpose(1, 2)  # (B, Cout, N * s), (time, channel) in memory
         return y
+
+
+    def _from_blocks(self, z: torch.Tensor, st: StreamState) -> torch.Tensor:
+        """(B, N + 1, s * Cout) output blocks (overlap-added within x, bias included; block N:
+        the spill) -> (B, Cout, N * s), channels-last; the tail carried in and out as above."""
+        B, T, _ = z.shape
+        s, cout = self.stride, self.conv.out_channels
+        z = z.view(B, T, s, cout)
+        if self.tail:
+            (tail,) = st.bufs[self.state_key]  # (B, Cout, tail)
+            z[:, 0, : self.tail] += tail.transpose(1, 2)
+            spill = z[:, T - 1, : self.tail]  # (B, tail, Cout)
+            tail.copy_((spill - self.conv.bias if self.conv.bias is not None else spill).transpose(1, 2))
+        return z[:, : T - 1].reshape(B, (T - 1) * s, cout).transpose(1, 2)  # (B, Cout, N * s)
 
 
 class SnakeBeta(nn.Module):

@@ -9,6 +9,10 @@ weight U = G w is cached on the owning layer while the weight is unchanged, with
 mixes packed for oneDNN where the plan's `gemm` starts with oneDNN (else `torch.bmm`, or the
 whole convolution in one native call for <= 192 channels).
 
+`conv_transpose1d`: the decoder's transposed convolutions (k <= 2 stride) as a 2-tap
+correlation over their input columns by F(4, 2) (codec/winograd.py `conv_transpose`: 5 / 8
+of the GEMM's products, the overlap-add inside the output transform).
+
 Available where `QWEN3TTS_WINOGRAD` and the native library are on, float32 on CPU.
 """
 
@@ -77,4 +81,30 @@ def conv1d_history(plan, owner, x, history, w, bias, dilation, groups):
     return conv1d(plan, owner, x, w, bias, 1, dilation, groups, True, history=history)
 
 
-OPS = {"conv1d": conv1d, "conv1d_history": conv1d_history}
+def conv_transpose1d(plan, owner, x, w, bias, stride):
+    """The output blocks of a channels-last transposed convolution (w (Cin, Cout, k), k <= 2
+    stride) by F(4, 2) where it pays (`winograd.transposed_pays`), else None. The transformed
+    weight is cached on `owner` (packed for oneDNN where the plan's `gemm` starts with it); a
+    packed-only weight is read back from its packed copy once."""
+    from ..codec import winograd  # (at call time: the codec package imports the seam)
+
+    cin, cout, k = w.shape
+    B, _, N = x.shape
+    if (k > 2 * stride or x.dtype != torch.float32 or x.device.type != "cpu" or w.dtype != torch.float32
+            or not winograd.transposed_pays(B, N)):
+        return None
+    key = (_version(w), w.data_ptr(), w.is_meta, stride)
+    c = owner.__dict__.get("_winograd_t")
+    if c is None or c[0] != key:
+        if w.is_meta:  # packed only (native/dnn.py pack_only): rebuilt from the packed copy
+            from ..native import dnn
+
+            w = dnn._rebuild(owner)
+        U = winograd.transform_transposed(w, stride)
+        if plan.chain("gemm")[0] == "onednn":
+            U = winograd.pack_mix(U, B * -(-(N + 1) // winograd.T_TILE))
+        owner.__dict__["_winograd_t"] = c = (key, U)
+    return winograd.conv_transpose(x, c[1], bias, plan.lib)
+
+
+OPS = {"conv1d": conv1d, "conv1d_history": conv1d_history, "conv_transpose1d": conv_transpose1d}
