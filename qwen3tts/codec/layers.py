@@ -156,15 +156,16 @@ class CausalConv1d(nn.Module):
             return w8(cols).view(x.shape[0], n, -1).transpose(1, 2)  # (B, Cout, n): channels-last memory
         return ops.conv1d(self, x, c.weight, c.bias, c.stride[0], c.dilation[0], c.groups, self.cl)
 
-    def _history_step(self, hist: torch.Tensor, x: torch.Tensor) -> torch.Tensor | None:
+    def _history_step(self, hist: torch.Tensor, x: torch.Tensor, epilogue: tuple | None = None) -> torch.Tensor | None:
         """A streaming step computed reading the history in place (no concatenation), then the
-        history update; None when no backend serves it that way (ops.conv1d_history)."""
+        history update; None when no backend serves it that way (ops.conv1d_history; with a
+        residual unit's `epilogue`, see there)."""
         N = x.shape[-1]
         ht = hist.transpose(1, 2)  # (B, pad_left, C): the state's memory
         if not ht.is_contiguous():
             return None
         c = self.conv
-        y = ops.conv1d_history(self, x, ht, c.weight, c.bias, c.dilation[0], c.groups)
+        y = ops.conv1d_history(self, x, ht, c.weight, c.bias, c.dilation[0], c.groups, epilogue)
         if y is None:
             return None
         P, xt = self.pad_left, x.transpose(1, 2)  # (B, N, C)
@@ -376,7 +377,25 @@ class ResidualUnit(nn.Module):
         self.conv2 = CausalConv1d(dim, dim, 1)
 
     def forward(self, x, st):
-        return x + self.conv2(self.act2(self.conv1(self.act1(x), st)), st)
+        h = self.act1(x)
+        y = self._fused(h, x, st)
+        if y is not None:
+            return y
+        return x + self.conv2(self.act2(self.conv1(h, st)), st)
+
+    def _fused(self, h, x, st):
+        """The unit in one native pass after act1 where a backend serves it (the fused Winograd
+        kernel's epilogue: act2, conv2 and the residual on each chunk while it is in cache;
+        ops.conv1d_history), else None (nothing computed, the state untouched)."""
+        c1, c2 = self.conv1, self.conv2
+        if (st is None or not (c1.cl and c2.cl) or c1.pad_left == 0 or "w8" in c1._modules or "w8" in c2._modules
+                or c2.conv.kernel_size[0] != 1 or c2.conv.groups != 1 or x.dtype != torch.float32):
+            return None
+        xt = x.transpose(1, 2)  # (B, T, C)
+        if not xt.is_contiguous():
+            return None
+        (hist,) = st.bufs[c1.state_key]
+        return c1._history_step(hist, h, (xt, *self.act2._consts(), c2, c2.conv.weight, c2.conv.bias))
 
 
 class DecoderBlock(nn.Module):

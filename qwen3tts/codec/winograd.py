@@ -144,7 +144,7 @@ def pack_mix(U: torch.Tensor, rows_hint: int = 256) -> list:
 
 
 def conv(x: torch.Tensor, U, bias: torch.Tensor | None, dilation: int, lib, m: int = TILE,
-         history: torch.Tensor | None = None) -> torch.Tensor:
+         history: torch.Tensor | None = None, epilogue: tuple | None = None) -> torch.Tensor:
     """Valid (unpadded) dilated convolution of x (B, Cin, L), float32 on CPU, by F(m, r):
     (B, Cout, L - (r - 1) d), returned as a channels-last view (memory (B, T, Cout)).
 
@@ -153,7 +153,10 @@ def conv(x: torch.Tensor, U, bias: torch.Tensor | None, dilation: int, lib, m: i
     `history` (B, P, Cin), contiguous: rows that precede x in time (a streaming layer's state),
     read in place instead of concatenated: the input is [history; x], of P + L rows.
     Long signals run in pieces of whole tiles (independent valid convolutions over overlapping
-    input windows), so that the transformed tiles stay in cache between the three passes."""
+    input windows), so that the transformed tiles stay in cache between the three passes.
+    `epilogue` (the fused kernel only, `fused_epilogue`): (res (B, T, Cout) contiguous, alpha2,
+    inv_beta2, W2 (Cout, Cout) as (in, out), b2): the output is res + W2 snake2(conv) + b2, the
+    rest of a residual unit computed on each chunk while it is in cache."""
     packed = not isinstance(U, torch.Tensor)
     if packed:
         n, (cout, cin) = len(U), U[0].shape
@@ -178,11 +181,20 @@ def conv(x: torch.Tensor, U, bias: torch.Tensor | None, dilation: int, lib, m: i
         q = -(-T // (m * d))  # tiles per phase
         TR = max(8, FUSED_CHUNK // max(cin, cout) // 8 * 8)  # tile rows per chunk
         bp = bias.data_ptr() if bias is not None else None
+        epi = None
+        if epilogue is not None:
+            res, a2, ib2, w2, b2 = epilogue
+            if res.shape != (B, T, cout) or not res.is_contiguous() or cin != cout or w2.shape != (cout, cout):
+                raise ValueError("winograd conv: the epilogue does not fit")
+            TR = max(d, TR // d * d)  # whole tiles of every phase per chunk
+            epi = (ctypes.c_void_p * 5)(res.data_ptr(), a2.data_ptr(), ib2.data_ptr(), w2.data_ptr(), None if b2 is None else b2.data_ptr())
         rc = lib.qwen3tts_wino_fused(hp, P, P, xc.data_ptr(), L, L, B, cin, cout, U.data_ptr(), BT.data_ptr(), AT.data_ptr(), bp,
-                                     q, T, T, y.data_ptr(), TR, d, torch.get_num_threads())
+                                     q, T, T, y.data_ptr(), TR, d, epi, T, torch.get_num_threads())
         if rc != 0:
             raise MemoryError("winograd conv: the native kernel could not allocate its buffers")
         return y.transpose(1, 2)
+    if epilogue is not None:
+        raise ValueError("winograd conv: an epilogue needs the fused kernel")
     rows_max = max(64, PIECE_BYTES // (4 * n * cin * B))  # rows of one piece (per batch entry)
     step = max(m * d, rows_max * m // (m * d) * (m * d))  # outputs per piece: whole tiles of every phase
     nt = torch.get_num_threads()

@@ -111,10 +111,15 @@ def conv1d(owner, x, w, bias, stride=1, dilation=1, groups=1, cl=False):
     return plan_of(owner).run("conv1d", owner, x, w, bias, stride, dilation, groups, cl)
 
 
-def conv1d_history(owner, x, history, w, bias, dilation=1, groups=1):
+def conv1d_history(owner, x, history, w, bias, dilation=1, groups=1, epilogue=None):
     """Valid stride-1 convolution of [history (B, P, Cin), contiguous; x (B, Cin, N)] reading
-    the history in place, or None where no backend serves it (the caller concatenates)."""
-    return plan_of(owner).run("conv1d_history", owner, x, history, w, bias, dilation, groups)
+    the history in place, or None where no backend serves it (the caller concatenates).
+    `epilogue` (res (B, T, Cout), alpha2, inv_beta2, the 1x1 layer, its weight (Cout, Cin, 1),
+    b2): return res + conv2(snake2(conv)) instead (a residual unit's rest), or None where not
+    served."""
+    if epilogue is None:
+        return plan_of(owner).run("conv1d_history", owner, x, history, w, bias, dilation, groups)
+    return plan_of(owner).run("conv1d_history", owner, x, history, w, bias, dilation, groups, epilogue)
 
 
 def conv_transpose1d(owner, x, w, bias, stride):

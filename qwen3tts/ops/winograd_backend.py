@@ -55,10 +55,11 @@ def transformed(plan, owner, w: torch.Tensor, rows: int):
     return c[2]
 
 
-def conv1d(plan, owner, x, w, bias, stride, dilation, groups, cl, history=None):
+def conv1d(plan, owner, x, w, bias, stride, dilation, groups, cl, history=None, epilogue=None):
     """Valid convolution of [history; x] (history (B, P, Cin) contiguous, or None) by F(4, 7)
     for a channels-last layer (`cl`); a channels-last (B, Cout, T) view, or None where it does
-    not serve."""
+    not serve. `epilogue`: the rest of a residual unit (`winograd.conv`), served only by the
+    fused kernel."""
     if not cl:
         return None
     from ..codec import winograd  # (at call time: the codec package imports the seam)
@@ -71,14 +72,34 @@ def conv1d(plan, owner, x, w, bias, stride, dilation, groups, cl, history=None):
             or x.dtype != torch.float32 or x.device.type != "cpu"
             or not winograd.worth(B, out_len, dilation, plan.lib)):
         return None
+    if epilogue is not None:
+        if not (winograd.fused(cin, cout, plan.lib) and cin == cout):
+            return None
+        res, a2, ib2, owner2, w2, b2 = epilogue
+        epilogue = (res, a2, ib2, _mix_weight(owner2, w2), b2)
     U = transformed(plan, owner, w, winograd.gemm_rows(B, out_len, dilation))
-    return winograd.conv(x, U, bias, dilation, plan.lib, history=history)
+    return winograd.conv(x, U, bias, dilation, plan.lib, history=history, epilogue=epilogue)
 
 
-def conv1d_history(plan, owner, x, history, w, bias, dilation, groups):
+def _mix_weight(owner, w: torch.Tensor) -> torch.Tensor:
+    """A 1x1 convolution's weight (Cout, Cin, 1) as (Cin, Cout), contiguous: a copy cached on
+    `owner` while the weight is unchanged (a packed-only weight read back once)."""
+    key = (_version(w), w.data_ptr(), w.is_meta)
+    c = owner.__dict__.get("_mix_t")
+    if c is None or c[0] != key:
+        if w.is_meta:  # packed only (native/dnn.py pack_only)
+            from ..native import dnn
+
+            w = dnn._rebuild(owner)
+        owner.__dict__["_mix_t"] = c = (key, w.detach().reshape(w.shape[0], w.shape[1]).T.contiguous())
+    return c[1]
+
+
+def conv1d_history(plan, owner, x, history, w, bias, dilation, groups, epilogue=None):
     """A streaming step of a channels-last stride-1 layer: the valid convolution of
-    [history (B, P, Cin); x], reading the history in place (no concatenation)."""
-    return conv1d(plan, owner, x, w, bias, 1, dilation, groups, True, history=history)
+    [history (B, P, Cin); x], reading the history in place (no concatenation); with
+    `epilogue`, the whole residual unit (see `conv1d`)."""
+    return conv1d(plan, owner, x, w, bias, 1, dilation, groups, True, history=history, epilogue=epilogue)
 
 
 def conv_transpose1d(plan, owner, x, w, bias, stride):
