@@ -500,7 +500,28 @@ static inline __attribute__((always_inline)) void dot_w8_4n(const float *const *
     }
     hsum_4n(acc, mm, out);
 }
+
+/* the same group converted to float once (wf: 4 rows of Kp floats, zero past K), for many
+ * activation rows: the same operations on the same values, so the same floats as dot_w8_4n */
+static void group_to_float(const int8_t *g, int Kp, float *wf) {
+    for (int k = 0; k < Kp; k += VL)
+        for (int j = 0; j < 4; j++) vstoreu(wf + (size_t)j * Kp + k, vload_i8(g + (size_t)(k >> 6) * 256 + j * 64 + (k & 63)));
+}
+
+static inline __attribute__((always_inline)) void dot_wf_4n(const float *const *xr, int K, const float *wf, int Kp, int mm, float *out) {
+    vf acc[4][4];
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++) acc[i][j] = vzero();
+    for (int k = 0; k < K; k += VL) {
+        vf wv[4];
+        for (int j = 0; j < 4; j++) wv[j] = vloadu(wf + (size_t)j * Kp + k);
+        fma_4n(acc, wv, xr, k, K, mm);
+    }
+    hsum_4n(acc, mm, out);
+}
 #endif
+
+#define W8F_FLOAT_KMAX 1536 /* 4 float rows: 24 KB */
 
 /* activation rows per pass: 4 x 4 accumulators fit AVX-512's 32 registers; AVX2's 16 hold 4 x 2 */
 #if defined(Q_VEC) && VL == 8
@@ -511,16 +532,34 @@ static inline __attribute__((always_inline)) void dot_w8_4n(const float *const *
 
 void Q_FN(qwen3tts_linear_w8f)(const float *x, int M, int K, const int8_t *q, int64_t ldq, const float *scale, const float *bias,
                                int N, float *y, int nt) {
-#pragma omp parallel for schedule(static) num_threads(nt)
+#pragma omp parallel num_threads(nt)
+    {
+#ifdef Q_VEC
+    /* AVX2, 4+ passes over a group whose float copy fits L1 beside the activation rows: its
+     * weights converted to float once (fewer passes, longer rows, or AVX-512's 4 rows per pass:
+     * converting in each pass costs less) */
+    const int Kp = (K + 63) & ~63;
+    float *wf = VL == 8 && M > 3 * W8_ROWS && Kp <= W8F_FLOAT_KMAX ? aligned_alloc(64, (size_t)4 * Kp * sizeof(float)) : NULL;
+#endif
+#pragma omp for schedule(static)
     for (int n0 = 0; n0 < N; n0 += 4) {
         const int8_t *g = q + (size_t)n0 * ldq; /* the group of rows n0..n0+3 */
+#ifdef Q_VEC
+        if (wf) group_to_float(g, Kp, wf);
+#endif
         for (int m0 = 0; m0 < M; m0 += W8_ROWS) {
             const int mm = M - m0 < W8_ROWS ? M - m0 : W8_ROWS;
             const float *xr[4];
             for (int i = 0; i < 4; i++) xr[i] = x + (size_t)(m0 + (i < mm ? i : 0)) * K;
             float out[16];
 #ifdef Q_VEC
-            switch (mm) { /* constant row counts */
+            if (wf) switch (mm) { /* constant row counts */
+            case 1: dot_wf_4n(xr, K, wf, Kp, 1, out); break;
+            case 2: dot_wf_4n(xr, K, wf, Kp, 2, out); break;
+            case 3: dot_wf_4n(xr, K, wf, Kp, 3, out); break;
+            default: dot_wf_4n(xr, K, wf, Kp, 4, out); break;
+            }
+            else switch (mm) {
             case 1: dot_w8_4n(xr, K, g, 1, out); break;
             case 2: dot_w8_4n(xr, K, g, 2, out); break;
             case 3: dot_w8_4n(xr, K, g, 3, out); break;
@@ -538,5 +577,9 @@ void Q_FN(qwen3tts_linear_w8f)(const float *x, int M, int K, const int8_t *q, in
                 for (int j = 0; j < 4 && n0 + j < N; j++)
                     y[(size_t)(m0 + i) * N + n0 + j] = out[i * 4 + j] * scale[n0 + j] + (bias ? bias[n0 + j] : 0.f);
         }
+    }
+#ifdef Q_VEC
+    free(wf);
+#endif
     }
 }
