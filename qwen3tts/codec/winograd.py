@@ -219,6 +219,7 @@ def conv(x: torch.Tensor, U, bias: torch.Tensor | None, dilation: int, lib, m: i
 # ---- transposed convolutions (k <= 2s) as 2-tap correlations: F(4, 2)
 T_TILE = 4  # outputs (input columns) per tile: 5 products where the direct GEMM takes 8
 T_POINTS = tuple(Fraction(p) for p in ("1", "-3/2", "-2/3", "1/3"))  # + infinity; float32 error ~2x a direct product's
+T_PIECE_ROWS = 256  # at least this many rows per channel mix in a piece (the weight is read once per piece)
 T_MIN_ROWS = 64  # fewer rows per channel mix: weight-bound, and U is 5/2 of the weight (the GEMM instead)
 
 
@@ -274,7 +275,7 @@ def conv_transpose(x: torch.Tensor, U, bias: torch.Tensor | None, lib) -> torch.
     y = torch.empty(B, T, C, dtype=x.dtype)
     bt = None if bias is None else bias.repeat(C // bias.shape[0])  # (s * Cout,): the bias of every sample
     nt = torch.get_num_threads()
-    step = max(m, PIECE_BYTES // (4 * n * cin * B) // m * m)  # outputs per piece: whole tiles
+    step = max(T_PIECE_ROWS, PIECE_BYTES // (4 * n * cin * B)) * m  # outputs per piece: whole tiles
     for s0 in range(0, T, step):
         t = min(step, T - s0)
         q = -(-t // m)
