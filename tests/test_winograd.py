@@ -393,3 +393,124 @@ def test_fused_kernel_equals_float64_and_serves_up_to_192_channels(monkeypatch, 
     assert not winograd.fused(384, 384, lib) and not winograd.fused(96, 384, lib)  # wide: oneDNN's mixes are faster
     with using("portable"):
         assert not winograd.fused(96, 96, lib)  # no vector kernels: the unfused passes
+
+
+
+@pytest.mark.parametrize("isa", [i for i in ISAS if i in ("avx512", "avx2")] or
+                         [pytest.param("avx2", marks=pytest.mark.skip(reason="the fused kernel needs AVX2 or AVX-512, this CPU has neither"))])
+def test_fused_kernel_epilogue_is_the_rest_of_a_residual_unit(monkeypatch, isa):
+    """With an epilogue the fused kernel returns res + W2 snake(conv) + b2 (a residual unit after
+    its first SnakeBeta): the unfused computation's floats up to the 1x1 product's summation
+    order, for any chunking (tile rows per chunk rounded to whole dilation phases), batch and
+    channel count that is not a whole vector."""
+    from qwen3tts.ops import reference as R
+
+    lib = native.load()
+    native.set_isa(isa)
+    g = torch.Generator().manual_seed(12)
+    for C, L, d, B in [(96, 301, 9, 2), (40, 50, 1, 3), (192, 700, 3, 1), (20, 9, 3, 2)]:
+        w = torch.randn(C, C, 7, generator=g) / math.sqrt(7 * C)
+        b = torch.randn(C, generator=g) * 0.1
+        x = torch.randn(B, L, C, generator=g).transpose(1, 2)
+        hist = torch.randn(B, 6 * d, C, generator=g)
+        res = torch.randn(B, L, C, generator=g)
+        a2, ib2 = torch.exp(torch.randn(C, generator=g) * 0.3), 1 / (torch.exp(torch.randn(C, generator=g) * 0.3) + 1e-9)
+        w2, b2 = torch.randn(C, C, generator=g) / math.sqrt(C), torch.randn(C, generator=g) * 0.1  # w2: (out, in)
+        U = winograd.transform_weight(w)
+        conv = winograd.conv(x, U, b, d, lib, history=hist)
+        want = res + R.snake(conv, a2, ib2).transpose(1, 2) @ w2.T + b2  # (B, L, C)
+        epi = (res, a2, ib2, w2.T.contiguous(), b2)
+        y = winograd.conv(x, U, b, d, lib, history=hist, epilogue=epi)
+        assert y.shape == (B, C, L) and y.transpose(1, 2).is_contiguous()
+        assert max_abs(y.transpose(1, 2), want) < 1e-5 * max(want.abs().max().item(), 1.0)
+        with monkeypatch.context() as mp:
+            mp.setattr(winograd, "FUSED_CHUNK", 8)  # 8 tile rows per chunk (rounded to whole phases): the same floats
+            assert torch.equal(winograd.conv(x, U, b, d, lib, history=hist, epilogue=epi), y)
+    with pytest.raises(ValueError, match="epilogue"):
+        winograd.conv(x, U, b, d, lib, history=hist, epilogue=(res[:, 1:].contiguous(), a2, ib2, w2.T.contiguous(), b2))
+
+
+def test_residual_unit_fused_equals_unfused_offline_and_streaming(monkeypatch):
+    """A channels-last ResidualUnit of 96 channels: the fused kernel's epilogue serves it (one
+    native pass after act1), with the unfused floats to rounding, and chunks stream exactly."""
+    from qwen3tts.codec.layers import ResidualUnit, StreamState, assign_state_keys
+
+    torch.manual_seed(9)
+    unit = ResidualUnit(96, 3)
+    with torch.no_grad():
+        for p in unit.parameters():
+            p.normal_(0, 0.1)
+    for c in (unit.conv1, unit.conv2):
+        c.use_channels_last()
+    assign_state_keys(unit)
+    new = lambda: StreamState({unit.conv1.state_key: unit.conv1.new_state(1, "cpu", torch.float32)})  # noqa: E731
+    x = torch.randn(1, 400, 96).transpose(1, 2)
+    if not winograd.fused(96, 96, native.load()):
+        pytest.skip("the fused kernel needs AVX2 or AVX-512")
+    with torch.no_grad():
+        y = unit(x, new())
+        assert unit._fused(unit.act1(x), x, new()) is not None
+        with monkeypatch.context() as mp:
+            mp.setattr(ResidualUnit, "_fused", lambda self, h, x, st: None)
+            y_unfused = unit(x, new())
+        assert max_abs(y, y_unfused) < 1e-6 * max(y.abs().max().item(), 1.0)
+        st = new()
+        streamed = torch.cat([unit(x[..., a:e], st) for a, e in ((0, 100), (100, 101), (101, 400))], dim=-1)
+        assert max_abs(streamed, y) < 4e-5 * max(y.abs().max().item(), 1.0)  # Winograd tiles placed per chunk (as above)
+
+# ------------------------------------------------------------------ transposed convolutions, F(4, 2)
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("cin,cout,k,s,N,B", [(192, 96, 6, 3, 701, 1), (40, 24, 8, 4, 130, 2), (16, 8, 5, 3, 61, 1), (8, 4, 2, 2, 3, 3)])
+def test_transposed_conv_blocks_equal_float64(cin, cout, k, s, N, B, isa, monkeypatch):
+    """The output blocks (B, N + 1, s * Cout): blocks 0..N-1 the transposed convolution of x with
+    its overlap-add inside x, block N the spill; bias in every block. In pieces, packed or not."""
+    native.set_isa(isa)
+    g = torch.Generator().manual_seed(cin + N)
+    w = torch.randn(cin, cout, k, generator=g) / math.sqrt(2 * cin)
+    b = torch.randn(cout, generator=g) * 0.1
+    x = torch.randn(B, N, cin, generator=g).transpose(1, 2)
+    full = F.conv_transpose1d(x.double(), w.double(), stride=s)  # (B, Cout, (N - 1) s + k)
+    ref = torch.zeros(B, cout, (N + 1) * s, dtype=torch.float64)
+    ref[..., : full.shape[-1]] = full
+    ref = (ref + b.double()[:, None]).transpose(1, 2).reshape(B, N + 1, s * cout)
+    direct = F.conv_transpose1d(x, w, b, stride=s)
+    scale = max(ref.abs().max().item(), 1.0)
+    U = winograd.transform_transposed(w, s)
+    assert U.shape == (winograd.T_TILE + 1, cin, s * cout)
+    y = winograd.conv_transpose(x, U, b, native.load())
+    assert y.shape == ref.shape
+    err_direct = max_abs(direct, ref.view(B, N + 1, s, cout).reshape(B, (N + 1) * s, cout)[:, : direct.shape[-1]].transpose(1, 2))
+    assert max_abs(y, ref) < 1e-5 * scale and max_abs(y, ref) < 8 * max(err_direct, 1e-7 * scale)  # measured 2-5x a direct product's
+    monkeypatch.setattr(winograd, "PIECE_BYTES", 1)  # pieces of one tile (the mixes' GEMMs may round differently)
+    monkeypatch.setattr(winograd, "T_PIECE_ROWS", 1)
+    assert max_abs(winograd.conv_transpose(x, U, b, native.load()), y) < 2e-6 * scale
+    from qwen3tts.native import dnn
+
+    if dnn.enabled():
+        assert max_abs(winograd.conv_transpose(x, winograd.pack_mix(U), b, native.load()), y) < 1e-5 * scale
+
+
+def test_transposed_layer_uses_f42_where_it_pays_and_streams_exactly(monkeypatch):
+    """A channels-last CausalConvTranspose1d: F(4, 2) from T_MIN_ROWS rows (its transformed
+    weight cached), the GEMM below; pushes of any size chain their tails like one pass."""
+    from qwen3tts.codec.layers import CausalConvTranspose1d, StreamState
+
+    torch.manual_seed(5)
+    layer = CausalConvTranspose1d(48, 24, 8, 4)
+    layer.use_channels_last()
+    layer.state_key = "t"
+    x = torch.randn(1, 300, 48).transpose(1, 2)
+    new = lambda: StreamState({"t": layer.new_state(1, "cpu", torch.float32)})  # noqa: E731
+    y = layer(x, new())
+    assert "_winograd_t" in layer.__dict__
+    ref = F.conv_transpose1d(x.double(), layer.conv.weight.double(), layer.conv.bias.double(), stride=4)[..., : 300 * 4]
+    assert max_abs(y, ref) < 1e-5
+    layer.__dict__.pop("_winograd_t")
+    st, outs = new(), []
+    for a, e in ((0, 5), (5, 260), (260, 261), (261, 300)):  # GEMM, F(4, 2), GEMM, GEMM
+        outs.append(layer(x[..., a:e], st))
+    assert max_abs(torch.cat(outs, dim=-1), y) < 1e-5
+    assert "_winograd_t" in layer.__dict__
+    monkeypatch.setattr(winograd, "T_MIN_ROWS", 10**9)
+    layer.__dict__.pop("_winograd_t")
+    assert max_abs(layer(x, new()), y) < 1e-5 and "_winograd_t" not in layer.__dict__

@@ -151,15 +151,16 @@ class CausalConv1d(nn.Module):
         c = self.conv
         return ops.conv1d(self, x, c.weight, c.bias, c.stride[0], c.dilation[0], c.groups, self.cl)
 
-    def _history_step(self, hist: torch.Tensor, x: torch.Tensor) -> torch.Tensor | None:
+    def _history_step(self, hist: torch.Tensor, x: torch.Tensor, epilogue: tuple | None = None) -> torch.Tensor | None:
         """A streaming step computed reading the history in place (no concatenation), then the
-        history update; None when no backend serves it that way (ops.conv1d_history)."""
+        history update; None when no backend serves it that way (ops.conv1d_history; with a
+        residual unit's `epilogue`, see there)."""
         N = x.shape[-1]
         ht = hist.transpose(1, 2)  # (B, pad_left, C): the state's memory
         if not ht.is_contiguous():
             return None
         c = self.conv
-        y = ops.conv1d_history(self, x, ht, c.weight, c.bias, c.dilation[0], c.groups)
+        y = ops.conv1d_history(self, x, ht, c.weight, c.bias, c.dilation[0], c.groups, epilogue)
         if y is None:
             return None
         P, xt = self.pad_left, x.transpose(1, 2)  # (B, N, C)
@@ -264,7 +265,11 @@ class CausalConvTranspose1d(nn.Module):
         return y + self.conv.bias[:, None]
 
     def _forward_cl(self, x: torch.Tensor, st: StreamState) -> torch.Tensor:
-        """The same GEMM + overlap-add in the (time, channel) layout."""
+        """The same GEMM + overlap-add in the (time, channel) layout (or the seam's
+        `conv_transpose1d` blocks where a backend serves them: Winograd F(4, 2))."""
+        z = ops.conv_transpose1d(self, x, self.conv.weight, self.conv.bias, self.stride)
+        if z is not None:
+            return self._from_blocks(z, st)
         B, _, N = x.shape
         s, k, cout = self.stride, self.conv.kernel_size[0], self.conv.out_channels
         w = self._gemm_view(self.conv.weight)  # (k * Cout, Cin): a view
@@ -279,6 +284,20 @@ class CausalConvTranspose1d(nn.Module):
             tail.copy_(spill[:, -1].transpose(1, 2))
         y = (y.view(B, N * s, cout) + self.conv.bias).transpose(1, 2)  # (B, Cout, N * s), (time, channel) in memory
         return y
+
+
+    def _from_blocks(self, z: torch.Tensor, st: StreamState) -> torch.Tensor:
+        """(B, N + 1, s * Cout) output blocks (overlap-added within x, bias included; block N:
+        the spill) -> (B, Cout, N * s), channels-last; the tail carried in and out as above."""
+        B, T, _ = z.shape
+        s, cout = self.stride, self.conv.out_channels
+        z = z.view(B, T, s, cout)
+        if self.tail:
+            (tail,) = st.bufs[self.state_key]  # (B, Cout, tail)
+            z[:, 0, : self.tail] += tail.transpose(1, 2)
+            spill = z[:, T - 1, : self.tail]  # (B, tail, Cout)
+            tail.copy_((spill - self.conv.bias if self.conv.bias is not None else spill).transpose(1, 2))
+        return z[:, : T - 1].reshape(B, (T - 1) * s, cout).transpose(1, 2)  # (B, Cout, N * s)
 
 
 class SnakeBeta(nn.Module):
@@ -351,7 +370,25 @@ class ResidualUnit(nn.Module):
         self.conv2 = CausalConv1d(dim, dim, 1)
 
     def forward(self, x, st):
-        return x + self.conv2(self.act2(self.conv1(self.act1(x), st)), st)
+        h = self.act1(x)
+        y = self._fused(h, x, st)
+        if y is not None:
+            return y
+        return x + self.conv2(self.act2(self.conv1(h, st)), st)
+
+    def _fused(self, h, x, st):
+        """The unit in one native pass after act1 where a backend serves it (the fused Winograd
+        kernel's epilogue: act2, conv2 and the residual on each chunk while it is in cache;
+        ops.conv1d_history), else None (nothing computed, the state untouched)."""
+        c1, c2 = self.conv1, self.conv2
+        if (st is None or not (c1.cl and c2.cl) or c1.pad_left == 0
+                or c2.conv.kernel_size[0] != 1 or c2.conv.groups != 1 or x.dtype != torch.float32):
+            return None
+        xt = x.transpose(1, 2)  # (B, T, C)
+        if not xt.is_contiguous():
+            return None
+        (hist,) = st.bufs[c1.state_key]
+        return c1._history_step(hist, h, (xt, *self.act2._consts(), c2, c2.conv.weight, c2.conv.bias))
 
 
 class DecoderBlock(nn.Module):

@@ -144,7 +144,7 @@ def pack_mix(U: torch.Tensor, rows_hint: int = 256) -> list:
 
 
 def conv(x: torch.Tensor, U, bias: torch.Tensor | None, dilation: int, lib, m: int = TILE,
-         history: torch.Tensor | None = None) -> torch.Tensor:
+         history: torch.Tensor | None = None, epilogue: tuple | None = None) -> torch.Tensor:
     """Valid (unpadded) dilated convolution of x (B, Cin, L), float32 on CPU, by F(m, r):
     (B, Cout, L - (r - 1) d), returned as a channels-last view (memory (B, T, Cout)).
 
@@ -153,7 +153,10 @@ def conv(x: torch.Tensor, U, bias: torch.Tensor | None, dilation: int, lib, m: i
     `history` (B, P, Cin), contiguous: rows that precede x in time (a streaming layer's state),
     read in place instead of concatenated: the input is [history; x], of P + L rows.
     Long signals run in pieces of whole tiles (independent valid convolutions over overlapping
-    input windows), so that the transformed tiles stay in cache between the three passes."""
+    input windows), so that the transformed tiles stay in cache between the three passes.
+    `epilogue` (the fused kernel only, `fused_epilogue`): (res (B, T, Cout) contiguous, alpha2,
+    inv_beta2, W2 (Cout, Cout) as (in, out), b2): the output is res + W2 snake2(conv) + b2, the
+    rest of a residual unit computed on each chunk while it is in cache."""
     packed = not isinstance(U, torch.Tensor)
     if packed:
         n, (cout, cin) = len(U), U[0].shape
@@ -178,11 +181,20 @@ def conv(x: torch.Tensor, U, bias: torch.Tensor | None, dilation: int, lib, m: i
         q = -(-T // (m * d))  # tiles per phase
         TR = max(8, FUSED_CHUNK // max(cin, cout) // 8 * 8)  # tile rows per chunk
         bp = bias.data_ptr() if bias is not None else None
+        epi = None
+        if epilogue is not None:
+            res, a2, ib2, w2, b2 = epilogue
+            if res.shape != (B, T, cout) or not res.is_contiguous() or cin != cout or w2.shape != (cout, cout):
+                raise ValueError("winograd conv: the epilogue does not fit")
+            TR = max(d, TR // d * d)  # whole tiles of every phase per chunk
+            epi = (ctypes.c_void_p * 5)(res.data_ptr(), a2.data_ptr(), ib2.data_ptr(), w2.data_ptr(), None if b2 is None else b2.data_ptr())
         rc = lib.qwen3tts_wino_fused(hp, P, P, xc.data_ptr(), L, L, B, cin, cout, U.data_ptr(), BT.data_ptr(), AT.data_ptr(), bp,
-                                     q, T, T, y.data_ptr(), TR, d, torch.get_num_threads())
+                                     q, T, T, y.data_ptr(), TR, d, epi, T, torch.get_num_threads())
         if rc != 0:
             raise MemoryError("winograd conv: the native kernel could not allocate its buffers")
         return y.transpose(1, 2)
+    if epilogue is not None:
+        raise ValueError("winograd conv: an epilogue needs the fused kernel")
     rows_max = max(64, PIECE_BYTES // (4 * n * cin * B))  # rows of one piece (per batch entry)
     step = max(m * d, rows_max * m // (m * d) * (m * d))  # outputs per piece: whole tiles of every phase
     nt = torch.get_num_threads()
@@ -202,3 +214,80 @@ def conv(x: torch.Tensor, U, bias: torch.Tensor | None, dilation: int, lib, m: i
             ptrs = (ctypes.c_void_p * n)(*(M.data_ptr() + i * M.stride(0) * M.element_size() for i in range(n)))
         lib.qwen3tts_wino_out(ptrs, cout, B, t, T, cout, y.data_ptr() + s * ys, AT.data_ptr(), bp, m, n, d, q, nt)
     return y.transpose(1, 2)
+
+
+# ---- transposed convolutions (k <= 2s) as 2-tap correlations: F(4, 2)
+T_TILE = 4  # outputs (input columns) per tile: 5 products where the direct GEMM takes 8
+T_POINTS = tuple(Fraction(p) for p in ("1", "-3/2", "-2/3", "1/3"))  # + infinity; float32 error ~2x a direct product's
+T_PIECE_ROWS = 256  # at least this many rows per channel mix in a piece (the weight is read once per piece)
+T_MIN_ROWS = 64  # fewer rows per channel mix: weight-bound, and U is 5/2 of the weight (the GEMM instead)
+
+
+def transposed_pays(batch: int, n_in: int) -> bool:
+    """Does F(4, 2) pay for a transposed convolution of `n_in` input columns per batch row?"""
+    return batch * -(-(n_in + 1) // T_TILE) >= T_MIN_ROWS
+
+
+def transform_transposed(weight: torch.Tensor, stride: int) -> torch.Tensor:
+    """Transposed-conv weight (Cin, Cout, k), k <= 2 s -> U (5, Cin, s * Cout) = G [w0; w1] in float64.
+
+    Output block t (samples t s .. t s + s - 1, as one row of s * Cout values) is
+    w0 x_(t-1) + w1 x_t with w1[:, j, :] = W[:, :, j] and w0[:, j, :] = W[:, :, s + j] (zero for
+    s + j >= k): a 2-tap correlation over the input columns, computed by F(4, 2)."""
+    cin, cout, k = weight.shape
+    s = stride
+    w = weight.detach().double()
+    w1 = w[:, :, :s].permute(0, 2, 1)  # (Cin, s, Cout)
+    w0 = torch.zeros_like(w1)
+    w0[:, : k - s] = w[:, :, s:].permute(0, 2, 1)
+    G = _t_mats()[1]
+    return torch.einsum("ir,rco->ico", G, torch.stack([w0, w1]).reshape(2, cin, s * cout)).to(weight.dtype).contiguous()
+
+
+def _t_mats():
+    if "t" not in _MATS:
+        AT, G, BT = matrices(T_TILE, 2, T_POINTS)
+        _MATS["t"] = (AT.float().contiguous(), G, BT.float().contiguous())
+    return _MATS["t"]
+
+
+def conv_transpose(x: torch.Tensor, U, bias: torch.Tensor | None, lib) -> torch.Tensor:
+    """The output blocks of a transposed convolution (k <= 2 s) of x (B, Cin, N), float32 on CPU,
+    by F(4, 2): (B, N + 1, s * Cout), block t = w0 x_(t-1) + w1 x_t (+ bias) with x_(-1) = x_N = 0,
+    so blocks 0..N-1 hold the overlap-add within x, and block N (bias included) what spills
+    into the next chunk. `U`: `transform_transposed`'s (the mixes as `torch.bmm`) or its
+    `pack_mix` (oneDNN products). Long inputs run in pieces of whole tiles (see `conv`)."""
+    packed = not isinstance(U, torch.Tensor)
+    if packed:
+        n, (C, cin) = len(U), U[0].shape
+    else:
+        n, cin, C = U.shape
+    m = n - 1
+    B, Cx, N = x.shape
+    if Cx != cin or n != T_TILE + 1 or x.dtype != torch.float32:
+        raise ValueError(f"winograd conv_transpose: input {tuple(x.shape)} {x.dtype} does not fit U of {n} x {cin} x {C}")
+    AT, _, BT = _t_mats()
+    xc = x.transpose(1, 2)  # (B, N, Cin)
+    if not xc.is_contiguous():
+        xc = xc.contiguous()
+    zero = torch.zeros(B, cin)  # x_(-1): one zero row of history per batch row
+    T = N + 1
+    y = torch.empty(B, T, C, dtype=x.dtype)
+    bt = None if bias is None else bias.repeat(C // bias.shape[0])  # (s * Cout,): the bias of every sample
+    nt = torch.get_num_threads()
+    step = max(T_PIECE_ROWS, PIECE_BYTES // (4 * n * cin * B)) * m  # outputs per piece: whole tiles
+    for s0 in range(0, T, step):
+        t = min(step, T - s0)
+        q = -(-t // m)
+        rows = B * q
+        V = torch.empty(n, rows, cin, dtype=x.dtype)
+        lib.qwen3tts_wino_in(zero.data_ptr(), 1, 1, xc.data_ptr(), N, N, s0, B, cin, V.data_ptr(), rows * cin, cin, BT.data_ptr(), m, n, 1, q, nt)
+        if packed:
+            M = [mix(v) for mix, v in zip(U, V)]  # n x (rows, C)
+            ptrs = (ctypes.c_void_p * n)(*(t_.data_ptr() for t_ in M))
+        else:
+            M = torch.bmm(V, U)  # (n, rows, C)
+            ptrs = (ctypes.c_void_p * n)(*(M.data_ptr() + i * M.stride(0) * M.element_size() for i in range(n)))
+        lib.qwen3tts_wino_out(ptrs, C, B, t, T, C, y.data_ptr() + s0 * C * y.element_size(), AT.data_ptr(),
+                              None if bt is None else bt.data_ptr(), m, n, 1, q, nt)
+    return y

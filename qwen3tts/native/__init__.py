@@ -268,7 +268,7 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.qwen3tts_wino_in.restype = None
     lib.qwen3tts_wino_out.argtypes = [ctypes.POINTER(P), L, I, L, L, I, P, P, P, I, I, I, L, I]
     lib.qwen3tts_wino_out.restype = None
-    lib.qwen3tts_wino_fused.argtypes = [P, L, L, P, L, L, I, I, I, P, P, P, P, L, L, L, P, I, I, I]
+    lib.qwen3tts_wino_fused.argtypes = [P, L, L, P, L, L, I, I, I, P, P, P, P, L, L, L, P, I, I, ctypes.POINTER(P), L, I]
     lib.qwen3tts_wino_fused.restype = I
     lib.qwen3tts_linear_f32.argtypes = [P, I, I, P, P, I, P, I]
     lib.qwen3tts_linear_f32.restype = None

@@ -44,25 +44,26 @@ static inline vf sin2_ps(vf v) {
 #endif
 
 
+/* one channels-last row of C channels */
+static inline void snake_row(const float *xr, float *yr, const float *alpha, const float *inv_beta, int C) {
+    int c = 0;
+#ifdef Q_VEC
+    for (; c + 16 <= C; c += 16) /* 16 at a time on every path: the scalar tail starts alike */
+        for (int h = c; h < c + 16; h += VL) {
+            const vf v = vloadu(xr + h);
+            const vf s2 = sin2_ps(vmul(v, vloadu(alpha + h)));
+            vstoreu(yr + h, vadd(v, vmul(vloadu(inv_beta + h), s2)));
+        }
+#endif
+    for (; c < C; c++) {
+        const float s = sinf(xr[c] * alpha[c]);
+        yr[c] = xr[c] + inv_beta[c] * (s * s);
+    }
+}
+
 void Q_FN(qwen3tts_snake)(const float *x, float *y, const float *alpha, const float *inv_beta, int64_t rows, int C, int nt) {
 #pragma omp parallel for schedule(static) num_threads(nt)
-    for (int64_t r = 0; r < rows; r++) {
-        const float *xr = x + r * C;
-        float *yr = y + r * C;
-        int c = 0;
-#ifdef Q_VEC
-        for (; c + 16 <= C; c += 16) /* 16 at a time on every path: the scalar tail starts alike */
-            for (int h = c; h < c + 16; h += VL) {
-                const vf v = vloadu(xr + h);
-                const vf s2 = sin2_ps(vmul(v, vloadu(alpha + h)));
-                vstoreu(yr + h, vadd(v, vmul(vloadu(inv_beta + h), s2)));
-            }
-#endif
-        for (; c < C; c++) {
-            const float s = sinf(xr[c] * alpha[c]);
-            yr[c] = xr[c] + inv_beta[c] * (s * s);
-        }
-    }
+    for (int64_t r = 0; r < rows; r++) snake_row(x + r * C, y + r * C, alpha, inv_beta, C);
 }
 
 /* the same over NCW rows: x (B * C, T), channel c = row % C */
@@ -238,7 +239,11 @@ void Q_FN(qwen3tts_wino_out)(const float *const *M, int64_t sr, int B, int64_t T
  * memory, which bounds them at <= 192 channels. The products: a register-blocked kernel, 8
  * rows x 32 output channels of FMA accumulators per block on AVX-512, 4 x 24 on AVX2 (sums over
  * k in order, one FMA each: the same floats). AVX-512 and AVX2 (elsewhere it returns -2; the
- * caller checks qwen3tts_wino_fused_available). */
+ * caller checks qwen3tts_wino_fused_available).
+ * `epi` (or NULL): the rest of a residual unit applied to each chunk's outputs while they are in
+ * cache: y = res + W2 snake(y) + b2, epi = {res (B, ldr, Cout), alpha2, inv_beta2 (Cout,),
+ * W2 (Cout, Cout) as (in, out) row-major, b2 (Cout,)}; needs TR % d == 0 (a chunk is whole
+ * tiles of every phase: m d consecutive outputs each) and C == Cout. */
 #ifdef Q_VEC
 /* rows x vectors of accumulators per block: 8 x 2 of 32 zmm; 4 x 3 of 16 ymm (with the 3 B
  * vectors and the broadcast: all 16), 7 loads per 12 FMAs */
@@ -265,29 +270,52 @@ static inline __attribute__((always_inline)) void mix_block(const float *A, int6
             if (N - c0 > v * VL) vstoren(Cm + r * ldc + c0 + v * VL, N - c0 - v * VL, acc[r][v]);
 }
 
-static void mix_rows(const float *A, int R, int K, const float *Bm, int N, float *Cm) {
-    for (int r0 = 0; r0 < R; r0 += MIX_ROWS) {
-        const int rb = R - r0 < MIX_ROWS ? R - r0 : MIX_ROWS;
-        const float *Ar = A + (int64_t)r0 * K;
-        float *Cr = Cm + (int64_t)r0 * N;
-        for (int c0 = 0; c0 < N; c0 += MIX_VECS * VL) {
-            switch (rb) { /* constant row counts: the accumulators stay in registers */
+/* one block of rb <= MIX_ROWS rows x MIX_VECS vectors at column c0 of Cm = A @ Bm (rows of A K
+ * apart, of Cm and res N apart), then (+ bias) (+ res) while it is in L1 (outside the FMA loop:
+ * no spills there) */
+static inline void mix_tile(const float *Ar, int rb, const float *Bm, int K, int N, int c0, float *Cr, const float *bias,
+                            const float *Rr) {
+    switch (rb) { /* constant row counts: the accumulators stay in registers */
 #define MIX_CASE(nr) case nr: mix_block(Ar, K, nr, Bm, K, N, c0, Cr, N); break;
-            MIX_CASE(1) MIX_CASE(2) MIX_CASE(3)
+    MIX_CASE(1) MIX_CASE(2) MIX_CASE(3)
 #if MIX_ROWS > 4
-            MIX_CASE(4) MIX_CASE(5) MIX_CASE(6) MIX_CASE(7)
+    MIX_CASE(4) MIX_CASE(5) MIX_CASE(6) MIX_CASE(7)
 #endif
 #undef MIX_CASE
-            default: mix_block(Ar, K, MIX_ROWS, Bm, K, N, c0, Cr, N); break;
-            }
-        }
+    default: mix_block(Ar, K, MIX_ROWS, Bm, K, N, c0, Cr, N); break;
     }
+    if (bias || Rr)
+        for (int r = 0; r < rb; r++)
+            for (int c = c0; c < N && c < c0 + MIX_VECS * VL; c += VL) {
+                vf v = vloadn(Cr + (int64_t)r * N + c, N - c);
+                if (bias) v = vadd(v, vloadn(bias + c, N - c));
+                if (Rr) v = vadd(v, vloadn(Rr + (int64_t)r * N + c, N - c));
+                vstoren(Cr + (int64_t)r * N + c, N - c, v);
+            }
+}
+
+/* Cm (R, N) = A (R, K) @ Bm (K, N), rows contiguous: the Winograd mixes (row blocks outer) */
+static void mix_rows(const float *A, int R, int K, const float *Bm, int N, float *Cm) {
+    for (int r0 = 0; r0 < R; r0 += MIX_ROWS)
+        for (int c0 = 0; c0 < N; c0 += MIX_VECS * VL)
+            mix_tile(A + (int64_t)r0 * K, R - r0 < MIX_ROWS ? R - r0 : MIX_ROWS, Bm, K, N, c0, Cm + (int64_t)r0 * N, NULL, NULL);
+}
+
+#define EPI_ROWS 32 /* rows of the epilogue's 1x1 convolution at a time */
+
+/* the same + bias (N,) + res (R, N), column panels outer (a panel of Bm stays in L1 over the
+ * rows): the residual unit's 1x1 convolution in the epilogue */
+static void mix_cols(const float *A, int R, int K, const float *Bm, int N, float *Cm, const float *bias, const float *res) {
+    for (int c0 = 0; c0 < N; c0 += MIX_VECS * VL)
+        for (int r0 = 0; r0 < R; r0 += MIX_ROWS)
+            mix_tile(A + (int64_t)r0 * K, R - r0 < MIX_ROWS ? R - r0 : MIX_ROWS, Bm, K, N, c0, Cm + (int64_t)r0 * N, bias,
+                     res + (int64_t)r0 * N);
 }
 #endif
 
 int Q_FN(qwen3tts_wino_fused)(const float *h, int64_t Lh, int64_t ldh, const float *x, int64_t Lx, int64_t ldx, int B, int C, int Cout,
                         const float *U, const float *BT, const float *AT, const float *bias, int64_t q, int64_t T, int64_t ldb,
-                        float *y, int TR, int d, int nt) {
+                        float *y, int TR, int d, const float *const *epi, int64_t ldr, int nt) {
 #ifdef Q_VEC
     enum { m = 4, n = 10 };
     const int64_t R = (int64_t)B * q * d;
@@ -297,13 +325,14 @@ int Q_FN(qwen3tts_wino_fused)(const float *h, int64_t Lh, int64_t ldh, const flo
     {
         float *V = aligned_alloc(64, ((size_t)n * TR * C * sizeof(float) + 63) / 64 * 64);
         float *M = aligned_alloc(64, ((size_t)n * TR * Cout * sizeof(float) + 63) / 64 * 64);
-        if (!V || !M) {
+        float *Z = epi ? aligned_alloc(64, (size_t)EPI_ROWS * Cout * sizeof(float)) : NULL;
+        if (!V || !M || (epi && !Z)) {
 #pragma omp atomic write
             fail = 1;
         }
 #pragma omp for schedule(static)
         for (int64_t ch = 0; ch < chunks; ch++) {
-            if (!V || !M) continue;
+            if (!V || !M || (epi && !Z)) continue;
             const int64_t r0 = ch * TR;
             const int rows = (int)(R - r0 < TR ? R - r0 : TR);
             for (int rr = 0; rr < rows; rr++) { /* input transform: V[i, rr, :] */
@@ -325,14 +354,32 @@ int Q_FN(qwen3tts_wino_fused)(const float *h, int64_t Lh, int64_t ldh, const flo
                 for (int i = 0; i < n; i++) Mr[i] = M + ((int64_t)i * TR + rr) * Cout;
                 wino_out_row(Mr, n, m, Cout, y + (b * ldb + o0) * Cout, (int64_t)d * Cout, pmax, bias, AT);
             }
+            if (epi) /* the chunk's whole tiles (TR % d == 0): per batch row one run of consecutive outputs */
+                for (int64_t u = r0 / d, u1 = (r0 + rows) / d; u < u1;) {
+                    const int64_t b = u / q, ue = (b + 1) * q < u1 ? (b + 1) * q : u1;
+                    const int64_t o0 = (u - b * q) * m * d, o1 = (ue - b * q) * m * d < T ? (ue - b * q) * m * d : T;
+                    u = ue;
+                    if (o0 >= o1) continue;
+                    for (int64_t g = o0; g < o1; g += EPI_ROWS) { /* EPI_ROWS rows of snake output in L1 */
+                        const int S = (int)(o1 - g < EPI_ROWS ? o1 - g : EPI_ROWS);
+                        float *yr = y + (b * ldb + g) * Cout;
+                        const float *rg = epi[0] + (b * ldr + g) * Cout;
+                        for (int s = 0; s < S; s++) {
+                            for (int c = 0; c < Cout; c += 16) _mm_prefetch((const char *)(rg + (int64_t)s * Cout + c), _MM_HINT_T0);
+                            snake_row(yr + (int64_t)s * Cout, Z + (int64_t)s * Cout, epi[1], epi[2], Cout);
+                        }
+                        mix_cols(Z, S, Cout, epi[3], Cout, yr, epi[4], rg);
+                    }
+                }
         }
         free(V);
         free(M);
+        free(Z);
     }
     return fail ? -1 : 0;
 #else
     (void)h; (void)Lh; (void)ldh; (void)x; (void)Lx; (void)ldx; (void)B; (void)C; (void)Cout; (void)U; (void)BT; (void)AT;
-    (void)bias; (void)q; (void)T; (void)ldb; (void)y; (void)TR; (void)d; (void)nt;
+    (void)bias; (void)q; (void)T; (void)ldb; (void)y; (void)TR; (void)d; (void)epi; (void)ldr; (void)nt;
     return -2;
 #endif
 }
@@ -453,7 +500,28 @@ static inline __attribute__((always_inline)) void dot_w8_4n(const float *const *
     }
     hsum_4n(acc, mm, out);
 }
+
+/* the same group converted to float once (wf: 4 rows of Kp floats, zero past K), for many
+ * activation rows: the same operations on the same values, so the same floats as dot_w8_4n */
+static void group_to_float(const int8_t *g, int Kp, float *wf) {
+    for (int k = 0; k < Kp; k += VL)
+        for (int j = 0; j < 4; j++) vstoreu(wf + (size_t)j * Kp + k, vload_i8(g + (size_t)(k >> 6) * 256 + j * 64 + (k & 63)));
+}
+
+static inline __attribute__((always_inline)) void dot_wf_4n(const float *const *xr, int K, const float *wf, int Kp, int mm, float *out) {
+    vf acc[4][4];
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++) acc[i][j] = vzero();
+    for (int k = 0; k < K; k += VL) {
+        vf wv[4];
+        for (int j = 0; j < 4; j++) wv[j] = vloadu(wf + (size_t)j * Kp + k);
+        fma_4n(acc, wv, xr, k, K, mm);
+    }
+    hsum_4n(acc, mm, out);
+}
 #endif
+
+#define W8F_FLOAT_KMAX 1536 /* 4 float rows: 24 KB */
 
 /* activation rows per pass: 4 x 4 accumulators fit AVX-512's 32 registers; AVX2's 16 hold 4 x 2 */
 #if defined(Q_VEC) && VL == 8
@@ -464,16 +532,34 @@ static inline __attribute__((always_inline)) void dot_w8_4n(const float *const *
 
 void Q_FN(qwen3tts_linear_w8f)(const float *x, int M, int K, const int8_t *q, int64_t ldq, const float *scale, const float *bias,
                                int N, float *y, int nt) {
-#pragma omp parallel for schedule(static) num_threads(nt)
+#pragma omp parallel num_threads(nt)
+    {
+#ifdef Q_VEC
+    /* AVX2, 4+ passes over a group whose float copy fits L1 beside the activation rows: its
+     * weights converted to float once (fewer passes, longer rows, or AVX-512's 4 rows per pass:
+     * converting in each pass costs less) */
+    const int Kp = (K + 63) & ~63;
+    float *wf = VL == 8 && M > 3 * W8_ROWS && Kp <= W8F_FLOAT_KMAX ? aligned_alloc(64, (size_t)4 * Kp * sizeof(float)) : NULL;
+#endif
+#pragma omp for schedule(static)
     for (int n0 = 0; n0 < N; n0 += 4) {
         const int8_t *g = q + (size_t)n0 * ldq; /* the group of rows n0..n0+3 */
+#ifdef Q_VEC
+        if (wf) group_to_float(g, Kp, wf);
+#endif
         for (int m0 = 0; m0 < M; m0 += W8_ROWS) {
             const int mm = M - m0 < W8_ROWS ? M - m0 : W8_ROWS;
             const float *xr[4];
             for (int i = 0; i < 4; i++) xr[i] = x + (size_t)(m0 + (i < mm ? i : 0)) * K;
             float out[16];
 #ifdef Q_VEC
-            switch (mm) { /* constant row counts */
+            if (wf) switch (mm) { /* constant row counts */
+            case 1: dot_wf_4n(xr, K, wf, Kp, 1, out); break;
+            case 2: dot_wf_4n(xr, K, wf, Kp, 2, out); break;
+            case 3: dot_wf_4n(xr, K, wf, Kp, 3, out); break;
+            default: dot_wf_4n(xr, K, wf, Kp, 4, out); break;
+            }
+            else switch (mm) {
             case 1: dot_w8_4n(xr, K, g, 1, out); break;
             case 2: dot_w8_4n(xr, K, g, 2, out); break;
             case 3: dot_w8_4n(xr, K, g, 3, out); break;
@@ -491,5 +577,9 @@ void Q_FN(qwen3tts_linear_w8f)(const float *x, int M, int K, const int8_t *q, in
                 for (int j = 0; j < 4 && n0 + j < N; j++)
                     y[(size_t)(m0 + i) * N + n0 + j] = out[i * 4 + j] * scale[n0 + j] + (bias ? bias[n0 + j] : 0.f);
         }
+    }
+#ifdef Q_VEC
+    free(wf);
+#endif
     }
 }

@@ -69,7 +69,8 @@ typedef struct {
                                      const float *AT, const float *bias, int m, int n, int d, int64_t q, int nt))                  \
     X(int, qwen3tts_wino_fused, sfx, (const float *h, int64_t Lh, int64_t ldh, const float *x, int64_t Lx, int64_t ldx, int B,    \
                                       int C, int Cout, const float *U, const float *BT, const float *AT, const float *bias,       \
-                                      int64_t q, int64_t T, int64_t ldb, float *y, int TR, int d, int nt))                         \
+                                      int64_t q, int64_t T, int64_t ldb, float *y, int TR, int d, const float *const *epi,        \
+                                      int64_t ldr, int nt))                                                                        \
     X(void, qwen3tts_linear_f32, sfx, (const float *x, int M, int K, const float *w, const float *bias, int N, float *y, int nt))  \
     X(void, qwen3tts_linear_w8f, sfx, (const float *x, int M, int K, const int8_t *q, int64_t ldq, const float *scale,           \
                                        const float *bias, int N, float *y, int nt))                                                \

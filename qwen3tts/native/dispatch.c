@@ -113,8 +113,9 @@ Q_WRAP_void(qwen3tts_wino_out,
             (M, sr, B, T, ldb, C, y, AT, bias, m, n, d, q, nt))
 Q_WRAP_int(qwen3tts_wino_fused,
            (const float *h, int64_t Lh, int64_t ldh, const float *x, int64_t Lx, int64_t ldx, int B, int C, int Cout, const float *U,
-            const float *BT, const float *AT, const float *bias, int64_t q, int64_t T, int64_t ldb, float *y, int TR, int d, int nt),
-           (h, Lh, ldh, x, Lx, ldx, B, C, Cout, U, BT, AT, bias, q, T, ldb, y, TR, d, nt))
+            const float *BT, const float *AT, const float *bias, int64_t q, int64_t T, int64_t ldb, float *y, int TR, int d,
+            const float *const *epi, int64_t ldr, int nt),
+           (h, Lh, ldh, x, Lx, ldx, B, C, Cout, U, BT, AT, bias, q, T, ldb, y, TR, d, epi, ldr, nt))
 Q_WRAP_void(qwen3tts_linear_f32, (const float *x, int M, int K, const float *w, const float *bias, int N, float *y, int nt),
             (x, M, K, w, bias, N, y, nt))
 Q_WRAP_void(qwen3tts_linear_w8f,

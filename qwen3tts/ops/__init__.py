@@ -13,7 +13,8 @@ weight (oneDNN's packed copy, Winograd's transformed weight) or keeps a weight o
 Ops: `linear` (weights as they are: talker, code predictor, codec encoder), `gemm` (2-D
 products whose weights may be packed once: the codec decoder's linears and convolutions),
 `conv1d` (valid convolution; Winograd F(4, 7) / one GEMM / torch), `conv1d_history` (a
-streaming step reading its history in place; optional), `snake`, `rms_norm`, `rope`,
+streaming step reading its history in place; optional), `conv_transpose1d` (the output
+blocks of a transposed convolution, k <= 2 stride, by Winograd F(4, 2); optional), `snake`, `rms_norm`, `rope`,
 `attention`; and two module ops of the quantized talker whose backend the plan names and
 quant.py builds: `w8a8_linear`, `decoder_stack_step` (plan.MODULE_OPS). See
 docs/architecture.md "Compute seam".
@@ -29,7 +30,7 @@ from .plan import BACKENDS, OPS, Plan, default, make
 from .reference import rope_tables
 
 __all__ = ["BACKENDS", "OPS", "Plan", "Linear", "make", "default", "prepare", "bind", "plan_of", "keep_packed_only", "keep_int8", "rope_tables",
-           "run", "unfold", "linear", "gemm", "conv1d", "conv1d_history", "snake", "rms_norm", "rope", "attention"]
+           "run", "unfold", "linear", "gemm", "conv1d", "conv1d_history", "conv_transpose1d", "snake", "rms_norm", "rope", "attention"]
 
 
 def plan_of(owner) -> Plan:
@@ -132,10 +133,23 @@ def conv1d(owner, x, w, bias, stride=1, dilation=1, groups=1, cl=False):
     return plan_of(owner).run("conv1d", owner, x, w, bias, stride, dilation, groups, cl)
 
 
-def conv1d_history(owner, x, history, w, bias, dilation=1, groups=1):
+def conv1d_history(owner, x, history, w, bias, dilation=1, groups=1, epilogue=None):
     """Valid stride-1 convolution of [history (B, P, Cin), contiguous; x (B, Cin, N)] reading
-    the history in place, or None where no backend serves it (the caller concatenates)."""
-    return plan_of(owner).run("conv1d_history", owner, x, history, w, bias, dilation, groups)
+    the history in place, or None where no backend serves it (the caller concatenates).
+    `epilogue` (res (B, T, Cout), alpha2, inv_beta2, the 1x1 layer, its weight (Cout, Cin, 1),
+    b2): return res + conv2(snake2(conv)) instead (a residual unit's rest), or None where not
+    served."""
+    if epilogue is None:
+        return plan_of(owner).run("conv1d_history", owner, x, history, w, bias, dilation, groups)
+    return plan_of(owner).run("conv1d_history", owner, x, history, w, bias, dilation, groups, epilogue)
+
+
+def conv_transpose1d(owner, x, w, bias, stride):
+    """The output blocks of a transposed convolution (k <= 2 stride) of x (B, Cin, N) with w
+    (Cin, Cout, k): (B, N + 1, stride * Cout), block t = the samples t * stride.. with the
+    overlap-add within x done, bias added, block N what spills into the next chunk; or None
+    where no backend serves it (the caller computes one GEMM and the overlap-add)."""
+    return plan_of(owner).run("conv_transpose1d", owner, x, w, bias, stride)
 
 
 def snake(owner, x, alpha, inv_beta):

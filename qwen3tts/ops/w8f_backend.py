@@ -60,14 +60,20 @@ def conv1d(plan, owner, x, w, bias, stride, dilation, groups, cl):
 
 
 def conv1d_history(plan, owner, x, history, w, bias, dilation, groups, *extra):
-    """The streaming step of an int8 convolution (the history concatenated, then `conv1d`);
-    with more operands (a fused form of the op) `plan.STOP`: the layer computes it step by step."""
+    """The streaming step of an int8 convolution (the history concatenated, then `conv1d`).
+    A fused form of the op (more operands) where this layer or a module among the operands holds
+    an int8 weight: `plan.STOP` (the layer computes it step by step)."""
+    fused = [e for e in extra if e is not None]
+    if fused and (SLOT in owner.__dict__ or any(_holds(t) for e in fused for t in (e if isinstance(e, tuple) else (e,)))):
+        return plan.STOP
     if SLOT not in owner.__dict__:
         return None
-    if extra and any(e is not None for e in extra):
-        return plan.STOP
     xx = torch.cat([history, x.transpose(1, 2)], dim=1).transpose(1, 2)  # (B, Cin, P + N) over (B, P + N, Cin)
     return conv1d(plan, owner, xx, w, bias, 1, dilation, groups, True)
+
+
+def _holds(m) -> bool:
+    return isinstance(m, nn.Module) and SLOT in m.__dict__
 
 
 def _not_served(plan, owner, *args):

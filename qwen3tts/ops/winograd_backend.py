@@ -9,6 +9,10 @@ weight U = G w is cached on the owning layer while the weight is unchanged, with
 mixes packed for oneDNN where the plan's `gemm` starts with oneDNN (else `torch.bmm`, or the
 whole convolution in one native call for <= 192 channels).
 
+`conv_transpose1d`: the decoder's transposed convolutions (k <= 2 stride) as a 2-tap
+correlation over their input columns by F(4, 2) (codec/winograd.py `conv_transpose`: 5 / 8
+of the GEMM's products, the overlap-add inside the output transform).
+
 Available where `QWEN3TTS_WINOGRAD` and the native library are on, float32 on CPU.
 """
 
@@ -51,10 +55,11 @@ def transformed(plan, owner, w: torch.Tensor, rows: int):
     return c[2]
 
 
-def conv1d(plan, owner, x, w, bias, stride, dilation, groups, cl, history=None):
+def conv1d(plan, owner, x, w, bias, stride, dilation, groups, cl, history=None, epilogue=None):
     """Valid convolution of [history; x] (history (B, P, Cin) contiguous, or None) by F(4, 7)
     for a channels-last layer (`cl`); a channels-last (B, Cout, T) view, or None where it does
-    not serve."""
+    not serve. `epilogue`: the rest of a residual unit (`winograd.conv`), served only by the
+    fused kernel."""
     if not cl:
         return None
     from ..codec import winograd  # (at call time: the codec package imports the seam)
@@ -67,14 +72,60 @@ def conv1d(plan, owner, x, w, bias, stride, dilation, groups, cl, history=None):
             or x.dtype != torch.float32 or x.device.type != "cpu"
             or not winograd.worth(B, out_len, dilation, plan.lib)):
         return None
+    if epilogue is not None:
+        if not (winograd.fused(cin, cout, plan.lib) and cin == cout):
+            return None
+        res, a2, ib2, owner2, w2, b2 = epilogue
+        epilogue = (res, a2, ib2, _mix_weight(owner2, w2), b2)
     U = transformed(plan, owner, w, winograd.gemm_rows(B, out_len, dilation))
-    return winograd.conv(x, U, bias, dilation, plan.lib, history=history)
+    return winograd.conv(x, U, bias, dilation, plan.lib, history=history, epilogue=epilogue)
 
 
-def conv1d_history(plan, owner, x, history, w, bias, dilation, groups):
+def _mix_weight(owner, w: torch.Tensor) -> torch.Tensor:
+    """A 1x1 convolution's weight (Cout, Cin, 1) as (Cin, Cout), contiguous: a copy cached on
+    `owner` while the weight is unchanged (a packed-only weight read back once)."""
+    key = (_version(w), w.data_ptr(), w.is_meta)
+    c = owner.__dict__.get("_mix_t")
+    if c is None or c[0] != key:
+        if w.is_meta:  # packed only (native/dnn.py pack_only)
+            from ..native import dnn
+
+            w = dnn._rebuild(owner)
+        owner.__dict__["_mix_t"] = c = (key, w.detach().reshape(w.shape[0], w.shape[1]).T.contiguous())
+    return c[1]
+
+
+def conv1d_history(plan, owner, x, history, w, bias, dilation, groups, epilogue=None):
     """A streaming step of a channels-last stride-1 layer: the valid convolution of
-    [history (B, P, Cin); x], reading the history in place (no concatenation)."""
-    return conv1d(plan, owner, x, w, bias, 1, dilation, groups, True, history=history)
+    [history (B, P, Cin); x], reading the history in place (no concatenation); with
+    `epilogue`, the whole residual unit (see `conv1d`)."""
+    return conv1d(plan, owner, x, w, bias, 1, dilation, groups, True, history=history, epilogue=epilogue)
 
 
-OPS = {"conv1d": conv1d, "conv1d_history": conv1d_history}
+def conv_transpose1d(plan, owner, x, w, bias, stride):
+    """The output blocks of a channels-last transposed convolution (w (Cin, Cout, k), k <= 2
+    stride) by F(4, 2) where it pays (`winograd.transposed_pays`), else None. The transformed
+    weight is cached on `owner` (packed for oneDNN where the plan's `gemm` starts with it); a
+    packed-only weight is read back from its packed copy once."""
+    from ..codec import winograd  # (at call time: the codec package imports the seam)
+
+    cin, cout, k = w.shape
+    B, _, N = x.shape
+    if (k > 2 * stride or x.dtype != torch.float32 or x.device.type != "cpu" or w.dtype != torch.float32
+            or not winograd.transposed_pays(B, N)):
+        return None
+    key = (_version(w), w.data_ptr(), w.is_meta, stride)
+    c = owner.__dict__.get("_winograd_t")
+    if c is None or c[0] != key:
+        if w.is_meta:  # packed only (native/dnn.py pack_only): rebuilt from the packed copy
+            from ..native import dnn
+
+            w = dnn._rebuild(owner)
+        U = winograd.transform_transposed(w, stride)
+        if plan.leads("gemm") == "onednn":
+            U = winograd.pack_mix(U, B * -(-(N + 1) // winograd.T_TILE))
+        owner.__dict__["_winograd_t"] = c = (key, U)
+    return winograd.conv_transpose(x, c[1], bias, plan.lib)
+
+
+OPS = {"conv1d": conv1d, "conv1d_history": conv1d_history, "conv_transpose1d": conv_transpose1d}
