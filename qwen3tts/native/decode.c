@@ -242,12 +242,15 @@ static inline __m128i hsum4(__m512i a, __m512i b, __m512i c, __m512i d) {
     return _mm_add_epi32(_mm256_castsi256_si128(abcd), _mm256_extracti128_si256(abcd, 1));
 }
 
-/* acc[r * 4 + j] = sum_k q[r, k] * w[j][k], the 4 weight rows of a packed group x mm <= 4 activation rows */
-static inline __attribute__((always_inline)) void dot_rows_4n(const uint8_t *q, int Kp, const int8_t *w, int mm, int32_t *acc) {
+/* acc[r * 4 + j] = sum_k q[r, k] * w[j][k], the 4 weight rows of a packed group x mm <= 4 activation
+ * rows; pf: prefetch the group pf bytes ahead into L2 (gemm_rows) */
+static inline __attribute__((always_inline)) void dot_rows_4n(const uint8_t *q, int Kp, const int8_t *w, int mm, size_t pf, int32_t *acc) {
     __m512i z = _mm512_setzero_si512();
     __m512i a00 = z, a01 = z, a02 = z, a03 = z, a10 = z, a11 = z, a12 = z, a13 = z;
     __m512i a20 = z, a21 = z, a22 = z, a23 = z, a30 = z, a31 = z, a32 = z, a33 = z;
     for (int k = 0; k < Kp; k += 64, w += W8_STEP) {
+        if (pf)
+            for (int j = 0; j < W8_NR; j++) _mm_prefetch((const char *)(w + pf + j * W8_CH), _MM_HINT_T1);
         const __m512i w0 = _mm512_loadu_si512((const void *)w), w1 = _mm512_loadu_si512((const void *)(w + W8_CH));
         const __m512i w2 = _mm512_loadu_si512((const void *)(w + 2 * W8_CH)), w3 = _mm512_loadu_si512((const void *)(w + 3 * W8_CH));
         __m512i x = _mm512_loadu_si512((const void *)(q + k));
@@ -359,11 +362,13 @@ static void gemm_rows(const Lin *L, const Acts *a, int M, float *y, int ldy, int
                 const int nr = n1 - n < W8_NR ? n1 - n : W8_NR;
 #if Q_ISA == Q_AVX512
                 int32_t acc[16];
+                /* the last of several passes over the block (of 2+ rows) prefetches the next block, as on AVX2 */
+                const size_t pf = M > 4 && m0 + 4 >= M && mm > 1 ? (size_t)NB * Kp : 0;
                 switch (mm) {
-                case 1: dot_rows_4n(q0, Kp, w, 1, acc); break;
-                case 2: dot_rows_4n(q0, Kp, w, 2, acc); break;
-                case 3: dot_rows_4n(q0, Kp, w, 3, acc); break;
-                default: dot_rows_4n(q0, Kp, w, 4, acc); break;
+                case 1: dot_rows_4n(q0, Kp, w, 1, pf, acc); break;
+                case 2: dot_rows_4n(q0, Kp, w, 2, pf, acc); break;
+                case 3: dot_rows_4n(q0, Kp, w, 3, pf, acc); break;
+                default: dot_rows_4n(q0, Kp, w, 4, pf, acc); break;
                 }
                 for (int r = 0; r < mm; r++) {
                     float *dst = y + (size_t)(m0 + r) * ldy + n;
