@@ -207,14 +207,15 @@ static inline __m128i hsum4(__m256i a, __m256i b, __m256i c, __m256i d) {
 /* acc[r * 4 + j] = sum_k x[r, k] * w[j][k] - neg[r] (see above), the 4 weight rows of a packed
  * group x mm <= 2 activation rows of xm (split_row's layout, 2 * Kp bytes a row); 2 rows x 4
  * weight rows of accumulators, the weights read from L1 for each row (memory operands), leave
- * registers for |x|, m and the products. pf: prefetch the next group (gemm_rows_avx2). */
-static inline __attribute__((always_inline)) void dot_rows_4n_xm(const uint8_t *xm, int Kp, const int8_t *w, int mm, int pf, int32_t *acc) {
+ * registers for |x|, m and the products. Inputs pf0 <= k < pf1: prefetch the next group's
+ * (gemm_rows_avx2). */
+static inline __attribute__((always_inline)) void dot_rows_4n_xm(const uint8_t *xm, int Kp, const int8_t *w, int mm, int pf0, int pf1, int32_t *acc) {
     __m256i a[2][4];
     for (int r = 0; r < 2; r++)
         for (int j = 0; j < 4; j++) a[r][j] = _mm256_setzero_si256();
     const __m256i ones = _mm256_set1_epi16(1);
     for (int k = 0; k < Kp; k += 64, w += W8_STEP) {
-        if (pf) /* the next group's piece into L2 */
+        if (k >= pf0 && k < pf1) /* the next group's piece into L2 */
             for (int j = 0; j < W8_NR; j++) _mm_prefetch((const char *)(w + (size_t)W8_NR * Kp + j * W8_CH), _MM_HINT_T1);
         for (int h = 0; h < 64; h += 32)
             for (int r = 0; r < mm; r++) {
@@ -303,9 +304,9 @@ static inline void store_out4(const Lin *L, __m128i acc, float sxm, int n, float
 #if Q_ISA == Q_AVX2
 /* gemm_rows on AVX2: each thread takes contiguous runs of 16 weight rows and passes each packed
  * group (in L1 from the second pass) over the rows two at a time. With more than one pass, the
- * last one prefetches the next group into L2: the hardware prefetcher, which keeps a single
- * pass (1 or 2 rows) streaming, stops short while the later passes hit L1, and each group's
- * first pass then waited on memory (4 rows, K = 3072: 1.0x -> 2.0x, 54 rows: 1.06x). */
+ * passes after the first prefetch the next group into L2, each its share of the inputs: the
+ * hardware prefetcher, which keeps a single pass (1 or 2 rows) streaming, stops short while the
+ * later passes hit L1, and each group's first pass then waited on memory. */
 static void gemm_rows_avx2(const Lin *L, const Acts *a, int M, float *y, int ldy, int accumulate, int nt) {
     const int N = L->n, Kp = L->kp;
     const int NB = 16, nblocks = (N + NB - 1) / NB;
@@ -319,9 +320,10 @@ static void gemm_rows_avx2(const Lin *L, const Acts *a, int M, float *y, int ldy
                 const int mm = M - m0 < 2 ? M - m0 : 2;
                 const uint8_t *x0 = a->xm + (size_t)m0 * 2 * Kp;
                 int32_t acc[8];
-                const int pf = M > 2 && m0 + 2 >= M; /* the last of several passes: prefetch the next group */
-                if (mm == 2) dot_rows_4n_xm(x0, Kp, w, 2, pf, acc);
-                else dot_rows_4n_xm(x0, Kp, w, 1, pf, acc);
+                const int P = (M + 1) / 2 - 1, p = m0 / 2 - 1, S = Kp / 64; /* pass p of the P after the first */
+                const int pf0 = p >= 0 ? p * S / P * 64 : 0, pf1 = p >= 0 ? (p + 1) * S / P * 64 : 0;
+                if (mm == 2) dot_rows_4n_xm(x0, Kp, w, 2, pf0, pf1, acc);
+                else dot_rows_4n_xm(x0, Kp, w, 1, pf0, pf1, acc);
                 for (int r = 0; r < mm; r++) {
                     const __m128i s = _mm_add_epi32(_mm_loadu_si128((const __m128i *)(acc + r * 4)), _mm_set1_epi32(a->neg[m0 + r]));
                     float *dst = y + (size_t)(m0 + r) * ldy + n;
