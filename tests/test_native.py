@@ -339,6 +339,39 @@ def test_every_isa_gives_the_same_linear_and_snake():
         assert torch.equal(outs["avx2"], outs["avx512"])
 
 
+def test_int8_products_at_the_extremes_are_exact_on_every_isa():
+    """Every sign pattern of +-127 activations against +-127 weights over long rows, zero and tiny
+    rows among them, 1..7 and 54 rows (the AVX2 path's pairs of rows and its odd last row): the
+    largest int16 pair sums of each path stay exact (AVX2 multiplies |x| by w or ~w = -w - 1,
+    up to 2 x 127 x 128 a pair), so every path gives the exact float64 reference and the same
+    floats."""
+    K, N = 3072, 12
+    g = torch.Generator().manual_seed(11)
+    signs = [torch.ones(K), -torch.ones(K), torch.tensor([1.0, -1.0]).repeat(K // 2), torch.tensor([-1.0, -1.0, 1.0, 1.0]).repeat(K // 4)]
+    w = torch.stack(signs + [torch.randint(0, 2, (K,), generator=g).float() * 2 - 1 for _ in range(N - len(signs))])
+    lin = nn.Linear(K, N, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(w)
+    q = NativeW8A8Linear(lin)
+    assert q.quantized_weight()[0].abs().eq(127).all()
+    rows = [*(s * 3.0 for s in signs), torch.zeros(K), torch.full((K,), 1e-20), torch.randint(0, 2, (K,), generator=g).float() - 0.5]
+    for m in (1, 2, 3, 4, 5, 7, 54):
+        x = torch.stack([rows[i % len(rows)] for i in range(m)]).contiguous()
+
+        def run(x=x, m=m):
+            y = torch.empty(m, N)
+            native.load().qwen3tts_linear(ctypes.byref(q.desc), x.data_ptr(), m, y.data_ptr(), 1)
+            return y
+
+        ys = _each_isa(run)
+        want = _reference(q, x).float()  # exact sums times the scales: one rounding away at most
+        for name, y in ys.items():
+            assert torch.equal(y, ys[ISAS[0]]), (m, name)
+            assert torch.allclose(y, want, rtol=1e-6, atol=0), (m, name)
+        if m > 1:  # +-127 x +127 all along: the largest sums of either sign
+            assert ys[ISAS[0]][0, 0] > 0 and ys[ISAS[0]][1, 0] < 0
+
+
 def test_every_isa_gives_the_same_decode_steps(native_tts):
     """A whole predictor decode step on every path: AVX2 equals AVX-512 bit for bit (the float
     reductions in the same 16-lane order, exp in the same operations), the portable path within

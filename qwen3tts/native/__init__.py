@@ -36,7 +36,7 @@ from pathlib import Path
 from .. import options
 
 _DIR = Path(__file__).parent
-KERNELS = [_DIR / n for n in ("decode.c", "codec.c", "q4.c", "common.h", "vec.h")]  # included by each isa_<name>.c
+KERNELS = [_DIR / n for n in ("decode.c", "w8_avx2.c", "codec.c", "q4.c", "common.h", "vec.h")]  # included by each isa_<name>.c
 UNITS = {"x86_64": ["dispatch.c", "isa_avx512.c", "isa_avx2.c", "isa_portable.c"], "aarch64": ["dispatch.c", "isa_neon.c", "isa_portable.c"]}
 FLAGS = ["-O3", "-fopenmp", "-ffp-contract=off", "-std=gnu11", "-shared", "-fPIC"]
 MODES = options.NATIVE_MODES

@@ -14,11 +14,12 @@
  * IEEE single precision (built with -ffp-contract=off: no FMA contraction).
  *
  * Per instruction set (Q_ISA, see common.h): AVX-512 sums u8 (q + 128) x s8 with VNNI and
- * subtracts 128 * wsum; AVX2 sums q x w exactly with vpmaddubsw on |q| and w * sign(q) (every
- * pair is at most 2 * 127 * 127 < 2^15: no int16 saturation) and vpmaddwd; NEON with widening
- * s8 products. The int32 sums, hence the products, are the same on every path; AVX2 also does
- * the float reductions (norms, softmax) in the 16-lane order of AVX-512, so the two agree bit for
- * bit; the portable path sums floats in index order.
+ * subtracts 128 * wsum; AVX2 sums |q| x (w, or ~w where q < 0) with vpmaddubsw (every pair is
+ * at most 2 * 127 * 128 < 2^15: no int16 saturation) and vpmaddwd, then adds back the row's sum
+ * of |q| over q < 0 (w8_avx2.c); NEON with widening s8 products. The int32 sums, hence the
+ * products, are the same on every path; AVX2 also does the float reductions (norms, softmax) in
+ * the 16-lane order of AVX-512, so the two agree bit for bit; the portable path sums floats in
+ * index order.
  *
  * Rows: row r is at position pos[r % npos] and owns the caches kp/vp[l * M + r] (layer l) of
  * shape (n_kv_heads, smax[r], head_dim). K/V of all rows are written before attention, so rows
@@ -102,9 +103,38 @@ static void quant_row(const float *xr, int K, int Kp, uint8_t *qr, float *sx) {
     *sx = a / 127.0f;
 }
 
-/* x (M, K) -> q (M, Kp), sx (M) */
-static void quant_rows(const float *x, int M, int K, int Kp, uint8_t *q, float *sx) {
-    for (int m = 0; m < M; m++) quant_row(x + (size_t)m * K, K, Kp, q + (size_t)m * Kp, sx + m);
+#if Q_ISA == Q_AVX2
+static void split_row(const uint8_t *q, int Kp, uint8_t *xm, int32_t *neg); /* w8_avx2.c */
+#endif
+
+/* The int8 rows a product reads (row r of a Lin L at q + r * L->kp): q biased (q + 128), sx the
+ * row scales; on AVX2 also each row split into |x| and sign (split_row: xm, 2 * kp bytes a row,
+ * and neg), which the int8-weight product reads instead of q. */
+typedef struct {
+    uint8_t *q, *xm;
+    float *sx;
+    int32_t *neg;
+} Acts;
+
+static Acts acts_alloc(int M, int kmax) {
+    Acts a = {(uint8_t *)malloc((size_t)M * kmax), NULL, (float *)malloc(sizeof(float) * M), NULL};
+#if Q_ISA == Q_AVX2
+    a.xm = (uint8_t *)malloc((size_t)M * 2 * kmax);
+    a.neg = (int32_t *)malloc(sizeof(int32_t) * M);
+#endif
+    return a;
+}
+
+static void acts_free(Acts a) {
+    free(a.q); free(a.xm); free(a.sx); free(a.neg);
+}
+
+/* row r of x (K floats) -> the int8 row r for L */
+static void act_row(const Lin *L, const float *xr, int K, const Acts *a, int r) {
+    quant_row(xr, K, L->kp, a->q + (size_t)r * L->kp, a->sx + r);
+#if Q_ISA == Q_AVX2
+    if (L->bits != 4) split_row(a->q + (size_t)r * L->kp, L->kp, a->xm + (size_t)r * 2 * L->kp, a->neg + r);
+#endif
 }
 
 /* The statements run for r = 0..M-1, rows split over nt threads when M > 1; a single row (the
@@ -116,14 +146,6 @@ static void quant_rows(const float *x, int M, int K, int Kp, uint8_t *q, float *
         } else                                                                                   \
             for (int r = 0; r < (M); r++) { __VA_ARGS__ }                                        \
     } while (0)
-
-#if Q_ISA == Q_AVX2
-/* sum over 32 bytes of (q - 128) * w, q the biased activations, into 8 int32 lanes */
-static inline __m256i dot32(__m256i xs, __m256i ax, __m256i wv, __m256i acc) {
-    const __m256i p = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(wv, xs)); /* |x| * (w * sign x) = x * w, pairs < 2^15 */
-    return _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)));
-}
-#endif
 
 /* acc[r] = sum_k q[r, k] * w[k] for mm <= 4 rows and one weight row w of a packed group (its
  * 64-byte chunks W8_STEP apart; u8 x s8 -> s32; without Q_BIASED the activations less 128);
@@ -153,34 +175,6 @@ static inline __attribute__((always_inline)) void dot_rows(const uint8_t *q, int
 #endif
 }
 
-#if Q_ISA == Q_AVX2
-/* the four 8-lane sums of a, b, c, d as one 4-lane vector */
-static inline __m128i hsum4(__m256i a, __m256i b, __m256i c, __m256i d) {
-    const __m256i abcd = _mm256_hadd_epi32(_mm256_hadd_epi32(a, b), _mm256_hadd_epi32(c, d));
-    return _mm_add_epi32(_mm256_castsi256_si128(abcd), _mm256_extracti128_si256(abcd, 1));
-}
-
-/* acc[r * 4 + j] = sum_k (q[r, k] - 128) * w[j][k], the 4 weight rows of a packed group x mm <= 4 activation rows */
-static inline __attribute__((always_inline)) void dot_rows_4n(const uint8_t *q, int Kp, const int8_t *w, int mm, int32_t *acc) {
-    __m256i a[4][4];
-    for (int r = 0; r < 4; r++)
-        for (int j = 0; j < 4; j++) a[r][j] = _mm256_setzero_si256();
-    const __m256i bias = _mm256_set1_epi8((char)0x80);
-    for (int k = 0; k < Kp; k += 64, w += W8_STEP) {
-        for (int h = 0; h < 64; h += 32) {
-            __m256i wv[4];
-            for (int j = 0; j < 4; j++) wv[j] = _mm256_loadu_si256((const __m256i *)(w + j * W8_CH + h));
-            for (int r = 0; r < mm; r++) {
-                const __m256i xs = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(q + r * (size_t)Kp + k + h)), bias);
-                const __m256i ax = _mm256_abs_epi8(xs);
-                for (int j = 0; j < 4; j++) a[r][j] = dot32(xs, ax, wv[j], a[r][j]);
-            }
-        }
-    }
-    for (int r = 0; r < mm; r++) _mm_storeu_si128((__m128i *)(acc + r * 4), hsum4(a[r][0], a[r][1], a[r][2], a[r][3]));
-}
-#endif
-
 #if Q_ISA == Q_AVX512
 /* the four 16-lane sums of a, b, c, d as one 4-lane vector (fewer shuffles than four reductions) */
 static inline __m128i hsum4(__m512i a, __m512i b, __m512i c, __m512i d) {
@@ -192,12 +186,15 @@ static inline __m128i hsum4(__m512i a, __m512i b, __m512i c, __m512i d) {
     return _mm_add_epi32(_mm256_castsi256_si128(abcd), _mm256_extracti128_si256(abcd, 1));
 }
 
-/* acc[r * 4 + j] = sum_k q[r, k] * w[j][k], the 4 weight rows of a packed group x mm <= 4 activation rows */
-static inline __attribute__((always_inline)) void dot_rows_4n(const uint8_t *q, int Kp, const int8_t *w, int mm, int32_t *acc) {
+/* acc[r * 4 + j] = sum_k q[r, k] * w[j][k], the 4 weight rows of a packed group x mm <= 4 activation
+ * rows; pf: prefetch the group pf bytes ahead into L2 (gemm_rows) */
+static inline __attribute__((always_inline)) void dot_rows_4n(const uint8_t *q, int Kp, const int8_t *w, int mm, size_t pf, int32_t *acc) {
     __m512i z = _mm512_setzero_si512();
     __m512i a00 = z, a01 = z, a02 = z, a03 = z, a10 = z, a11 = z, a12 = z, a13 = z;
     __m512i a20 = z, a21 = z, a22 = z, a23 = z, a30 = z, a31 = z, a32 = z, a33 = z;
     for (int k = 0; k < Kp; k += 64, w += W8_STEP) {
+        if (pf)
+            for (int j = 0; j < W8_NR; j++) _mm_prefetch((const char *)(w + pf + j * W8_CH), _MM_HINT_T1);
         const __m512i w0 = _mm512_loadu_si512((const void *)w), w1 = _mm512_loadu_si512((const void *)(w + W8_CH));
         const __m512i w2 = _mm512_loadu_si512((const void *)(w + 2 * W8_CH)), w3 = _mm512_loadu_si512((const void *)(w + 3 * W8_CH));
         __m512i x = _mm512_loadu_si512((const void *)(q + k));
@@ -247,13 +244,22 @@ static inline void store_out4(const Lin *L, __m128i acc, float sxm, int n, float
 }
 #endif
 
+#if Q_ISA == Q_AVX2
+#include "w8_avx2.c" /* split_row, gemm_rows_avx2 */
+#endif
+
 /* y[m, n] (=|+=) dot(q_m, w_n) rescaled; ldy: row stride of y. Threads take contiguous runs of
  * 16-row blocks: each streams one contiguous part of the packed weights. */
-static void gemm_rows(const Lin *L, const uint8_t *q, const float *sx, int M, float *y, int ldy, int accumulate, int nt) {
+static void gemm_rows(const Lin *L, const Acts *a, int M, float *y, int ldy, int accumulate, int nt) {
     if (L->bits == 4) { /* int4 weights: q4.c */
-        q4_gemm_biased(L, q, sx, M, y, ldy, accumulate, nt);
+        q4_gemm_biased(L, a->q, a->sx, M, y, ldy, accumulate, nt);
         return;
     }
+#if Q_ISA == Q_AVX2
+    gemm_rows_avx2(L, a, M, y, ldy, accumulate, nt);
+#else
+    const uint8_t *q = a->q;
+    const float *sx = a->sx;
     const int N = L->n, Kp = L->kp;
     const int NB = 16, nblocks = (N + NB - 1) / NB;
 #pragma omp parallel for schedule(static) num_threads(nt)
@@ -265,25 +271,16 @@ static void gemm_rows(const Lin *L, const uint8_t *q, const float *sx, int M, fl
             for (int n = b * NB; n < n1; n += W8_NR) { /* one packed group (its padding rows are zero) */
                 const int8_t *w = L->w + (size_t)n * Kp;
                 const int nr = n1 - n < W8_NR ? n1 - n : W8_NR;
-#if Q_ISA == Q_AVX512 || Q_ISA == Q_AVX2
+#if Q_ISA == Q_AVX512
                 int32_t acc[16];
-#if Q_ISA == Q_AVX2
-                if (mm > 2) { /* more rows: two activation rows at a time (registers), the group again from L1 */
-                    dot_rows_4n(q0, Kp, w, 2, acc);
-                    if (mm == 3) dot_rows_4n(q0 + 2 * (size_t)Kp, Kp, w, 1, acc + 8);
-                    else dot_rows_4n(q0 + 2 * (size_t)Kp, Kp, w, 2, acc + 8);
-                } else if (mm == 2)
-                    dot_rows_4n(q0, Kp, w, 2, acc);
-                else
-                    dot_rows_4n(q0, Kp, w, 1, acc);
-#else
+                /* the last of several passes over the block (of 2+ rows) prefetches the next block, as on AVX2 */
+                const size_t pf = M > 4 && m0 + 4 >= M && mm > 1 ? (size_t)NB * Kp : 0;
                 switch (mm) {
-                case 1: dot_rows_4n(q0, Kp, w, 1, acc); break;
-                case 2: dot_rows_4n(q0, Kp, w, 2, acc); break;
-                case 3: dot_rows_4n(q0, Kp, w, 3, acc); break;
-                default: dot_rows_4n(q0, Kp, w, 4, acc); break;
+                case 1: dot_rows_4n(q0, Kp, w, 1, pf, acc); break;
+                case 2: dot_rows_4n(q0, Kp, w, 2, pf, acc); break;
+                case 3: dot_rows_4n(q0, Kp, w, 3, pf, acc); break;
+                default: dot_rows_4n(q0, Kp, w, 4, pf, acc); break;
                 }
-#endif
                 for (int r = 0; r < mm; r++) {
                     float *dst = y + (size_t)(m0 + r) * ldy + n;
                     if (nr == W8_NR)
@@ -306,6 +303,7 @@ static void gemm_rows(const Lin *L, const uint8_t *q, const float *sx, int M, fl
             }
         }
     }
+#endif
 }
 
 static void rms_norm_row(const float *x, const float *w, int n, float eps, float *out) {
@@ -330,12 +328,10 @@ static void silu_mul_row(const float *g, int I, float *a) {
 }
 
 void Q_FN(qwen3tts_linear)(const Lin *L, const float *x, int M, float *y, int nt) {
-    uint8_t *q = (uint8_t *)malloc((size_t)M * L->kp);
-    float *sx = (float *)malloc(sizeof(float) * M);
-    quant_rows(x, M, L->k, L->kp, q, sx);
-    gemm_rows(L, q, sx, M, y, L->n, 0, nt);
-    free(q);
-    free(sx);
+    const Acts a = acts_alloc(M, L->kp);
+    for (int r = 0; r < M; r++) act_row(L, x + (size_t)r * L->k, L->k, &a, r);
+    gemm_rows(L, &a, M, y, L->n, 0, nt);
+    acts_free(a);
 }
 
 void Q_FN(qwen3tts_stack_decode)(const Stack *S, int M, float *x, float *out, const float *cos_t, const float *sin_t,
@@ -352,17 +348,16 @@ void Q_FN(qwen3tts_stack_decode)(const Stack *S, int M, float *x, float *out, co
     float *qkv = (float *)malloc(sizeof(float) * M * nqkv * D);
     float *att = (float *)malloc(sizeof(float) * M * nh * D);
     float *gu = (float *)malloc(sizeof(float) * M * 2 * I);
-    uint8_t *q = (uint8_t *)malloc((size_t)M * kmax);
-    float *sx = (float *)malloc(sizeof(float) * M);
+    const Acts a = acts_alloc(M, kmax);
     float *scores = (float *)malloc(sizeof(float) * (size_t)nt * lmax);
 
     for (int l = 0; l < S->n_layers; l++) {
         const Layer *Ly = S->layers + l;
         FOR_ROWS(r, M, nt, {
             rms_norm_row(x + (size_t)r * H, Ly->in_norm, H, S->eps, xn + (size_t)r * H);
-            quant_row(xn + (size_t)r * H, H, Ly->qkv.kp, q + (size_t)r * Ly->qkv.kp, sx + r);
+            act_row(&Ly->qkv, xn + (size_t)r * H, H, &a, r);
         });
-        gemm_rows(&Ly->qkv, q, sx, M, qkv, nqkv * D, 0, nt);
+        gemm_rows(&Ly->qkv, &a, M, qkv, nqkv * D, 0, nt);
         /* q/k RMSNorm per head, RoPE, K/V into the caches (each row its own cache slot) */
         FOR_ROWS(r, M, nt, {
             const int64_t p = pos[r % npos];
@@ -427,23 +422,24 @@ void Q_FN(qwen3tts_stack_decode)(const Stack *S, int M, float *x, float *out, co
                 for (int i = 0; i < D; i++) o[i] += pt * vt[i];
             }
         }
-        FOR_ROWS(r, M, nt, quant_row(att + (size_t)r * nh * D, nh * D, Ly->o.kp, q + (size_t)r * Ly->o.kp, sx + r););
-        gemm_rows(&Ly->o, q, sx, M, x, H, 1, nt); /* x += o(att) */
+        FOR_ROWS(r, M, nt, act_row(&Ly->o, att + (size_t)r * nh * D, nh * D, &a, r););
+        gemm_rows(&Ly->o, &a, M, x, H, 1, nt); /* x += o(att) */
         FOR_ROWS(r, M, nt, {
             rms_norm_row(x + (size_t)r * H, Ly->post_norm, H, S->eps, xn + (size_t)r * H);
-            quant_row(xn + (size_t)r * H, H, Ly->gate_up.kp, q + (size_t)r * Ly->gate_up.kp, sx + r);
+            act_row(&Ly->gate_up, xn + (size_t)r * H, H, &a, r);
         });
-        gemm_rows(&Ly->gate_up, q, sx, M, gu, 2 * I, 0, nt);
+        gemm_rows(&Ly->gate_up, &a, M, gu, 2 * I, 0, nt);
         FOR_ROWS(r, M, nt, { /* act = silu(gate) * up over the row's gate half, then its int8 row */
             float *g = gu + (size_t)r * 2 * I;
             silu_mul_row(g, I, g);
-            quant_row(g, I, Ly->down.kp, q + (size_t)r * Ly->down.kp, sx + r);
+            act_row(&Ly->down, g, I, &a, r);
         });
-        gemm_rows(&Ly->down, q, sx, M, x, H, 1, nt); /* x += down(act) */
+        gemm_rows(&Ly->down, &a, M, x, H, 1, nt); /* x += down(act) */
     }
     FOR_ROWS(r, M, nt, {
         if (S->final_norm) rms_norm_row(x + (size_t)r * H, S->final_norm, H, S->eps, out + (size_t)r * H);
         else memcpy(out + (size_t)r * H, x + (size_t)r * H, sizeof(float) * H);
     });
-    free(xn); free(qkv); free(att); free(gu); free(q); free(sx); free(scores);
+    free(xn); free(qkv); free(att); free(gu); free(scores);
+    acts_free(a);
 }
