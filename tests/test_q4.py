@@ -34,10 +34,12 @@ def _groups(w: torch.Tensor, G: int, Kp: int):
 
 
 @pytest.mark.parametrize("isa", ISAS)
-@pytest.mark.parametrize("N,K,G,M", [(37, 100, 32, 5), (16, 64, 64, 1), (1, 128, 32, 3), (53, 320, 64, 9), (96, 1024, 32, 4)])
+@pytest.mark.parametrize("N,K,G,M", [(37, 100, 32, 5), (16, 64, 64, 1), (1, 128, 32, 3), (53, 320, 64, 9), (96, 1024, 32, 4),
+                                     (40, 192, 32, 54)])  # the last: prefill rows (4-row passes and a 2-row tail)
 def test_q4_gemm_is_exact_integer_sums(N, K, G, M, isa):
     """qwen3tts_q4_gemm on int8 rows: extreme values (weights +-7, activations +-127, the largest
-    int16 partial sums of AVX2) and random ones; odd row counts, padded inputs, row tails."""
+    int16 partial sums of AVX2) and random ones; odd row counts, padded inputs, row tails, a
+    prompt's worth of rows."""
     g = torch.Generator().manual_seed(N * K + M)
     Kp = -(-K // 64) * 64
     q = torch.randint(-7, 8, (N, Kp // G, G), generator=g)

@@ -63,35 +63,49 @@ static inline __attribute__((always_inline)) void q4_block(const uint8_t *wb, co
     }
     for (int r = 0; r < mm; r++) _mm512_storeu_ps(f + r * Q4_NB, acc[r]);
 #elif Q_ISA == Q_AVX2
+/* each sum in a register after each step: without it the compiler regroups the int16 additions
+ * into trees of products computed all at once, more than the 16 registers hold (stack spills) */
+#define Q4_KEEP(v) __asm__("" : "+x"(v))
+    /* one pass over each 64 bytes: its first 32 bytes hold rows 0-7 (h = 0), the other 32 rows
+     * 8-15 (h = 1); int16 sums over 32 inputs, then int32 (vpmaddwd with ones) */
     const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
-    for (int h = 0; h < 2; h++) { /* rows 0-7, then 8-15: the halves of each 64 bytes */
-        __m256 acc[4];
-        for (int r = 0; r < 4; r++) acc[r] = _mm256_setzero_ps();
-        for (int g = 0; g < ng; g++) {
-            __m256i a[4];
-            for (int r = 0; r < 4; r++) a[r] = _mm256_setzero_si256();
-            for (int k0 = g * G; k0 < (g + 1) * G; k0 += 32) {
-                __m256i s16[4];
-                for (int r = 0; r < 4; r++) s16[r] = _mm256_setzero_si256();
-                for (int k = k0; k < k0 + 32; k += 8) {
-                    const __m256i P = _mm256_loadu_si256((const __m256i *)(wb + (size_t)k * 8 + h * 32));
-                    const __m256i lo = _mm256_and_si256(P, m4), hi = _mm256_and_si256(_mm256_srli_epi16(P, 4), m4);
-                    for (int r = 0; r < mm; r++) {
-                        const __m256i x0 = _mm256_set1_epi32(q4_load4(x + (size_t)r * Kp + k));
-                        const __m256i x1 = _mm256_set1_epi32(q4_load4(x + (size_t)r * Kp + k + 4));
-                        s16[r] = _mm256_add_epi16(s16[r], _mm256_add_epi16(_mm256_maddubs_epi16(lo, x0), _mm256_maddubs_epi16(hi, x1)));
-                    }
+    __m256 acc[4][2];
+    for (int r = 0; r < 4; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    for (int g = 0; g < ng; g++) {
+        __m256i a[4][2];
+        for (int r = 0; r < 4; r++) a[r][0] = a[r][1] = _mm256_setzero_si256();
+        for (int k0 = g * G; k0 < (g + 1) * G; k0 += 32) {
+            __m256i s16[4][2];
+            for (int r = 0; r < 4; r++) s16[r][0] = s16[r][1] = _mm256_setzero_si256();
+            for (int k = k0; k < k0 + 32; k += 8) {
+                const __m256i P0 = _mm256_loadu_si256((const __m256i *)(wb + (size_t)k * 8));
+                const __m256i P1 = _mm256_loadu_si256((const __m256i *)(wb + (size_t)k * 8 + 32));
+                const __m256i lo0 = _mm256_and_si256(P0, m4), hi0 = _mm256_and_si256(_mm256_srli_epi16(P0, 4), m4);
+                const __m256i lo1 = _mm256_and_si256(P1, m4), hi1 = _mm256_and_si256(_mm256_srli_epi16(P1, 4), m4);
+                for (int r = 0; r < mm; r++) {
+                    const __m256i x0 = _mm256_set1_epi32(q4_load4(x + (size_t)r * Kp + k));
+                    s16[r][0] = _mm256_add_epi16(s16[r][0], _mm256_maddubs_epi16(lo0, x0));
+                    s16[r][1] = _mm256_add_epi16(s16[r][1], _mm256_maddubs_epi16(lo1, x0));
+                    const __m256i x1 = _mm256_set1_epi32(q4_load4(x + (size_t)r * Kp + k + 4));
+                    s16[r][0] = _mm256_add_epi16(s16[r][0], _mm256_maddubs_epi16(hi0, x1));
+                    s16[r][1] = _mm256_add_epi16(s16[r][1], _mm256_maddubs_epi16(hi1, x1));
+                    Q4_KEEP(s16[r][0]);
+                    Q4_KEEP(s16[r][1]);
                 }
-                for (int r = 0; r < mm; r++) a[r] = _mm256_add_epi32(a[r], _mm256_madd_epi16(s16[r], ones));
             }
+            for (int r = 0; r < mm; r++)
+                for (int h = 0; h < 2; h++) a[r][h] = _mm256_add_epi32(a[r][h], _mm256_madd_epi16(s16[r][h], ones));
+        }
+        for (int h = 0; h < 2; h++) {
             const __m256 s = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(gb + (size_t)g * Q4_NB + h * 8))), 16));
             for (int r = 0; r < mm; r++) {
-                const __m256i d = _mm256_sub_epi32(a[r], _mm256_set1_epi32(xs8[r * ng + g]));
-                acc[r] = _mm256_add_ps(acc[r], _mm256_mul_ps(_mm256_cvtepi32_ps(d), s));
+                const __m256i d = _mm256_sub_epi32(a[r][h], _mm256_set1_epi32(xs8[r * ng + g]));
+                acc[r][h] = _mm256_add_ps(acc[r][h], _mm256_mul_ps(_mm256_cvtepi32_ps(d), s));
             }
         }
-        for (int r = 0; r < mm; r++) _mm256_storeu_ps(f + r * Q4_NB + h * 8, acc[r]);
     }
+    for (int r = 0; r < mm; r++)
+        for (int h = 0; h < 2; h++) _mm256_storeu_ps(f + r * Q4_NB + h * 8, acc[r][h]);
 #elif Q_ISA == Q_NEON
     const uint8x16_t m4 = vdupq_n_u8(0x0F);
     for (int r = 0; r < mm; r++) {
