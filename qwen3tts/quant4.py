@@ -42,7 +42,7 @@ def quantize_groups(w: torch.Tensor, group: int = GROUP) -> tuple[torch.Tensor, 
 
 
 def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-row int8 activations of w8a8 (decode.c quant_rows): (values (M, K) float32 in +-127,
+    """Per-row int8 activations of w8a8 (decode.c quant_row): (values (M, K) float32 in +-127,
     s / 127 (M, 1)), s = max |x| per row."""
     s = x.abs().amax(-1, keepdim=True).clamp(min=1e-30)  # (M, 1)
     return torch.round(x * (127.0 / s)).clamp(-127, 127), s / 127.0

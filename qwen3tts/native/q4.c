@@ -11,7 +11,7 @@
  * high half of a float32: widened exactly by a shift), 16 per block and group, at
  * scale + (b * ng + g) * 16.
  *
- * Activations: per row int8 as in w8a8 (decode.c quant_rows: x_k = round(x_k * 127 / s) with
+ * Activations: per row int8 as in w8a8 (decode.c quant_row: x_k = round(x_k * 127 / s) with
  * s = max |x|). With d_g = sum_{k in g} u_nk x_mk - 8 sum_{k in g} x_mk (exact in int32):
  *
  *   y_mn = (sum_g gs_ng * float(d_g)) * (s_m / 127)  (+ bias_n)
