@@ -492,14 +492,15 @@ def test_transposed_conv_blocks_equal_float64(cin, cout, k, s, N, B, isa, monkey
 
 def test_transposed_layer_uses_f42_where_it_pays_and_streams_exactly(monkeypatch):
     """A channels-last CausalConvTranspose1d: F(4, 2) from T_MIN_ROWS rows (its transformed
-    weight cached), the GEMM below; pushes of any size chain their tails like one pass."""
+    weight cached), the GEMM below; pushes of any size chain their tails like one pass. Below
+    MIN_CHANNELS channels the GEMM serves every size (as for the k7 convolutions)."""
     from qwen3tts.codec.layers import CausalConvTranspose1d, StreamState
 
     torch.manual_seed(5)
-    layer = CausalConvTranspose1d(48, 24, 8, 4)
+    layer = CausalConvTranspose1d(192, 96, 8, 4)
     layer.use_channels_last()
     layer.state_key = "t"
-    x = torch.randn(1, 300, 48).transpose(1, 2)
+    x = torch.randn(1, 300, 192).transpose(1, 2)
     new = lambda: StreamState({"t": layer.new_state(1, "cpu", torch.float32)})  # noqa: E731
     y = layer(x, new())
     assert "_winograd_t" in layer.__dict__
@@ -514,3 +515,9 @@ def test_transposed_layer_uses_f42_where_it_pays_and_streams_exactly(monkeypatch
     monkeypatch.setattr(winograd, "T_MIN_ROWS", 10**9)
     layer.__dict__.pop("_winograd_t")
     assert max_abs(layer(x, new()), y) < 1e-5 and "_winograd_t" not in layer.__dict__
+    monkeypatch.undo()
+    narrow = CausalConvTranspose1d(48, 24, 8, 4)
+    narrow.use_channels_last()
+    narrow.state_key = "t"
+    narrow(torch.randn(1, 300, 48).transpose(1, 2), StreamState({"t": narrow.new_state(1, "cpu", torch.float32)}))
+    assert "_winograd_t" not in narrow.__dict__
