@@ -521,3 +521,13 @@ def test_transposed_layer_uses_f42_where_it_pays_and_streams_exactly(monkeypatch
     narrow.state_key = "t"
     narrow(torch.randn(1, 300, 48).transpose(1, 2), StreamState({"t": narrow.new_state(1, "cpu", torch.float32)}))
     assert "_winograd_t" not in narrow.__dict__
+
+
+def test_transposed_f42_leaves_out_layers_with_a_large_transformed_weight():
+    """F(4, 2) keeps a transformed weight of 5 x Cin x stride x Cout floats beside the layer's
+    own: the decoder's first block (1536 -> 768, stride 8: 47 M floats) keeps its GEMM even with
+    many tiles (a voice's reference priming a stream), the later blocks take F(4, 2) from
+    T_MIN_ROWS tiles."""
+    assert not winograd.transposed_pays(1, 4 * 400, 1536, 768, 8)
+    assert winograd.transposed_pays(1, 4 * 400, 768, 384, 5) and winograd.transposed_pays(1, 4 * 400, 192, 96, 3)
+    assert not winograd.transposed_pays(1, 4 * (winograd.T_MIN_ROWS - 1) - 1, 768, 384, 5)

@@ -221,11 +221,15 @@ T_TILE = 4  # outputs (input columns) per tile: 5 products where the direct GEMM
 T_POINTS = tuple(Fraction(p) for p in ("1", "-3/2", "-2/3", "1/3"))  # + infinity; float32 error ~2x a direct product's
 T_PIECE_ROWS = 256  # at least this many rows per channel mix in a piece (the weight is read once per piece)
 T_MIN_ROWS = 64  # fewer rows per channel mix: weight-bound, and U is 5/2 of the weight (the GEMM instead)
+T_MAX_U = 16 * 2**20  # floats in a layer's transformed weight: above (the first block's 47 M) it costs more memory than it saves time
 
 
-def transposed_pays(batch: int, n_in: int) -> bool:
-    """Does F(4, 2) pay for a transposed convolution of `n_in` input columns per batch row?"""
-    return batch * -(-(n_in + 1) // T_TILE) >= T_MIN_ROWS
+def transposed_pays(batch: int, n_in: int, cin: int, cout: int, stride: int) -> bool:
+    """Does F(4, 2) pay for a transposed convolution of `n_in` input columns per batch row? Not
+    for a layer whose transformed weight (5 x Cin x stride x Cout, kept beside the weight) would
+    pass T_MAX_U floats: the decoder's first block (1536 -> 768 channels) sees 64+ tiles only when
+    a voice's reference primes a stream, and its 189 MB copy would raise the peak memory."""
+    return batch * -(-(n_in + 1) // T_TILE) >= T_MIN_ROWS and 5 * cin * stride * cout <= T_MAX_U
 
 
 def transform_transposed(weight: torch.Tensor, stride: int) -> torch.Tensor:

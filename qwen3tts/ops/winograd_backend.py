@@ -112,7 +112,7 @@ def conv_transpose1d(plan, owner, x, w, bias, stride):
     cin, cout, k = w.shape
     B, _, N = x.shape
     if (k > 2 * stride or min(cin, cout) < winograd.MIN_CHANNELS or x.dtype != torch.float32 or x.device.type != "cpu" or w.dtype != torch.float32
-            or not winograd.transposed_pays(B, N)):
+            or not winograd.transposed_pays(B, N, cin, cout, stride)):
         return None
     key = (_version(w), w.data_ptr(), w.is_meta, stride)
     c = owner.__dict__.get("_winograd_t")
