@@ -285,7 +285,6 @@ class CausalConvTranspose1d(nn.Module):
         y = (y.view(B, N * s, cout) + self.conv.bias).transpose(1, 2)  # (B, Cout, N * s), (time, channel) in memory
         return y
 
-
     def _from_blocks(self, z: torch.Tensor, st: StreamState) -> torch.Tensor:
         """(B, N + 1, s * Cout) output blocks (overlap-added within x, bias included; block N:
         the spill) -> (B, Cout, N * s), channels-last; the tail carried in and out as above."""

@@ -143,6 +143,18 @@ def pack_mix(U: torch.Tensor, rows_hint: int = 256) -> list:
     return [PackedLinear(u.T, max(rows_hint, 32)) for u in U]  # u.T: (Cout, Cin)
 
 
+def _mixes(U, V: torch.Tensor):
+    """The n channel mixes of the transformed tiles V (n, rows, Cin): n oneDNN products where U
+    is `pack_mix`'s list, else one `torch.bmm` with U (n, Cin, C). Returns the products (kept
+    alive while the native output transform reads them) and their n row pointers."""
+    n = len(V)
+    if not isinstance(U, torch.Tensor):
+        M = [mix(v) for mix, v in zip(U, V)]  # n x (rows, C)
+        return M, (ctypes.c_void_p * n)(*(t.data_ptr() for t in M))
+    M = torch.bmm(V, U)  # (n, rows, C)
+    return M, (ctypes.c_void_p * n)(*(M.data_ptr() + i * M.stride(0) * M.element_size() for i in range(n)))
+
+
 def conv(x: torch.Tensor, U, bias: torch.Tensor | None, dilation: int, lib, m: int = TILE,
          history: torch.Tensor | None = None, epilogue: tuple | None = None) -> torch.Tensor:
     """Valid (unpadded) dilated convolution of x (B, Cin, L), float32 on CPU, by F(m, r):
@@ -206,12 +218,7 @@ def conv(x: torch.Tensor, U, bias: torch.Tensor | None, dilation: int, lib, m: i
         rows = B * q * d
         V = torch.empty(n, rows, cin, dtype=x.dtype)  # transformed input tiles
         lib.qwen3tts_wino_in(hp, P, P, xc.data_ptr(), L, L, s, B, cin, V.data_ptr(), rows * cin, cin, BT.data_ptr(), m, n, d, q, nt)
-        if packed:  # the n channel mixes: n oneDNN products
-            M = [mix(v) for mix, v in zip(U, V)]  # n x (rows, Cout)
-            ptrs = (ctypes.c_void_p * n)(*(t.data_ptr() for t in M))
-        else:
-            M = torch.bmm(V, U)  # (n, rows, Cout)
-            ptrs = (ctypes.c_void_p * n)(*(M.data_ptr() + i * M.stride(0) * M.element_size() for i in range(n)))
+        M, ptrs = _mixes(U, V)
         lib.qwen3tts_wino_out(ptrs, cout, B, t, T, cout, y.data_ptr() + s * ys, AT.data_ptr(), bp, m, n, d, q, nt)
     return y.transpose(1, 2)
 
@@ -286,12 +293,7 @@ def conv_transpose(x: torch.Tensor, U, bias: torch.Tensor | None, lib) -> torch.
         rows = B * q
         V = torch.empty(n, rows, cin, dtype=x.dtype)
         lib.qwen3tts_wino_in(zero.data_ptr(), 1, 1, xc.data_ptr(), N, N, s0, B, cin, V.data_ptr(), rows * cin, cin, BT.data_ptr(), m, n, 1, q, nt)
-        if packed:
-            M = [mix(v) for mix, v in zip(U, V)]  # n x (rows, C)
-            ptrs = (ctypes.c_void_p * n)(*(t_.data_ptr() for t_ in M))
-        else:
-            M = torch.bmm(V, U)  # (n, rows, C)
-            ptrs = (ctypes.c_void_p * n)(*(M.data_ptr() + i * M.stride(0) * M.element_size() for i in range(n)))
+        M, ptrs = _mixes(U, V)
         lib.qwen3tts_wino_out(ptrs, C, B, t, T, C, y.data_ptr() + s0 * C * y.element_size(), AT.data_ptr(),
                               None if bt is None else bt.data_ptr(), m, n, 1, q, nt)
     return y

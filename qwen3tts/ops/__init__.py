@@ -25,12 +25,11 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .gemm_conv_backend import unfold
 from .plan import BACKENDS, OPS, Plan, default, make
 from .reference import rope_tables
 
 __all__ = ["BACKENDS", "OPS", "Plan", "Linear", "make", "default", "prepare", "bind", "plan_of", "keep_packed_only", "keep_int8", "rope_tables",
-           "run", "unfold", "linear", "gemm", "conv1d", "conv1d_history", "conv_transpose1d", "snake", "rms_norm", "rope", "attention"]
+           "run", "linear", "gemm", "conv1d", "conv1d_history", "conv_transpose1d", "snake", "rms_norm", "rope", "attention"]
 
 
 def plan_of(owner) -> Plan:
@@ -139,8 +138,6 @@ def conv1d_history(owner, x, history, w, bias, dilation=1, groups=1, epilogue=No
     `epilogue` (res (B, T, Cout), alpha2, inv_beta2, the 1x1 layer, its weight (Cout, Cin, 1),
     b2): return res + conv2(snake2(conv)) instead (a residual unit's rest), or None where not
     served."""
-    if epilogue is None:
-        return plan_of(owner).run("conv1d_history", owner, x, history, w, bias, dilation, groups)
     return plan_of(owner).run("conv1d_history", owner, x, history, w, bias, dilation, groups, epilogue)
 
 

@@ -59,21 +59,16 @@ def conv1d(plan, owner, x, w, bias, stride, dilation, groups, cl):
     return q(cols, bias, plan.lib).view(x.shape[0], n, -1).transpose(1, 2)  # (B, Cout, n): channels-last memory
 
 
-def conv1d_history(plan, owner, x, history, w, bias, dilation, groups, *extra):
+def conv1d_history(plan, owner, x, history, w, bias, dilation, groups, epilogue=None):
     """The streaming step of an int8 convolution (the history concatenated, then `conv1d`).
-    A fused form of the op (more operands) where this layer or a module among the operands holds
-    an int8 weight: `plan.STOP` (the layer computes it step by step)."""
-    fused = [e for e in extra if e is not None]
-    if fused and (SLOT in owner.__dict__ or any(_holds(t) for e in fused for t in (e if isinstance(e, tuple) else (e,)))):
+    The fused form (a residual unit's `epilogue`, see ops.conv1d_history) where this layer or the
+    unit's 1x1 layer holds an int8 weight: `plan.STOP` (the layer computes it step by step)."""
+    if epilogue is not None and (SLOT in owner.__dict__ or SLOT in epilogue[3].__dict__):
         return plan.STOP
     if SLOT not in owner.__dict__:
         return None
     xx = torch.cat([history, x.transpose(1, 2)], dim=1).transpose(1, 2)  # (B, Cin, P + N) over (B, P + N, Cin)
     return conv1d(plan, owner, xx, w, bias, 1, dilation, groups, True)
-
-
-def _holds(m) -> bool:
-    return isinstance(m, nn.Module) and SLOT in m.__dict__
 
 
 def _not_served(plan, owner, *args):

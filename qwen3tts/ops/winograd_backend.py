@@ -81,18 +81,25 @@ def conv1d(plan, owner, x, w, bias, stride, dilation, groups, cl, history=None, 
     return winograd.conv(x, U, bias, dilation, plan.lib, history=history, epilogue=epilogue)
 
 
-def _mix_weight(owner, w: torch.Tensor) -> torch.Tensor:
-    """A 1x1 convolution's weight (Cout, Cin, 1) as (Cin, Cout), contiguous: a copy cached on
-    `owner` while the weight is unchanged (a packed-only weight read back once)."""
-    key = (_version(w), w.data_ptr(), w.is_meta)
-    c = owner.__dict__.get("_mix_t")
+def _from_weight(owner, slot: str, w: torch.Tensor, build, *key):
+    """`build(weight)` cached on `owner` under `slot` while `w` (and `key`) is unchanged; a
+    packed-only weight (native/dnn.py pack_only: `w` its stand-in) is read back from its packed
+    copy once, for the build."""
+    key = (_version(w), w.data_ptr(), w.is_meta, *key)
+    c = owner.__dict__.get(slot)
     if c is None or c[0] != key:
-        if w.is_meta:  # packed only (native/dnn.py pack_only)
+        if w.is_meta:
             from ..native import dnn
 
             w = dnn._rebuild(owner)
-        owner.__dict__["_mix_t"] = c = (key, w.detach().reshape(w.shape[0], w.shape[1]).T.contiguous())
+        owner.__dict__[slot] = c = (key, build(w.detach()))
     return c[1]
+
+
+def _mix_weight(owner, w: torch.Tensor) -> torch.Tensor:
+    """A 1x1 convolution's weight (Cout, Cin, 1) as (Cin, Cout), contiguous: a copy cached on
+    `owner` while the weight is unchanged."""
+    return _from_weight(owner, "_mix_t", w, lambda w: w.reshape(w.shape[0], w.shape[1]).T.contiguous())
 
 
 def conv1d_history(plan, owner, x, history, w, bias, dilation, groups, epilogue=None):
@@ -114,18 +121,11 @@ def conv_transpose1d(plan, owner, x, w, bias, stride):
     if (k > 2 * stride or min(cin, cout) < winograd.MIN_CHANNELS or x.dtype != torch.float32 or x.device.type != "cpu" or w.dtype != torch.float32
             or not winograd.transposed_pays(B, N, cin, cout, stride)):
         return None
-    key = (_version(w), w.data_ptr(), w.is_meta, stride)
-    c = owner.__dict__.get("_winograd_t")
-    if c is None or c[0] != key:
-        if w.is_meta:  # packed only (native/dnn.py pack_only): rebuilt from the packed copy
-            from ..native import dnn
-
-            w = dnn._rebuild(owner)
+    def build(w):
         U = winograd.transform_transposed(w, stride)
-        if plan.leads("gemm") == "onednn":
-            U = winograd.pack_mix(U, B * -(-(N + 1) // winograd.T_TILE))
-        owner.__dict__["_winograd_t"] = c = (key, U)
-    return winograd.conv_transpose(x, c[1], bias, plan.lib)
+        return winograd.pack_mix(U, B * -(-(N + 1) // winograd.T_TILE)) if plan.leads("gemm") == "onednn" else U
+
+    return winograd.conv_transpose(x, _from_weight(owner, "_winograd_t", w, build, stride), bias, plan.lib)
 
 
 OPS = {"conv1d": conv1d, "conv1d_history": conv1d_history, "conv_transpose1d": conv_transpose1d}
