@@ -45,7 +45,7 @@ def test_w8_product_matches_its_definition(isa):
 def test_w8_weight_quantizes_per_row():
     w = torch.tensor([[1.0, -0.5, 0.25], [0.0, 0.0, 2.0]])
     q = W8Weight(w)
-    assert torch.equal(q.int8_weight(), torch.tensor([[127, -64, 32], [0, 0, 127]], dtype=torch.int8))  # round(w / (max|w| / 127))
+    assert torch.equal(q.int_weight(), torch.tensor([[127, -64, 32], [0, 0, 127]], dtype=torch.int8))  # round(w / (max|w| / 127))
     assert torch.allclose(q.scales, torch.tensor([1 / 127, 2 / 127]))
 
 
