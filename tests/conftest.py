@@ -81,6 +81,21 @@ def mid_speech_tokenizer(dtype=torch.float32):
     return tok
 
 
+def batched_push_gap(tok, codes: list) -> float:
+    """The largest difference between streams pushed one frame at a time alone and the same
+    streams pushed together (`push_many`), over every frame of `codes` (one (T, 16) per stream)."""
+    from qwen3tts.codec.tokenizer import push_many
+
+    alone = [tok.streaming_decoder() for _ in codes]
+    together = [tok.streaming_decoder() for _ in codes]
+    gap = 0.0
+    for t in range(min(len(c) for c in codes)):
+        want = [d.push(c[t : t + 1]) for d, c in zip(alone, codes)]
+        got = push_many(together, [c[t : t + 1] for c in codes])
+        gap = max([gap] + [max_abs(w, g) for w, g in zip(want, got)])
+    return gap
+
+
 def max_abs(a, b) -> float:
     assert tuple(a.shape) == tuple(b.shape), (tuple(a.shape), tuple(b.shape))
     return (a.double() - b.double()).abs().max().item() if a.numel() else 0.0

@@ -25,20 +25,12 @@ from . import KALIGN_DEFAULT, hugepages
 from .stack import pack_rows, unpack_rows
 
 
-class W8Weight:
-    """int8 weights q (N, K) with a float32 scale per output row; `self(x, bias, lib)` is
-    (x @ q^T) * scale (+ bias) for float32 activations x (..., K) (no activation rounding)."""
+class _IntWeight:
+    """Integer weights (N, K) with a float32 scale per output row; `self(x, bias, lib)` is
+    (x @ q^T) * scale (+ bias) for float32 activations x (..., K) (no activation rounding). A
+    subclass keeps its layout and names its native product (`_native`) and its unpacking."""
 
-    __slots__ = ("in_features", "out_features", "weight_q", "scales", "ld")
-
-    def __init__(self, weight: torch.Tensor):
-        w = weight.detach().float().cpu()
-        N, K = w.shape
-        q, scale = quantize_channels(w)
-        self.in_features, self.out_features = K, N
-        self.weight_q = pack_rows(q, -(-K // KALIGN_DEFAULT) * KALIGN_DEFAULT)  # (ceil(N / 4), Kp / 64, 4, 64)
-        self.scales = scale.float().contiguous()  # (N,)
-        self.ld = self.weight_q.shape[1] * self.weight_q.shape[3]  # Kp: values per packed row
+    __slots__ = ("in_features", "out_features", "scales")
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -49,37 +41,52 @@ class W8Weight:
         """The product on the native library `lib` (None: the torch definition)."""
         if lib is None or x.dtype != torch.float32 or x.device.type != "cpu":
             return self.reference(x, bias)
-        K, N = self.in_features, self.out_features
-        x2 = x.reshape(-1, K)  # (M, K)
+        x2 = x.reshape(-1, self.in_features)  # (M, K)
         if not x2.is_contiguous():
             x2 = x2.contiguous()
-        y = torch.empty(x2.shape[0], N)
-        lib.qwen3tts_linear_w8f(x2.data_ptr(), x2.shape[0], K, self.weight_q.data_ptr(), self.ld, self.scales.data_ptr(),
-                                None if bias is None else bias.data_ptr(), N, y.data_ptr(), torch.get_num_threads())
-        return y.view(*x.shape[:-1], N)
+        y = torch.empty(x2.shape[0], self.out_features)
+        self._native(lib, x2, None if bias is None else bias.data_ptr(), y)
+        return y.view(*x.shape[:-1], self.out_features)
 
     def reference(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         """The definition in torch (the test oracle, and the path without the native library)."""
-        w = self.int_weight().to(x.dtype)
-        y = (x @ w.T) * self.scales.to(x.dtype)
+        y = (x @ self.int_weight().to(x.dtype).T) * self.scales.to(x.dtype)
         return y + bias.to(x.dtype) if bias is not None else y
 
     def dequantized(self) -> torch.Tensor:
         """The float32 weight (N, K) this product computes with."""
         return self.int_weight().float() * self.scales[:, None]
 
+
+class W8Weight(_IntWeight):
+    """int8 weights (scale max|w| / 127 per output row) in decode.c's interleaved groups of 4 rows."""
+
+    __slots__ = ("weight_q", "ld")
+
+    def __init__(self, weight: torch.Tensor):
+        w = weight.detach().float().cpu()
+        N, K = w.shape
+        q, scale = quantize_channels(w)
+        self.in_features, self.out_features = K, N
+        self.weight_q = pack_rows(q, -(-K // KALIGN_DEFAULT) * KALIGN_DEFAULT)  # (ceil(N / 4), Kp / 64, 4, 64)
+        self.scales = scale.float().contiguous()  # (N,)
+        self.ld = self.weight_q.shape[1] * self.weight_q.shape[3]  # Kp: bytes per packed row
+
+    def _native(self, lib, x2: torch.Tensor, bias_ptr, y: torch.Tensor) -> None:
+        lib.qwen3tts_linear_w8f(x2.data_ptr(), x2.shape[0], self.in_features, self.weight_q.data_ptr(), self.ld,
+                                self.scales.data_ptr(), bias_ptr, self.out_features, y.data_ptr(), torch.get_num_threads())
+
     def int_weight(self) -> torch.Tensor:
         """The int8 weight (N, K), unpacked (a copy)."""
         return unpack_rows(self.weight_q, self.out_features)[:, : self.in_features]
 
 
-class W16Weight:
-    """int16 weights q (N, K) with a float32 scale per output row (max|w| / 32767); `self(x, bias,
-    lib)` is (x @ q^T) * scale (+ bias) for float32 activations x (..., K), by the native
-    library's `qwen3tts_linear_w16f` (codec.c: panels of 16 output columns, k major, converted to
-    float once per panel), or its torch definition where the library is missing."""
+class W16Weight(_IntWeight):
+    """int16 weights (scale max|w| / 32767 per output row) in panels of 16 output columns, k
+    major: `qwen3tts_linear_w16f` (codec.c) converts a panel to float once and multiplies it by
+    blocks of activation rows."""
 
-    __slots__ = ("in_features", "out_features", "panels", "scales")
+    __slots__ = ("panels",)
     NR = 16  # codec.c W16_NR: output columns per panel
 
     def __init__(self, weight: torch.Tensor):
@@ -93,33 +100,10 @@ class W16Weight:
         self.panels = hugepages.weight((P, K, self.NR), torch.int16).copy_(qp.view(P, self.NR, K).transpose(1, 2))  # (P, K, 16)
         self.in_features, self.out_features = K, N
 
-    @property
-    def shape(self) -> tuple[int, int]:
-        """(out_features, in_features): the weight's shape, as a linear layer's."""
-        return self.out_features, self.in_features
-
-    def __call__(self, x: torch.Tensor, bias: torch.Tensor | None = None, lib=None) -> torch.Tensor:
-        """The product on the native library `lib` (None: the torch definition)."""
-        if lib is None or x.dtype != torch.float32 or x.device.type != "cpu":
-            return self.reference(x, bias)
-        K, N = self.in_features, self.out_features
-        x2 = x.reshape(-1, K)  # (M, K)
-        if not x2.is_contiguous():
-            x2 = x2.contiguous()
-        y = torch.empty(x2.shape[0], N)
-        if lib.qwen3tts_linear_w16f(x2.data_ptr(), x2.shape[0], K, self.panels.data_ptr(), self.scales.data_ptr(),
-                                    None if bias is None else bias.data_ptr(), N, y.data_ptr(), torch.get_num_threads()):
+    def _native(self, lib, x2: torch.Tensor, bias_ptr, y: torch.Tensor) -> None:
+        if lib.qwen3tts_linear_w16f(x2.data_ptr(), x2.shape[0], self.in_features, self.panels.data_ptr(), self.scales.data_ptr(),
+                                    bias_ptr, self.out_features, y.data_ptr(), torch.get_num_threads()):
             raise MemoryError("qwen3tts_linear_w16f: the native kernel could not allocate its buffers")
-        return y.view(*x.shape[:-1], N)
-
-    def reference(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-        """The definition in torch (the test oracle, and the path without the native library)."""
-        y = (x @ self.int_weight().to(x.dtype).T) * self.scales.to(x.dtype)
-        return y + bias.to(x.dtype) if bias is not None else y
-
-    def dequantized(self) -> torch.Tensor:
-        """The float32 weight (N, K) this product computes with."""
-        return self.int_weight().float() * self.scales[:, None]
 
     def int_weight(self) -> torch.Tensor:
         """The int16 weight (N, K), unpacked (a copy)."""
