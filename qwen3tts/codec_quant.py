@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 
 from . import ops
-from .codec.layers import CausalConvTranspose1d
+from .codec.layers import CausalConv1d, CausalConvTranspose1d
 
 MODES = ("w8a8", "w4a8")  # the model's quantize modes that give the codec decoder int8 weights
 
@@ -52,10 +52,14 @@ def quantize_decoder(decoder: nn.Module, mode: str | None) -> int:
     """In a quantized mode (`MODES`), have the compute plan keep int8 weights (`ops.keep_int8`)
     for every linear of the codec decoder (its transformer's projections and MLPs, the ConvNeXt
     blocks' pointwise layers) and the few-row convolutions (`w8_convolutions`, channels-last):
-    the weight-bound products of a streaming push. Their float (or packed) weights are dropped.
+    the weight-bound products of a streaming push; and the wide k7 convolutions that the unfused
+    Winograd F(4, 7) computes keep their transformed weights in int16
+    (`ops.keep_int16_transformed`: a push's 8-9-row channel mixes read half the bytes). Their
+    float (or packed) weights are dropped.
     Returns the number of weights converted (0 for float32 modes, where the plan has no int8
     products, or where already done)."""
     if mode not in MODES:
         return 0
     n = sum(ops.keep_int8(m, m.conv, _gemm_matrix(m)) for m in w8_convolutions(decoder) if m.cl)
+    n += sum(ops.keep_int16_transformed(m, m.conv) for m in decoder.modules() if isinstance(m, CausalConv1d) and m.cl)
     return n + sum(ops.keep_int8(m, m) for m in decoder.modules() if isinstance(m, ops.Linear) and m.__dict__.get("ops_packed"))

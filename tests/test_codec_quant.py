@@ -9,7 +9,7 @@ import pytest
 import torch
 from native_isas import fresh_library, isas, using  # noqa: F401 (fixture)
 
-from conftest import TINY_MODEL, max_abs
+from conftest import TINY_MODEL, batched_push_gap, max_abs
 from qwen3tts import SpeechTokenizer, ops, options
 from qwen3tts.codec_quant import quantize_decoder, w8_convolutions
 from qwen3tts.native.stack import unpack_rows
@@ -45,7 +45,7 @@ def test_w8_product_matches_its_definition(isa):
 def test_w8_weight_quantizes_per_row():
     w = torch.tensor([[1.0, -0.5, 0.25], [0.0, 0.0, 2.0]])
     q = W8Weight(w)
-    assert torch.equal(q.int8_weight(), torch.tensor([[127, -64, 32], [0, 0, 127]], dtype=torch.int8))  # round(w / (max|w| / 127))
+    assert torch.equal(q.int_weight(), torch.tensor([[127, -64, 32], [0, 0, 127]], dtype=torch.int8))  # round(w / (max|w| / 127))
     assert torch.allclose(q.scales, torch.tensor([1 / 127, 2 / 127]))
 
 
@@ -122,17 +122,8 @@ def test_model_loads_with_the_codec_quantized_in_its_mode(mode):
 
 
 def test_quantized_batched_push_equals_separate_pushes(codecs):
-    from qwen3tts.codec.tokenizer import push_many
-
     _, q, _, _ = codecs
-    codes = [_codes(6, seed=s) for s in (2, 3, 4)]
-    alone = [q.streaming_decoder() for _ in codes]
-    together = [q.streaming_decoder() for _ in codes]
-    for t in range(6):
-        want = [d.push(c[t : t + 1]) for d, c in zip(alone, codes)]
-        got = push_many(together, [c[t : t + 1] for c in codes])
-        for w, g in zip(want, got):
-            assert max_abs(w, g) < 2e-5
+    assert batched_push_gap(q, [_codes(6, seed=s) for s in (2, 3, 4)]) < 2e-5
 
 
 def test_w8f_backend_without_the_native_library_is_its_definition():

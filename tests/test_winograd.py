@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import TINY_MODEL, max_abs
+from conftest import TINY_MODEL, max_abs, mid_speech_tokenizer
 from native_isas import isas, using
 from qwen3tts import native, ops, options
 from qwen3tts.codec import winograd
@@ -210,23 +210,7 @@ def test_streaming_steps_read_the_history_in_place(monkeypatch):
 def mid_codec():
     """A random codec of 768 decoder channels (768 -> 384 -> 192 -> 96 -> 48): Winograd runs in the
     9 residual units of 96..384 channels by default; and the same in float64."""
-    import tempfile
-
-    from qwen3tts.codec.tokenizer import SpeechTokenizer
-    from qwen3tts.config import SpeechTokenizerConfig
-    from qwen3tts.dev.random_model import random_tensor, speech_tokenizer_shapes, write_random_model
-
-    small = {"decoder_dim": 768, "latent_dim": 256, "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
-             "num_attention_heads": 4, "num_key_value_heads": 4}
-    with tempfile.TemporaryDirectory() as tmp:
-        p = write_random_model(tmp, weights=False, config_overrides={"speech_tokenizer/config.json": {"decoder_config": small}})
-        cfg = SpeechTokenizerConfig.from_file(p / "speech_tokenizer")
-    state = {k: random_tensor(k, s, 1) for k, s in speech_tokenizer_shapes(cfg).items()}
-    tok = SpeechTokenizer(cfg)
-    tok.load_state(state)
-    tok64 = SpeechTokenizer(cfg, dtype=torch.float64)
-    tok64.load_state({k: v.double() for k, v in state.items()})
-    return tok, tok64
+    return mid_speech_tokenizer(), mid_speech_tokenizer(torch.float64)
 
 
 @pytest.mark.parametrize("isa", ISAS)

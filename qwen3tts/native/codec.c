@@ -583,3 +583,123 @@ void Q_FN(qwen3tts_linear_w8f)(const float *x, int M, int K, const int8_t *q, in
 #endif
     }
 }
+
+/* ------------------------------------------------------------------ int16 weights, float32 rows
+ * y (M, N) = (x (M, K) @ q (N, K)^T) * scale (N,) (+ bias) with int16 weight values (one scale per
+ * output column): the Winograd channel mixes of the quantized codec (codec_quant.py), whose
+ * transformed weights int8 would round too coarsely (the output transform amplifies their
+ * rounding). q is in panels of W16_NR output columns, k major: (ceil(N / 16), K, 16), zero past
+ * N. Each thread converts a panel to float once (exactly) per chunk of W16_MC rows and multiplies
+ * it by blocks of W16_MR rows (broadcast activations, a vector of 16 columns: AVX2's 12
+ * accumulators); for two row blocks or fewer it converts the weights in each block instead. Every output is one chain of multiply-adds over k in order (FMAs on AVX2 and
+ * AVX-512, the same floats on both), so a row's result depends neither on M nor on the chunks. */
+#define W16_NR 16
+#define W16_MR 6
+#define W16_MC 96 /* activation rows per chunk: a chunk of x stays in L2 while every panel passes */
+#define W16_PF 64 /* k ahead: the int16 weights prefetched while converted in the loop */
+
+static void w16_panel_float(const int16_t *p, int K, float *pf) {
+    const size_t n = (size_t)K * W16_NR;
+#ifdef Q_VEC
+    for (size_t i = 0; i < n; i += VL)
+#if VL == 16
+        vstoreu(pf + i, _mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(_mm256_loadu_si256((const __m256i *)(p + i)))));
+#else
+        vstoreu(pf + i, _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm_loadu_si128((const __m128i *)(p + i)))));
+#endif
+#else
+    for (size_t i = 0; i < n; i++) pf[i] = (float)p[i];
+#endif
+}
+
+#ifdef Q_VEC
+/* 16 weights of one k of a panel as VN16 float vectors: the float panel's, or converted here */
+static inline __attribute__((always_inline)) void w16_row(const float *pf, const int16_t *pq, int k, vf *w) {
+    if (pf) {
+        for (int v = 0; v < VN16; v++) w[v] = vloadu(pf + (size_t)k * W16_NR + v * VL);
+        return;
+    }
+#if VL == 16
+    w[0] = _mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(_mm256_loadu_si256((const __m256i *)(pq + (size_t)k * W16_NR))));
+#else
+    const __m256i h = _mm256_loadu_si256((const __m256i *)(pq + (size_t)k * W16_NR));
+    w[0] = _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(h)));
+    w[1] = _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm256_extracti128_si256(h, 1)));
+#endif
+}
+
+/* out (mr, 16) = x (mr rows of ldx) @ the panel (K, 16): its float copy pf, or (pf NULL) its int16 values pq */
+static inline __attribute__((always_inline)) void w16_block(const float *x, int64_t ldx, int K, const float *pf, const int16_t *pq,
+                                                            int mr, float *out) {
+    vf acc[W16_MR][VN16];
+    for (int i = 0; i < W16_MR; i++)
+        for (int v = 0; v < VN16; v++) acc[i][v] = vzero();
+    for (int k = 0; k < K; k++) {
+        vf w[VN16];
+        if (!pf && (k & 1) == 0) _mm_prefetch((const char *)(pq + (size_t)(k + W16_PF) * W16_NR), _MM_HINT_T0);
+        w16_row(pf, pq, k, w);
+        for (int i = 0; i < mr; i++) {
+            const vf xb = vset1(x[(size_t)i * ldx + k]);
+            for (int v = 0; v < VN16; v++) acc[i][v] = vfmadd(xb, w[v], acc[i][v]);
+        }
+    }
+    for (int i = 0; i < mr; i++)
+        for (int v = 0; v < VN16; v++) vstoreu(out + i * W16_NR + v * VL, acc[i][v]);
+}
+#endif
+
+int Q_FN(qwen3tts_linear_w16f)(const float *x, int M, int K, const int16_t *q, const float *scale, const float *bias, int N,
+                               float *y, int nt) {
+    const int P = (N + W16_NR - 1) / W16_NR;
+    int failed = 0;
+#pragma omp parallel num_threads(nt)
+    {
+    float *pf = aligned_alloc(64, (size_t)K * W16_NR * sizeof(float));
+    if (!pf) {
+#pragma omp atomic write
+        failed = 1;
+    }
+    for (int mc = 0; mc < M; mc += W16_MC) {
+        const int mend = M - mc < W16_MC ? M : mc + W16_MC;
+#pragma omp for schedule(static) nowait
+        for (int p = 0; p < P; p++) {
+            if (!pf) continue;
+            const int16_t *pq = q + (size_t)p * K * W16_NR;
+            const float *pw = pf; /* the panel in float: converted once here, or (two row blocks or fewer) in each block */
+            if (M > 2 * W16_MR)
+                w16_panel_float(pq, K, pf);
+            else
+                pw = NULL;
+            const int n0 = p * W16_NR, nn = N - n0 < W16_NR ? N - n0 : W16_NR;
+            const int nb = (mend - mc + W16_MR - 1) / W16_MR; /* blocks of even size: 9 rows as 5 + 4 (6 + 3 leaves FMA latency idle) */
+            for (int b = 0, m0 = mc, mr; b < nb; b++, m0 += mr) {
+                mr = (mend - m0 + nb - b - 1) / (nb - b);
+                const float *xr = x + (size_t)m0 * K;
+                float out[W16_MR * W16_NR];
+#ifdef Q_VEC
+                switch (mr) { /* constant row counts */
+                case 1: w16_block(xr, K, K, pw, pq, 1, out); break;
+                case 2: w16_block(xr, K, K, pw, pq, 2, out); break;
+                case 3: w16_block(xr, K, K, pw, pq, 3, out); break;
+                case 4: w16_block(xr, K, K, pw, pq, 4, out); break;
+                case 5: w16_block(xr, K, K, pw, pq, 5, out); break;
+                default: w16_block(xr, K, K, pw, pq, 6, out); break;
+                }
+#else
+                for (int i = 0; i < mr; i++)
+                    for (int j = 0; j < W16_NR; j++) {
+                        float s = 0.f;
+                        for (int k = 0; k < K; k++) s += xr[(size_t)i * K + k] * (pw ? pw[(size_t)k * W16_NR + j] : (float)pq[(size_t)k * W16_NR + j]);
+                        out[i * W16_NR + j] = s;
+                    }
+#endif
+                for (int i = 0; i < mr; i++)
+                    for (int j = 0; j < nn; j++)
+                        y[(size_t)(m0 + i) * N + n0 + j] = out[i * W16_NR + j] * scale[n0 + j] + (bias ? bias[n0 + j] : 0.f);
+            }
+        }
+    }
+    free(pf);
+    }
+    return failed ? -1 : 0;
+}

@@ -74,6 +74,8 @@ typedef struct {
     X(void, qwen3tts_linear_f32, sfx, (const float *x, int M, int K, const float *w, const float *bias, int N, float *y, int nt))  \
     X(void, qwen3tts_linear_w8f, sfx, (const float *x, int M, int K, const int8_t *q, int64_t ldq, const float *scale,           \
                                        const float *bias, int N, float *y, int nt))                                                \
+    X(int, qwen3tts_linear_w16f, sfx, (const float *x, int M, int K, const int16_t *q, const float *scale, const float *bias,     \
+                                       int N, float *y, int nt))                                                \
     X(void, qwen3tts_q4_gemm, sfx, (const Lin *L, const int8_t *x, const float *sx, int M, float *y, int nt))
 
 #define Q_DECLARE(ret, name, sfx, args) Q_HIDDEN ret Q_CAT(name, sfx) args;

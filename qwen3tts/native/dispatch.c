@@ -121,4 +121,7 @@ Q_WRAP_void(qwen3tts_linear_f32, (const float *x, int M, int K, const float *w, 
 Q_WRAP_void(qwen3tts_linear_w8f,
             (const float *x, int M, int K, const int8_t *q, int64_t ldq, const float *scale, const float *bias, int N, float *y, int nt),
             (x, M, K, q, ldq, scale, bias, N, y, nt))
+Q_WRAP_int(qwen3tts_linear_w16f,
+           (const float *x, int M, int K, const int16_t *q, const float *scale, const float *bias, int N, float *y, int nt),
+           (x, M, K, q, scale, bias, N, y, nt))
 Q_WRAP_void(qwen3tts_q4_gemm, (const Lin *L, const int8_t *x, const float *sx, int M, float *y, int nt), (L, x, sx, M, y, nt))

@@ -5,10 +5,15 @@ exactly), or by its torch definition where the library is missing: y = (x @ q^T)
 The weights are kept in decode.c's interleaved groups of 4 rows (`stack.pack_rows`, in huge
 pages where it can be): a pass over 4 rows reads one sequential stream.
 
+`W16Weight`: int16 values (`qwen3tts_linear_w16f`, in panels of 16 output columns), for the
+quantized codec's Winograd channel mixes: their transformed weights pass through the output
+transform, which amplifies a rounding of the weights about ninefold, so int8 would be too coarse
+there.
+
 Not in the official model (it has no quantization): the compute seam's w8f backend
 (qwen3tts/ops/w8f_backend.py) keeps one per codec-decoder product that codec_quant.py gives int8
-weights in the quantized modes. Activations are not rounded, so the product is continuous in its
-input, and a row's result does not depend on the other rows.
+(int16) weights in the quantized modes. Activations are not rounded, so the product is
+continuous in its input, and a row's result does not depend on the other rows.
 """
 
 from __future__ import annotations
@@ -16,15 +21,47 @@ from __future__ import annotations
 import torch
 
 from ..int8 import quantize_channels
-from . import KALIGN_DEFAULT
+from . import KALIGN_DEFAULT, hugepages
 from .stack import pack_rows, unpack_rows
 
 
-class W8Weight:
-    """int8 weights q (N, K) with a float32 scale per output row; `self(x, bias, lib)` is
-    (x @ q^T) * scale (+ bias) for float32 activations x (..., K) (no activation rounding)."""
+class _IntWeight:
+    """Integer weights (N, K) with a float32 scale per output row; `self(x, bias, lib)` is
+    (x @ q^T) * scale (+ bias) for float32 activations x (..., K) (no activation rounding). A
+    subclass keeps its layout and names its native product (`_native`) and its unpacking."""
 
-    __slots__ = ("in_features", "out_features", "weight_q", "scales", "ld")
+    __slots__ = ("in_features", "out_features", "scales")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(out_features, in_features): the weight's shape, as a linear layer's."""
+        return self.out_features, self.in_features
+
+    def __call__(self, x: torch.Tensor, bias: torch.Tensor | None = None, lib=None) -> torch.Tensor:
+        """The product on the native library `lib` (None: the torch definition)."""
+        if lib is None or x.dtype != torch.float32 or x.device.type != "cpu":
+            return self.reference(x, bias)
+        x2 = x.reshape(-1, self.in_features)  # (M, K)
+        if not x2.is_contiguous():
+            x2 = x2.contiguous()
+        y = torch.empty(x2.shape[0], self.out_features)
+        self._native(lib, x2, None if bias is None else bias.data_ptr(), y)
+        return y.view(*x.shape[:-1], self.out_features)
+
+    def reference(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """The definition in torch (the test oracle, and the path without the native library)."""
+        y = (x @ self.int_weight().to(x.dtype).T) * self.scales.to(x.dtype)
+        return y + bias.to(x.dtype) if bias is not None else y
+
+    def dequantized(self) -> torch.Tensor:
+        """The float32 weight (N, K) this product computes with."""
+        return self.int_weight().float() * self.scales[:, None]
+
+
+class W8Weight(_IntWeight):
+    """int8 weights (scale max|w| / 127 per output row) in decode.c's interleaved groups of 4 rows."""
+
+    __slots__ = ("weight_q", "ld")
 
     def __init__(self, weight: torch.Tensor):
         w = weight.detach().float().cpu()
@@ -35,29 +72,40 @@ class W8Weight:
         self.scales = scale.float().contiguous()  # (N,)
         self.ld = self.weight_q.shape[1] * self.weight_q.shape[3]  # Kp: bytes per packed row
 
-    def __call__(self, x: torch.Tensor, bias: torch.Tensor | None = None, lib=None) -> torch.Tensor:
-        """The product on the native library `lib` (None: the torch definition)."""
-        if lib is None or x.dtype != torch.float32 or x.device.type != "cpu":
-            return self.reference(x, bias)
-        K, N = self.in_features, self.out_features
-        x2 = x.reshape(-1, K)  # (M, K)
-        if not x2.is_contiguous():
-            x2 = x2.contiguous()
-        y = torch.empty(x2.shape[0], N)
-        lib.qwen3tts_linear_w8f(x2.data_ptr(), x2.shape[0], K, self.weight_q.data_ptr(), self.ld, self.scales.data_ptr(),
-                                None if bias is None else bias.data_ptr(), N, y.data_ptr(), torch.get_num_threads())
-        return y.view(*x.shape[:-1], N)
+    def _native(self, lib, x2: torch.Tensor, bias_ptr, y: torch.Tensor) -> None:
+        lib.qwen3tts_linear_w8f(x2.data_ptr(), x2.shape[0], self.in_features, self.weight_q.data_ptr(), self.ld,
+                                self.scales.data_ptr(), bias_ptr, self.out_features, y.data_ptr(), torch.get_num_threads())
 
-    def reference(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-        """The definition in torch (the test oracle, and the path without the native library)."""
-        w = self.int8_weight().to(x.dtype)
-        y = (x @ w.T) * self.scales.to(x.dtype)
-        return y + bias.to(x.dtype) if bias is not None else y
-
-    def dequantized(self) -> torch.Tensor:
-        """The float32 weight (N, K) this product computes with."""
-        return self.int8_weight().float() * self.scales[:, None]
-
-    def int8_weight(self) -> torch.Tensor:
+    def int_weight(self) -> torch.Tensor:
         """The int8 weight (N, K), unpacked (a copy)."""
         return unpack_rows(self.weight_q, self.out_features)[:, : self.in_features]
+
+
+class W16Weight(_IntWeight):
+    """int16 weights (scale max|w| / 32767 per output row) in panels of 16 output columns, k
+    major: `qwen3tts_linear_w16f` (codec.c) converts a panel to float once and multiplies it by
+    blocks of activation rows."""
+
+    __slots__ = ("panels",)
+    NR = 16  # codec.c W16_NR: output columns per panel
+
+    def __init__(self, weight: torch.Tensor):
+        w = weight.detach().float().cpu()
+        N, K = w.shape
+        self.scales = (w.abs().amax(dim=1) / 32767.0).clamp(min=1e-12).contiguous()  # (N,)
+        q = torch.round(w / self.scales[:, None]).clamp(-32767, 32767).to(torch.int16)
+        P = -(-N // self.NR)
+        qp = torch.zeros(P * self.NR, K, dtype=torch.int16)
+        qp[:N] = q
+        self.panels = hugepages.weight((P, K, self.NR), torch.int16).copy_(qp.view(P, self.NR, K).transpose(1, 2))  # (P, K, 16)
+        self.in_features, self.out_features = K, N
+
+    def _native(self, lib, x2: torch.Tensor, bias_ptr, y: torch.Tensor) -> None:
+        if lib.qwen3tts_linear_w16f(x2.data_ptr(), x2.shape[0], self.in_features, self.panels.data_ptr(), self.scales.data_ptr(),
+                                    bias_ptr, self.out_features, y.data_ptr(), torch.get_num_threads()):
+            raise MemoryError("qwen3tts_linear_w16f: the native kernel could not allocate its buffers")
+
+    def int_weight(self) -> torch.Tensor:
+        """The int16 weight (N, K), unpacked (a copy)."""
+        P, K, R = self.panels.shape
+        return self.panels.transpose(1, 2).reshape(P * R, K)[: self.out_features].clone()

@@ -28,7 +28,7 @@ import torch.nn as nn
 from .plan import BACKENDS, OPS, Plan, default, make
 from .reference import rope_tables
 
-__all__ = ["BACKENDS", "OPS", "Plan", "Linear", "make", "default", "prepare", "bind", "plan_of", "keep_packed_only", "keep_int8", "rope_tables",
+__all__ = ["BACKENDS", "OPS", "Plan", "Linear", "make", "default", "prepare", "bind", "plan_of", "keep_packed_only", "keep_int8", "keep_int16_transformed", "rope_tables",
            "run", "linear", "gemm", "conv1d", "conv1d_history", "conv_transpose1d", "snake", "rms_norm", "rope", "attention"]
 
 
@@ -97,6 +97,16 @@ def keep_int8(owner: nn.Module, param_owner: nn.Module, view=lambda w: w) -> int
         for slot in ("_dnn", "_dnn_source", "_winograd"):  # the float weight's re-laid copies
             owner.__dict__.pop(slot, None)
     return n
+
+
+def keep_int16_transformed(owner: nn.Module, param_owner: nn.Module) -> int:
+    """Where `owner`'s plan computes its convolution by the unfused Winograd F(4, 7) (a wide k7
+    layer): from now on only its transformed weight is kept, rounded to int16 per output channel
+    of each mix (winograd_backend.keep_int16), and the float weight is dropped. Returns the
+    weights converted (0 where it does not apply, or where already done)."""
+    from . import winograd_backend
+
+    return winograd_backend.keep_int16(plan_of(owner), owner, param_owner)
 
 
 class Linear(nn.Linear):

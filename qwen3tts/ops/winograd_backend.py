@@ -13,6 +13,14 @@ whole convolution in one native call for <= 192 channels).
 correlation over their input columns by F(4, 2) (codec/winograd.py `conv_transpose`: 5 / 8
 of the GEMM's products, the overlap-add inside the output transform).
 
+In the quantized modes (`keep_int16`, asked for by codec_quant.py) a wide k7 convolution keeps
+its transformed weight only, rounded to int16 per output channel of each mix (native/w8f.py
+`W16Weight`; int8 would be too coarse: the output transform amplifies a weight's rounding about
+ninefold); its channel mixes are the native int16 products (half the bytes of float32 for the
+weight-bound mixes of a streaming push). The float weight is dropped; the layer then always
+computes by F(4, 7) with these products, whose rows do not depend on each other, so a stream
+and an offline decode compute the same sums.
+
 Available where `QWEN3TTS_WINOGRAD` and the native library are on, float32 on CPU.
 """
 
@@ -55,6 +63,61 @@ def transformed(plan, owner, w: torch.Tensor, rows: int):
     return c[2]
 
 
+W16_SLOT = "_winograd_w16"
+
+
+class _Mix:
+    """One int16 channel mix as `winograd.conv` calls it: v (rows, Cin) -> (rows, Cout)."""
+
+    __slots__ = ("w", "lib")
+
+    def __init__(self, w, lib):
+        self.w, self.lib = w, lib
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.w.shape
+
+    def __call__(self, v: torch.Tensor) -> torch.Tensor:
+        return self.w(v, None, self.lib)
+
+
+def keep_int16(plan, owner, param_owner) -> int:
+    """Where `plan` has this backend and `owner` is a wide k7 convolution computed by the unfused
+    F(4, 7) (channels-last, stride 1, no groups, from MIN_CHANNELS channels, more than the fused
+    kernel's): keep its transformed weight as n int16 channel mixes in place of
+    `param_owner.weight`, which becomes a stand-in on the meta device. Returns the weights
+    converted (0 where it does not apply or is done)."""
+    from ..codec import winograd  # (at call time: the codec package imports the seam)
+    from ..native.w8f import W16Weight
+
+    if W16_SLOT in owner.__dict__ or "winograd" not in plan.chain("conv1d") or plan.lib is None:
+        return 0
+    conv = param_owner
+    w = conv.weight
+    cout, cin, k = w.shape
+    if (not getattr(owner, "cl", False) or k != 7 or conv.stride[0] != 1 or conv.groups != 1
+            or min(cin, cout) < winograd.MIN_CHANNELS or winograd.fused(cin, cout, plan.lib) or w.is_meta):
+        return 0
+    U = winograd.transform_weight(w.detach().float())  # (n, Cin, Cout)
+    owner.__dict__[W16_SLOT] = [_Mix(W16Weight(u.T), plan.lib) for u in U]  # n mixes of (Cout, Cin)
+    owner.__dict__.pop("_winograd", None)
+    conv._parameters["weight"] = torch.nn.Parameter(torch.empty_strided(w.shape, w.stride(), dtype=w.dtype, device="meta"),
+                                                    requires_grad=False)
+    return w.numel()
+
+
+def _conv_int16(mixes, x, bias, dilation, history, lib):
+    """`conv1d` for a layer that keeps int16 transformed weights (`keep_int16`): always F(4, 7)."""
+    from ..codec import winograd
+
+    B, _, N = x.shape
+    T = N + (0 if history is None else history.shape[1]) - 6 * dilation
+    if T <= 0:
+        return x.new_zeros(B, 0, mixes[0].shape[0]).transpose(1, 2)
+    return winograd.conv(x, mixes, bias, dilation, lib, history=history)
+
+
 def conv1d(plan, owner, x, w, bias, stride, dilation, groups, cl, history=None, epilogue=None):
     """Valid convolution of [history; x] (history (B, P, Cin) contiguous, or None) by F(4, 7)
     for a channels-last layer (`cl`); a channels-last (B, Cout, T) view, or None where it does
@@ -62,6 +125,9 @@ def conv1d(plan, owner, x, w, bias, stride, dilation, groups, cl, history=None, 
     fused kernel."""
     if not cl:
         return None
+    kept = owner.__dict__.get(W16_SLOT)
+    if kept is not None and epilogue is None:
+        return _conv_int16(kept, x, bias, dilation, history, plan.lib)
     from ..codec import winograd  # (at call time: the codec package imports the seam)
 
     cout, cin, k = w.shape
