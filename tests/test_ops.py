@@ -185,6 +185,35 @@ def test_depthwise_history_step_equals_one_pass():
         assert torch.equal(torch.cat(outs, dim=-1), one)
 
 
+def test_overlap_add_every_backend():
+    """A transposed convolution's output from its product (`overlap_add`): chunk by chunk with the
+    carried tail, the reference transposed convolution; the chunks give the one-pass output bit
+    for bit (the same additions per sample wherever a chunk starts)."""
+    names = []
+    for p, name, fn in backends("overlap_add"):
+        names.append(name)
+        for B, cin, C, k, s in [(1, 64, 96, 16, 8), (2, 24, 37, 10, 5), (1, 16, 8, 3, 2)]:
+            w, b = rnd(cin, C, k), rnd(C)
+            L = 13
+            x = rnd(B, cin, L)
+            z = (x.transpose(1, 2) @ w.permute(0, 2, 1).reshape(cin, k * C)).view(B, L, k, C)  # (B, L, k, C)
+            ref = R.conv_transpose1d(x.double(), w.double(), b.double(), s)[..., : L * s]
+
+            def run(cuts):
+                tail, outs, t = torch.zeros(B, k - s, C).transpose(1, 2), [], 0  # (B, C, k - s) over (B, k - s, C)
+                for n in cuts:
+                    outs.append(fn(p, z[:, t : t + n].contiguous(), tail, b, s))
+                    t += n
+                return torch.cat(outs, dim=-1), tail
+
+            one, tail = run([L])
+            assert one.shape == ref.shape and rel(one, ref) < 1e-5, (name, C, k, s)
+            assert torch.equal(tail.transpose(1, 2), z[:, -1, s:])  # the spill past the last sample
+            assert torch.equal(run([1, 2, 4, 6])[0], one)
+        assert fn(p, rnd(1, 3, 4, 8), torch.zeros(1, 8, 0), None, 4) is None  # k = s: no tail, nothing to add (declined)
+    assert names in ([], ["native"])
+
+
 def test_w8f_serves_the_weights_it_keeps():
     """An owner given int8 weights (`ops.keep_int8`): gemm, conv1d and its streaming form are its
     int8 product (the reference on the dequantized weight); every other owner is passed on."""

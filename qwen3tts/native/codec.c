@@ -127,6 +127,42 @@ void Q_FN(qwen3tts_dwconv)(const float *h, int64_t Lh, int64_t ldh, const float 
     }
 }
 
+/* ------------------------------------------------------------------ transposed convolution, overlap-add
+ * The output of a transposed convolution (kernel k <= 2 s, stride s) from its product
+ * z (B, N, k, C) (input column t times the weight's k taps): y (B, N * s, C) with
+ * y[t s + j] = (z[t, j] + z[t - 1, s + j]) + bias for j < k - s (z[-1, s + j] = tail[j], the
+ * previous chunk's spill), z[t, j] + bias otherwise; then tail (B, k - s, C) = z[N - 1, s..k)
+ * (codec/layers.py `CausalConvTranspose1d`, the same additions in the same order as its torch
+ * form). Rows of C channels contiguous; tail's batch stride ldt. */
+void Q_FN(qwen3tts_overlap_add)(const float *z, int B, int64_t N, int k, int s, int C, float *tail, int64_t ldt, const float *bias,
+                                float *y, int nt) {
+    const int nt_ = k - s;
+#pragma omp parallel for schedule(static) num_threads(nt) if ((int64_t)B * N * s * C >= (1 << 16))
+    for (int64_t r = 0; r < (int64_t)B * N * s; r++) {
+        const int64_t b = r / (N * s), t = r / s % N;
+        const int j = (int)(r % s);
+        const float *zr = z + ((b * N + t) * k + j) * C;
+        const float *pr = j >= nt_ ? NULL : t > 0 ? z + ((b * N + t - 1) * k + s + j) * C : tail + b * ldt + (int64_t)j * C;
+        float *yr = y + r * C;
+        int c = 0;
+#ifdef Q_VEC
+        for (; c + VL <= C; c += VL) {
+            vf v = vloadu(zr + c);
+            if (pr) v = vadd(v, vloadu(pr + c));
+            vstoreu(yr + c, bias ? vadd(v, vloadu(bias + c)) : v);
+        }
+#endif
+        for (; c < C; c++) {
+            float v = zr[c];
+            if (pr) v += pr[c];
+            yr[c] = bias ? v + bias[c] : v;
+        }
+    }
+    for (int b = 0; b < B; b++)
+        for (int j = 0; j < nt_; j++)
+            memcpy(tail + b * ldt + (int64_t)j * C, z + (((int64_t)b * N + N - 1) * k + s + j) * C, sizeof(float) * C);
+}
+
 /* ------------------------------------------------------------------ Winograd F(m, r) transforms */
 /* out = a * src (first term) or out += a * src, C channels */
 static inline void axpy_or_set(float *out, float a, const float *src, int C, int first) {

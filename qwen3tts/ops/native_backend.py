@@ -3,7 +3,9 @@ product (`qwen3tts_linear_f32`: 2..24 rows, a streaming step's convolution or li
 oneDNN is off), SnakeBeta in one fused pass (`qwen3tts_snake`, either memory layout) and the
 channels-last depthwise convolution (`qwen3tts_dwconv`: the ConvNeXt blocks' k7 convolution,
 offline and as a streaming step reading its history in place; torch's depthwise convolution
-costs ~0.1 ms per call at a push's 2-4 rows, mostly setup).
+costs ~0.1 ms per call at a push's 2-4 rows, mostly setup), and a transposed convolution's
+overlap-add with its carried tail in one pass (`qwen3tts_overlap_add`, in place of ~10 small
+torch ops per call).
 
 Available where `QWEN3TTS_NATIVE` is not off, the library builds (auto: else one warning and
 the chain goes on without it) and the model is float32 on CPU.
@@ -97,5 +99,20 @@ def conv1d(plan, owner, x, w, bias, stride, dilation, groups, cl):
     return conv1d_history(plan, owner, x, None, w, bias, dilation, groups)
 
 
-OPS = {"gemm": gemm, "snake": snake, "conv1d": conv1d, "conv1d_history": conv1d_history}
+def overlap_add(plan, z, tail, bias, stride):
+    B, N, k, C = z.shape
+    P = k - stride
+    if not (z.dtype == torch.float32 and z.device.type == "cpu" and z.is_contiguous() and 0 < P <= stride
+            and tail.dtype == torch.float32 and tail.shape == (B, C, P) and (bias is None or bias.is_contiguous())):
+        return None
+    tt = tail.transpose(1, 2)  # (B, P, C): the state's memory
+    if not _rows(tt):
+        return None
+    y = torch.empty(B, N * stride, C)
+    plan.lib.qwen3tts_overlap_add(z.data_ptr(), B, N, k, stride, C, tt.data_ptr(), tt.stride(0),
+                                  None if bias is None else bias.data_ptr(), y.data_ptr(), torch.get_num_threads())
+    return y.transpose(1, 2)
+
+
+OPS = {"gemm": gemm, "snake": snake, "conv1d": conv1d, "conv1d_history": conv1d_history, "overlap_add": overlap_add}
 MODULES = ("w8a8_linear", "decoder_stack_step")  # NativeW8A8Linear, NativeStack (native/stack.py)
