@@ -339,6 +339,41 @@ def test_every_isa_gives_the_same_linear_and_snake():
         assert torch.equal(outs["avx2"], outs["avx512"])
 
 
+def test_every_isa_gives_the_same_depthwise_conv_and_overlap_add():
+    """qwen3tts_dwconv (one fused multiply-add per tap in tap order, fmaf in scalar lanes) and
+    qwen3tts_overlap_add (the same additions per sample) give the same floats on every path; both
+    against float64, with channels that leave a scalar tail (45) and a history read in place."""
+    torch.manual_seed(6)
+    B, C, k, d, P, L = 2, 45, 7, 2, 12, 9
+    h, x = torch.randn(B, P, C), torch.randn(B, L, C)
+    wt, b = torch.randn(k, C), torch.randn(C)
+    T = P + L - (k - 1) * d
+
+    def dw():
+        y = torch.empty(B, T, C)
+        native.load().qwen3tts_dwconv(h.data_ptr(), P, P * C, x.data_ptr(), L, L * C, B, C, wt.data_ptr(), k, d, b.data_ptr(),
+                                      y.data_ptr(), 1)
+        return y
+
+    xx = torch.cat([h, x], dim=1).double()  # (B, P + L, C)
+    want = sum(wt[j].double() * xx[:, j * d : j * d + T] for j in range(k)) + b.double()
+    z, tail0 = torch.randn(B, 5, 10, C), torch.randn(B, 5, C)  # k = 10, s = 5
+
+    def oa():
+        tail, y = tail0.clone(), torch.empty(B, 25, C)
+        native.load().qwen3tts_overlap_add(z.data_ptr(), B, 5, 10, 5, C, tail.data_ptr(), 5 * C, b.data_ptr(), y.data_ptr(), 1)
+        return y, tail
+
+    prev = torch.cat([tail0[:, None], z[:, :-1, 5:]], dim=1)  # (B, 5, 5, C): what spills into each block
+    want_oa = ((z[:, :, :5] + prev).double() + b.double()).reshape(B, 25, C)
+    outs, oas = _each_isa(dw), _each_isa(oa)
+    for name in outs:
+        assert torch.equal(outs[name], outs[ISAS[0]]) and (outs[name].double() - want).abs().max().item() < 1e-5, name
+        y, tail = oas[name]
+        assert torch.equal(y, oas[ISAS[0]][0]) and (y.double() - want_oa).abs().max().item() < 1e-5, name
+        assert torch.equal(tail, z[:, -1, 5:])
+
+
 def test_int8_products_at_the_extremes_are_exact_on_every_isa():
     """Every sign pattern of +-127 activations against +-127 weights over long rows, zero and tiny
     rows among them, 1..7 and 54 rows (the AVX2 path's pairs of rows and its odd last row): the

@@ -112,6 +112,7 @@ CONVS = [  # (B, Cin, Cout, k, dilation, stride, groups, L)
     (1, 64, 64, 1, 1, 1, 1, 50),  # 1x1
     (1, 32, 24, 4, 1, 2, 1, 41),  # strided
     (1, 48, 48, 7, 1, 1, 48, 60),  # depthwise
+    (2, 40, 40, 7, 2, 1, 40, 33),  # depthwise, dilated, channels not a multiple of the lanes
     (1, 16, 8, 7, 9, 1, 1, 1 << 14),  # long: beyond one GEMM
 ]
 
@@ -135,12 +136,17 @@ def test_conv1d_every_backend():
         assert served["winograd"] == {(96, 7, 1, 300, True), (128, 7, 1, 100, True)}
     # one GEMM: channels-last layers without groups whose unfolded input is small enough
     assert served["gemm"] == {(96, 7, 1, 300, True), (128, 7, 1, 100, True), (48, 3, 1, 40, True), (64, 1, 1, 50, True), (32, 4, 1, 41, True)}
+    if "native" in served:  # channels-last depthwise layers
+        assert served["native"] == {(48, 7, 48, 60, True), (40, 7, 40, 33, True)}
 
 
 def test_conv1d_history_reads_the_history_in_place():
     names = [n for _, n, _ in backends("conv1d_history")]
     for p, name, fn in backends("conv1d_history"):
         if name == "w8f":  # serves only the int8 weights it keeps (test_w8f_serves_the_weights_it_keeps)
+            assert fn(p, nn.Module(), cl_input(1, 96, 8), rnd(1, 6, 96), cl_weight(rnd(96, 96, 7)), None, 1, 1) is None
+            continue
+        if name == "native":  # depthwise layers only (test_depthwise_history_step_equals_one_pass)
             assert fn(p, nn.Module(), cl_input(1, 96, 8), rnd(1, 6, 96), cl_weight(rnd(96, 96, 7)), None, 1, 1) is None
             continue
         for B, C, cout, d, N in [(2, 96, 96, 3, 40), (1, 128, 96, 1, 64), (3, 96, 112, 9, 36)]:
@@ -152,7 +158,60 @@ def test_conv1d_history_reads_the_history_in_place():
             assert y is not None and rel(y, ref) < 2e-5, (name, C, d, N)
         assert fn(p, nn.Module(), cl_input(1, 96, 64), rnd(1, 6, 96), cl_weight(rnd(96, 1, 7)), None, 1, 96) is None  # depthwise: declined
         assert fn(p, nn.Module(), cl_input(1, 96, 8), rnd(1, 6, 96), cl_weight(rnd(96, 96, 7)), None, 1, 1) is None  # 2 rows: weight-bound, declined
-    assert names in ([], ["w8f"], ["w8f", "winograd"])
+    assert names in ([], ["w8f"], ["w8f", "winograd"], ["w8f", "native"], ["w8f", "winograd", "native"])
+
+
+def test_depthwise_history_step_equals_one_pass():
+    """The native depthwise convolution (ConvNeXt's k7): a streaming step reading its history in
+    place equals the reference, and steps of 1, 2 and 5 rows give the one-pass result bit for bit
+    (each output's taps in one order, wherever its chunk starts)."""
+    p = next((p for p in plans() if "native" in p.chain("conv1d_history")), None)
+    if p is None:
+        pytest.skip("no native library")
+    for B, C, d, bias in [(1, 1024, 1, True), (2, 45, 2, False)]:
+        w, b = cl_weight(rnd(C, 1, 7)), rnd(C) if bias else None
+        P, L = 6 * d, 24
+        x = cl_input(B, C, L)
+        owner = nn.Module()
+        ref = R.conv1d(torch.cat([torch.zeros(B, C, P), x], dim=-1).double(), w.double(), None if b is None else b.double(), 1, d, C)
+        one = p.run("conv1d_history", owner, x, torch.zeros(B, P, C), w, b, d, C)
+        assert one is not None and rel(one, ref) < 2e-6
+        hist, outs, t = torch.zeros(B, P, C), [], 0
+        for n in (1, 2, 5, 16):
+            xs = x[..., t : t + n]
+            outs.append(p.run("conv1d_history", owner, xs, hist, w, b, d, C))
+            hist.copy_(torch.cat([hist, xs.transpose(1, 2)], dim=1)[:, -P:])
+            t += n
+        assert torch.equal(torch.cat(outs, dim=-1), one)
+
+
+def test_overlap_add_every_backend():
+    """A transposed convolution's output from its product (`overlap_add`): chunk by chunk with the
+    carried tail, the reference transposed convolution; the chunks give the one-pass output bit
+    for bit (the same additions per sample wherever a chunk starts)."""
+    names = []
+    for p, name, fn in backends("overlap_add"):
+        names.append(name)
+        for B, cin, C, k, s in [(1, 64, 96, 16, 8), (2, 24, 37, 10, 5), (1, 16, 8, 3, 2)]:
+            w, b = rnd(cin, C, k), rnd(C)
+            L = 13
+            x = rnd(B, cin, L)
+            z = (x.transpose(1, 2) @ w.permute(0, 2, 1).reshape(cin, k * C)).view(B, L, k, C)  # (B, L, k, C)
+            ref = R.conv_transpose1d(x.double(), w.double(), b.double(), s)[..., : L * s]
+
+            def run(cuts):
+                tail, outs, t = torch.zeros(B, k - s, C).transpose(1, 2), [], 0  # (B, C, k - s) over (B, k - s, C)
+                for n in cuts:
+                    outs.append(fn(p, z[:, t : t + n].contiguous(), tail, b, s))
+                    t += n
+                return torch.cat(outs, dim=-1), tail
+
+            one, tail = run([L])
+            assert one.shape == ref.shape and rel(one, ref) < 1e-5, (name, C, k, s)
+            assert torch.equal(tail.transpose(1, 2), z[:, -1, s:])  # the spill past the last sample
+            assert torch.equal(run([1, 2, 4, 6])[0], one)
+        assert fn(p, rnd(1, 3, 4, 8), torch.zeros(1, 8, 0), None, 4) is None  # k = s: no tail, nothing to add (declined)
+    assert names in ([], ["native"])
 
 
 def test_w8f_serves_the_weights_it_keeps():
@@ -233,9 +292,9 @@ def test_the_plan_follows_the_options_and_is_logged_once(caplog):
     if "onednn" in p.chain("linear"):
         assert ops.make(o.replace(onednn=False)).chain("linear") == ("torch",)
     off = ops.make(o.replace(native="off"))
-    assert "native" not in off.chain("gemm") and "winograd" not in off.chain("conv1d") and off.chain("snake") == ("torch",) and off.lib is None
+    assert "native" not in off.chain("gemm") + off.chain("conv1d") and "winograd" not in off.chain("conv1d") and off.chain("snake") == ("torch",) and off.lib is None
     if "winograd" in p.chain("conv1d"):
-        assert ops.make(o.replace(winograd=False)).chain("conv1d") == ("w8f", "gemm", "torch")
+        assert ops.make(o.replace(winograd=False)).chain("conv1d") == ("w8f", "native", "gemm", "torch")
     assert p.chain("gemm")[0] == "w8f" and p.leads("gemm") == p.chain("gemm")[1]  # w8f only serves the weights it keeps
     bf = ops.make(o, "cpu", torch.bfloat16)
     assert all(c[-1:] == ("torch",) and "onednn" not in c and "native" not in c for op, c in bf.chains.items() if op not in OPTIONAL)

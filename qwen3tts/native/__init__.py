@@ -264,6 +264,10 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.qwen3tts_snake_ncw.argtypes = [P, P, P, P, ctypes.c_int64, I, ctypes.c_int64, I]
     lib.qwen3tts_snake_ncw.restype = None
     L = ctypes.c_int64
+    lib.qwen3tts_dwconv.argtypes = [P, L, L, P, L, L, I, I, P, I, I, P, P, I]
+    lib.qwen3tts_dwconv.restype = None
+    lib.qwen3tts_overlap_add.argtypes = [P, I, L, I, I, I, P, L, P, P, I]
+    lib.qwen3tts_overlap_add.restype = None
     lib.qwen3tts_wino_in.argtypes = [P, L, L, P, L, L, L, I, I, P, L, L, P, I, I, I, L, I]
     lib.qwen3tts_wino_in.restype = None
     lib.qwen3tts_wino_out.argtypes = [ctypes.POINTER(P), L, I, L, L, I, P, P, P, I, I, I, L, I]

@@ -90,6 +90,79 @@ void Q_FN(qwen3tts_snake_ncw)(const float *x, float *y, const float *alpha, cons
     }
 }
 
+/* ------------------------------------------------------------------ depthwise convolution
+ * y (B, T, C) = the valid depthwise convolution of [h (B, Lh, C); x (B, Lx, C)] (channels-last
+ * rows; h: a streaming step's history, read in place, Lh may be 0) with wt (k, C) (tap-major)
+ * at dilation d, T = Lh + Lx - (k - 1) d, + bias after the taps: the ConvNeXt blocks' k7
+ * convolution (codec/layers.py; ops/native_backend.py). Per output, one fused multiply-add per
+ * tap in tap order (fmaf in the scalar lanes), so every path gives the same floats and an
+ * output does not depend on where its chunk starts. */
+static inline const float *dw_row(const float *h, int64_t Lh, int64_t ldh, const float *x, int64_t ldx, int64_t t, int C,
+                                  int64_t b) {
+    return t < Lh ? h + b * ldh + t * C : x + b * ldx + (t - Lh) * C;
+}
+
+void Q_FN(qwen3tts_dwconv)(const float *h, int64_t Lh, int64_t ldh, const float *x, int64_t Lx, int64_t ldx, int B, int C,
+                           const float *wt, int k, int d, const float *bias, float *y, int nt) {
+    const int64_t T = Lh + Lx - (int64_t)(k - 1) * d;
+    if (T <= 0) return;
+#pragma omp parallel for schedule(static) num_threads(nt) if (T * B * C * k >= (1 << 17))
+    for (int64_t r = 0; r < B * T; r++) {
+        const int64_t b = r / T, t = r % T;
+        float *yr = y + r * C;
+        int c = 0;
+#ifdef Q_VEC
+        for (; c + VL <= C; c += VL) {
+            vf acc = vzero();
+            for (int j = 0; j < k; j++)
+                acc = vfmadd(vloadu(wt + (size_t)j * C + c), vloadu(dw_row(h, Lh, ldh, x, ldx, t + (int64_t)j * d, C, b) + c), acc);
+            vstoreu(yr + c, bias ? vadd(acc, vloadu(bias + c)) : acc);
+        }
+#endif
+        for (; c < C; c++) {
+            float acc = 0.f;
+            for (int j = 0; j < k; j++) acc = fmaf(wt[(size_t)j * C + c], dw_row(h, Lh, ldh, x, ldx, t + (int64_t)j * d, C, b)[c], acc);
+            yr[c] = bias ? acc + bias[c] : acc;
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ transposed convolution, overlap-add
+ * The output of a transposed convolution (kernel k <= 2 s, stride s) from its product
+ * z (B, N, k, C) (input column t times the weight's k taps): y (B, N * s, C) with
+ * y[t s + j] = (z[t, j] + z[t - 1, s + j]) + bias for j < k - s (z[-1, s + j] = tail[j], the
+ * previous chunk's spill), z[t, j] + bias otherwise; then tail (B, k - s, C) = z[N - 1, s..k)
+ * (codec/layers.py `CausalConvTranspose1d`, the same additions in the same order as its torch
+ * form). Rows of C channels contiguous; tail's batch stride ldt. */
+void Q_FN(qwen3tts_overlap_add)(const float *z, int B, int64_t N, int k, int s, int C, float *tail, int64_t ldt, const float *bias,
+                                float *y, int nt) {
+    const int nt_ = k - s;
+#pragma omp parallel for schedule(static) num_threads(nt) if ((int64_t)B * N * s * C >= (1 << 16))
+    for (int64_t r = 0; r < (int64_t)B * N * s; r++) {
+        const int64_t b = r / (N * s), t = r / s % N;
+        const int j = (int)(r % s);
+        const float *zr = z + ((b * N + t) * k + j) * C;
+        const float *pr = j >= nt_ ? NULL : t > 0 ? z + ((b * N + t - 1) * k + s + j) * C : tail + b * ldt + (int64_t)j * C;
+        float *yr = y + r * C;
+        int c = 0;
+#ifdef Q_VEC
+        for (; c + VL <= C; c += VL) {
+            vf v = vloadu(zr + c);
+            if (pr) v = vadd(v, vloadu(pr + c));
+            vstoreu(yr + c, bias ? vadd(v, vloadu(bias + c)) : v);
+        }
+#endif
+        for (; c < C; c++) {
+            float v = zr[c];
+            if (pr) v += pr[c];
+            yr[c] = bias ? v + bias[c] : v;
+        }
+    }
+    for (int b = 0; b < B; b++)
+        for (int j = 0; j < nt_; j++)
+            memcpy(tail + b * ldt + (int64_t)j * C, z + (((int64_t)b * N + N - 1) * k + s + j) * C, sizeof(float) * C);
+}
+
 /* ------------------------------------------------------------------ Winograd F(m, r) transforms */
 /* out = a * src (first term) or out += a * src, C channels */
 static inline void axpy_or_set(float *out, float a, const float *src, int C, int first) {

@@ -62,6 +62,10 @@ typedef struct {
     X(void, qwen3tts_snake, sfx, (const float *x, float *y, const float *alpha, const float *inv_beta, int64_t rows, int C, int nt)) \
     X(void, qwen3tts_snake_ncw, sfx, (const float *x, float *y, const float *alpha, const float *inv_beta, int64_t rows, int C,   \
                                       int64_t T, int nt))                                                                          \
+    X(void, qwen3tts_dwconv, sfx, (const float *h, int64_t Lh, int64_t ldh, const float *x, int64_t Lx, int64_t ldx, int B, int C, \
+                                   const float *wt, int k, int d, const float *bias, float *y, int nt))                            \
+    X(void, qwen3tts_overlap_add, sfx, (const float *z, int B, int64_t N, int k, int s, int C, float *tail, int64_t ldt,         \
+                                        const float *bias, float *y, int nt))                                                      \
     X(void, qwen3tts_wino_in, sfx, (const float *h, int64_t Lh, int64_t ldh, const float *x, int64_t Lx, int64_t ldx, int64_t off, \
                                     int B, int C, float *V, int64_t si, int64_t sr, const float *BT, int m, int n, int d, int64_t q, \
                                     int nt))                                                                                       \

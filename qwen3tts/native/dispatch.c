@@ -103,6 +103,13 @@ Q_WRAP_void(qwen3tts_snake, (const float *x, float *y, const float *alpha, const
 Q_WRAP_void(qwen3tts_snake_ncw,
             (const float *x, float *y, const float *alpha, const float *inv_beta, int64_t rows, int C, int64_t T, int nt),
             (x, y, alpha, inv_beta, rows, C, T, nt))
+Q_WRAP_void(qwen3tts_dwconv,
+            (const float *h, int64_t Lh, int64_t ldh, const float *x, int64_t Lx, int64_t ldx, int B, int C, const float *wt, int k,
+             int d, const float *bias, float *y, int nt),
+            (h, Lh, ldh, x, Lx, ldx, B, C, wt, k, d, bias, y, nt))
+Q_WRAP_void(qwen3tts_overlap_add,
+            (const float *z, int B, int64_t N, int k, int s, int C, float *tail, int64_t ldt, const float *bias, float *y, int nt),
+            (z, B, N, k, s, C, tail, ldt, bias, y, nt))
 Q_WRAP_void(qwen3tts_wino_in,
             (const float *h, int64_t Lh, int64_t ldh, const float *x, int64_t Lx, int64_t ldx, int64_t off, int B, int C, float *V,
              int64_t si, int64_t sr, const float *BT, int m, int n, int d, int64_t q, int nt),

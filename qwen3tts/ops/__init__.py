@@ -14,7 +14,8 @@ Ops: `linear` (weights as they are: talker, code predictor, codec encoder), `gem
 products whose weights may be packed once: the codec decoder's linears and convolutions),
 `conv1d` (valid convolution; Winograd F(4, 7) / one GEMM / torch), `conv1d_history` (a
 streaming step reading its history in place; optional), `conv_transpose1d` (the output
-blocks of a transposed convolution, k <= 2 stride, by Winograd F(4, 2); optional), `snake`, `rms_norm`, `rope`,
+blocks of a transposed convolution, k <= 2 stride, by Winograd F(4, 2); optional),
+`overlap_add` (a transposed convolution's output from its product, in one pass; optional), `snake`, `rms_norm`, `rope`,
 `attention`; and two module ops of the quantized talker whose backend the plan names and
 quant.py builds: `w8a8_linear`, `decoder_stack_step` (plan.MODULE_OPS). See
 docs/architecture.md "Compute seam".
@@ -28,8 +29,9 @@ import torch.nn as nn
 from .plan import BACKENDS, OPS, Plan, default, make
 from .reference import rope_tables
 
-__all__ = ["BACKENDS", "OPS", "Plan", "Linear", "make", "default", "prepare", "bind", "plan_of", "keep_packed_only", "keep_int8", "keep_int16_transformed", "rope_tables",
-           "run", "linear", "gemm", "conv1d", "conv1d_history", "conv_transpose1d", "snake", "rms_norm", "rope", "attention"]
+__all__ = ["BACKENDS", "OPS", "Plan", "Linear", "make", "default", "prepare", "bind", "plan_of", "keep_packed_only", "keep_int8", "keep_int16_transformed",
+           "rope_tables", "run", "linear", "gemm", "conv1d", "conv1d_history", "conv_transpose1d", "overlap_add", "snake", "rms_norm", "rope",
+           "attention"]
 
 
 def plan_of(owner) -> Plan:
@@ -157,6 +159,15 @@ def conv_transpose1d(owner, x, w, bias, stride):
     overlap-add within x done, bias added, block N what spills into the next chunk; or None
     where no backend serves it (the caller computes one GEMM and the overlap-add)."""
     return plan_of(owner).run("conv_transpose1d", owner, x, w, bias, stride)
+
+
+def overlap_add(owner, z, tail, bias, stride):
+    """A channels-last transposed convolution's output (k <= 2 stride) from its product z
+    (B, N, k, Cout), contiguous: (B, Cout, N * stride) over (B, N * stride, Cout) memory, sample
+    t * stride + j = z[t, j] (+ z[t - 1, stride + j] for j < k - stride, the previous chunk's
+    spill `tail` (B, k - stride, Cout) for t = 0) + bias; `tail` then holds this chunk's spill.
+    None where no backend serves it (nothing changed: the caller computes it in torch)."""
+    return plan_of(owner).run("overlap_add", z, tail, bias, stride)
 
 
 def snake(owner, x, alpha, inv_beta):

@@ -25,13 +25,13 @@ BACKENDS = (
     w8f_backend,  # gemm, conv1d (+ streaming form): products whose weight is kept in int8 (ops.keep_int8), float32 CPU
     winograd_backend,  # conv1d (+ its streaming form): F(4, 7) for wide k7 convolutions; conv_transpose1d: F(4, 2); float32 CPU
     onednn_backend,  # linear, gemm: oneDNN float32 CPU products
-    native_backend,  # gemm (2..24 rows), snake: the native C library, float32 CPU
+    native_backend,  # gemm (2..24 rows), snake, depthwise conv1d, overlap_add: the native C library, float32 CPU
     triton_backend,  # rms_norm, rope: Triton kernels (CUDA)
     gemm_conv_backend,  # conv1d: one GEMM over the unfolded windows, through the plan's gemm chain
     torch_backend,  # everything: plain torch
 )
-OPS = ("linear", "gemm", "conv1d", "conv1d_history", "conv_transpose1d", "snake", "rms_norm", "rope", "attention")
-OPTIONAL = ("conv1d_history", "conv_transpose1d")  # an op no backend may serve (the caller then computes it another way)
+OPS = ("linear", "gemm", "conv1d", "conv1d_history", "conv_transpose1d", "overlap_add", "snake", "rms_norm", "rope", "attention")
+OPTIONAL = ("conv1d_history", "conv_transpose1d", "overlap_add")  # an op no backend may serve (the caller then computes it another way)
 # Ops computed by whole modules that replace the float ones when a model is quantized (quant.py):
 # the plan names the backend (`MODULES` of a backend), quant.py builds its module.
 # w8a8_linear: native (native/stack.py NativeW8A8Linear) > torch (quant.W8A8Linear, fbgemm);
