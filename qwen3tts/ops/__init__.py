@@ -15,7 +15,8 @@ products whose weights may be packed once: the codec decoder's linears and convo
 `conv1d` (valid convolution; Winograd F(4, 7) / one GEMM / torch), `conv1d_history` (a
 streaming step reading its history in place; optional), `conv_transpose1d` (the output
 blocks of a transposed convolution, k <= 2 stride, by Winograd F(4, 2); optional), `snake`, `rms_norm`, `rope`,
-`attention`; and two module ops of the quantized talker whose backend the plan names and
+`attention`, `window_stack` (the codec decoder transformer's layers for one pass; optional);
+and two module ops of the quantized talker whose backend the plan names and
 quant.py builds: `w8a8_linear`, `decoder_stack_step` (plan.MODULE_OPS). See
 docs/architecture.md "Compute seam".
 """
@@ -29,7 +30,8 @@ from .plan import BACKENDS, OPS, Plan, default, make
 from .reference import rope_tables
 
 __all__ = ["BACKENDS", "OPS", "Plan", "Linear", "make", "default", "prepare", "bind", "plan_of", "keep_packed_only", "keep_int8", "rope_tables",
-           "run", "linear", "gemm", "conv1d", "conv1d_history", "conv_transpose1d", "snake", "rms_norm", "rope", "attention"]
+           "run", "linear", "gemm", "conv1d", "conv1d_history", "conv_transpose1d", "snake", "rms_norm", "rope", "attention",
+           "window_stack"]
 
 
 def plan_of(owner) -> Plan:
@@ -163,3 +165,12 @@ def rope(owner, x, cos, sin):
 
 def attention(owner, q, k, v, attn_mask=None, is_causal=False, enable_gqa=False):
     return plan_of(owner).run("attention", q, k, v, attn_mask, is_causal, enable_gqa)
+
+
+def window_stack(owner, x, cos, sin, pos, rings):
+    """The layers of a codec decoder transformer `owner` (codec/transformer.py) for one pass of
+    N <= its ring chunk frames: x (B, N, hidden) updated in place and returned, cos / sin
+    (1 or B, N, D) the pass's RoPE rows, pos the rows' first positions (an int or B ints), rings
+    per layer its (B, Hkv, R, D) key / value ring (written at the new positions); or None where no
+    backend serves it (the caller runs the layers)."""
+    return plan_of(owner).run("window_stack", owner, x, cos, sin, pos, rings)

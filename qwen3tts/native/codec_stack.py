@@ -1,0 +1,87 @@
+"""`CodecStack`: the codec decoder transformer's layers (codec/transformer.py DecoderTransformer,
+mirroring `Qwen3TTSTokenizerV2DecoderTransformerModel`'s layers) for one pass of a few frames in
+one native call (`qwen3tts_codec_stack`, codec.c), in the quantized modes where every product of
+those layers holds an int8 weight (native/w8f.py `W8Weight`, kept by the seam's w8f backend).
+
+Why: a streaming push runs the 8 layers on one frame; there each layer's ~20 torch ops (norms,
+RoPE, the ring write, two batched products and a softmax for the attention, layer scales) cost
+more than its four weight-bound products. The call computes the same products with the same
+kernel (`qwen3tts_linear_w8f`: a row's result does not depend on the other rows) and the rest
+in C; the ring of post-RoPE keys / values and the window are the Python layers' (transformer.py).
+
+Not in the official model (it has no quantization); the seam's `window_stack` op
+(ops/w8f_stack_backend.py) serves it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import torch
+
+FIELDS = 20  # codec.c CS_FIELDS: int64 values per layer in the table
+SLOT = "_w8f"  # ops/w8f_backend.py SLOT: where a product's int8 weight is kept
+
+
+def _product(lin) -> list[int]:
+    """A product's table fields: int8 weight, its row stride, scales, bias (0: none)."""
+    q = lin.__dict__[SLOT]
+    return [q.weight_q.data_ptr(), q.ld, q.scales.data_ptr(), 0 if lin.bias is None else lin.bias.detach().contiguous().data_ptr()]
+
+
+def eligible(tr) -> bool:
+    """Every product of `tr`'s layers is fused (q|k|v, gate|up) and holds an int8 weight."""
+    for layer in tr.layers:
+        a, m = layer.self_attn, layer.mlp
+        lins = (a.qkv_proj, a.o_proj, m.gate_up_proj, m.down_proj)
+        if any(lin is None or SLOT not in lin.__dict__ or (lin.bias is not None and not lin.bias.is_contiguous()) for lin in lins):
+            return False
+    return True
+
+
+def key(tr):
+    """What the table depends on: the first layer's int8 weight and norm weight."""
+    layer = tr.layers[0]
+    return id(layer.self_attn.qkv_proj.__dict__.get(SLOT)), layer.input_layernorm.weight.data_ptr()
+
+
+class CodecStack:
+    """The pointer table of a DecoderTransformer's layers (its module keeps the tensors alive)."""
+
+    __slots__ = ("key", "table", "dims", "eps", "n_layers", "kv_heads", "ring")
+
+    def __init__(self, tr, ring: int):
+        cfg = tr.cfg
+        rows = []
+        for layer in tr.layers:
+            a, m = layer.self_attn, layer.mlp
+            rows += [layer.input_layernorm.weight.data_ptr(), *_product(a.qkv_proj), *_product(a.o_proj),
+                     layer.self_attn_layer_scale.scale.data_ptr(), layer.post_attention_layernorm.weight.data_ptr(),
+                     *_product(m.gate_up_proj), *_product(m.down_proj), layer.mlp_layer_scale.scale.data_ptr()]
+        assert len(rows) == FIELDS * len(tr.layers)
+        a = tr.layers[0].self_attn
+        self.key = key(tr)
+        self.table = torch.tensor(rows, dtype=torch.int64)
+        self.n_layers, self.kv_heads, self.ring = len(tr.layers), a.kv_heads, ring
+        self.dims = torch.tensor([cfg.hidden_size, a.heads, a.kv_heads, a.head_dim, cfg.intermediate_size, cfg.sliding_window, ring],
+                                 dtype=torch.int32)
+        self.eps = float(tr.layers[0].input_layernorm.eps)
+
+    def __call__(self, lib, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, pos, rings) -> torch.Tensor | None:
+        """x (B, N, hidden) contiguous, updated in place and returned; cos / sin (1 or B, N, D)
+        contiguous; pos: the rows' first positions (an int or B ints); rings: per layer its
+        (B, Hkv, R, D) key and value rings. None where an operand is not as the call needs."""
+        B, N, _ = x.shape
+        if not (x.is_contiguous() and cos.is_contiguous() and sin.is_contiguous()):
+            return None
+        kv = []
+        for k, v in rings:
+            if not (k.is_contiguous() and v.is_contiguous() and k.shape[0] == B and k.shape[2] == self.ring):
+                return None
+            kv += [k.data_ptr(), v.data_ptr()]
+        p = [pos] * B if isinstance(pos, int) else [int(q) for q in pos]
+        cs_stride = 0 if cos.shape[0] == 1 else N * cos.shape[-1]
+        lib.qwen3tts_codec_stack(self.table.data_ptr(), self.n_layers, self.dims.data_ptr(), self.eps, x.data_ptr(), B, N,
+                                 cos.data_ptr(), sin.data_ptr(), cs_stride, (ctypes.c_int64 * B)(*p), (ctypes.c_int64 * len(kv))(*kv),
+                                 torch.get_num_threads())
+        return x

@@ -1,0 +1,39 @@
+"""The w8f stack backend of `window_stack`: the codec decoder transformer's layers for one pass
+of at most a ring chunk of frames in one native call (native/codec_stack.py, codec.c
+`qwen3tts_codec_stack`), where each of their products holds an int8 weight (the quantized
+modes: codec_quant.py through the w8f backend). It declines every other owner (float32 weights,
+unfused projections), and the layers then run as torch ops through the seam.
+
+Available where the native library is loaded, float32 on CPU.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import native_backend
+
+NAME = "w8f_stack"
+OWN_WEIGHTS = True  # serves only the int8 weights the w8f backend keeps
+CACHE = "_w8f_stack"
+
+
+def available(opts, device: torch.device, dtype: torch.dtype) -> bool:
+    return native_backend.available(opts, device, dtype)
+
+
+def window_stack(plan, owner, x, cos, sin, pos, rings):
+    from ..native import codec_stack
+
+    first = owner.layers[0].self_attn.qkv_proj
+    if first is None or codec_stack.SLOT not in first.__dict__ or x.dtype != torch.float32 or x.device.type != "cpu":
+        return None
+    st = owner.__dict__.get(CACHE)
+    if st is None or st.key != codec_stack.key(owner):
+        if not codec_stack.eligible(owner):
+            return None
+        st = owner.__dict__[CACHE] = codec_stack.CodecStack(owner, rings[0][0].shape[2])
+    return st(plan.lib, x, cos, sin, pos, rings)
+
+
+OPS = {"window_stack": window_stack}
