@@ -34,15 +34,15 @@ class LayerScale(nn.Module):
 
 
 class _Attention(Projections):
-    def qkv(self, x, cos, sin):
-        """q, k with RoPE and v, each (B, heads, T, D)."""
+    def qkv(self, x, cos, sin, y=None):
+        """q, k with RoPE and v, each (B, heads, T, D); y: the fused projection of x, if made."""
         if self.qkv_proj is None:
             q, k, v = (t.transpose(1, 2) for t in self.project(x))  # (B, H, T, D)
             return ops.rope(self, q, cos, sin), ops.rope(self, k, cos, sin), v
         # q|k|v from one product; q and k heads are adjacent: one RoPE for both
         B, N, _ = x.shape
         H, Hkv, D = self.heads, self.kv_heads, self.head_dim
-        y = self.qkv_proj(x)  # (B, N, (H + 2 Hkv) D)
+        y = self.qkv_proj(x) if y is None else y  # (B, N, (H + 2 Hkv) D)
         qk = ops.rope(self, y[..., : (H + Hkv) * D].view(B, N, H + Hkv, D).transpose(1, 2), cos, sin)  # (B, H + Hkv, N, D)
         v = y[..., (H + Hkv) * D :].view(B, N, Hkv, D).transpose(1, 2)  # (B, Hkv, N, D)
         return qk[:, :H], qk[:, H:], v
@@ -62,12 +62,19 @@ class DecoderAttention(_Attention):
         shape = (batch, self.kv_heads, self.window - 1 + RING_CHUNK, self.head_dim)
         return [torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype)]
 
-    def forward(self, x, cos, sin, mask, slots, st: StreamState):
+    def forward(self, x, cos, sin, mask, slots, st: StreamState, pos=None):
         """slots: the ring slots of the new frames, a `slice` (consecutive slots) or a
         (B or 1, 1, N, 1) index tensor; mask (B or 1, 1, N, R) over the ring: bool, or on CPU the
-        same as an additive float mask (0 / -inf, made once per pass)."""
-        q, k, v = self.qkv(x, cos, sin)  # (B, H, N, D)
+        same as an additive float mask (0 / -inf, made once per pass); pos (CPU passes): the
+        rows' first positions (an int or B ints), for the seam's `window_attention`."""
         ck, cv = st.bufs[self.state_key]  # (B, Hkv, R, D)
+        y = None
+        if pos is not None and self.qkv_proj is not None:
+            y = self.qkv_proj(x)  # (B, N, (H + 2 Hkv) D)
+            a = ops.window_attention(self, y, cos, sin, pos, ck, cv)  # (B, N, H D): RoPE, ring write, attention in one op
+            if a is not None:
+                return self.o_proj(a)
+        q, k, v = self.qkv(x, cos, sin, y)  # (B, H, N, D)
         if isinstance(slots, slice):
             ck[:, :, slots].copy_(k)
             cv[:, :, slots].copy_(v)
@@ -112,9 +119,9 @@ class DecoderLayer(nn.Module):
         self.mlp = MLP(cfg.hidden_size, cfg.intermediate_size)  # SiLU-gated, no biases: the talker MLP
         self.mlp_layer_scale = LayerScale(cfg.hidden_size)
 
-    def forward(self, x, cos, sin, mask, slots, st):
+    def forward(self, x, cos, sin, mask, slots, st, pos=None):
         # x + scale * f(x) as one op (addcmul: the same product and sum)
-        x = torch.addcmul(x, self.self_attn_layer_scale.scale, self.self_attn(self.input_layernorm(x), cos, sin, mask, slots, st))
+        x = torch.addcmul(x, self.self_attn_layer_scale.scale, self.self_attn(self.input_layernorm(x), cos, sin, mask, slots, st, pos))
         return torch.addcmul(x, self.mlp_layer_scale.scale, self.mlp(self.post_attention_layernorm(x)))
 
 
@@ -158,14 +165,15 @@ class DecoderTransformer(nn.Module):
         else:
             cos, sin, mask, slots = self._context(torch.as_tensor(pos, device=x.device).reshape(-1, 1), x.shape[1], x.dtype)
         h = self.input_proj(x)
-        if h.device.type == "cpu":  # the layers in one call where a backend serves them (int8 weights)
+        cpu = h.device.type == "cpu"
+        if cpu:  # the layers in one call where a backend serves them (int8 weights)
             N, D = x.shape[1], self.cfg.head_dim
             rings = [st.bufs[layer.self_attn.state_key] for layer in self.layers]
             y = ops.window_stack(self, h.contiguous(), cos.reshape(-1, N, D), sin.reshape(-1, N, D), pos, rings)  # (B, N, hidden)
             if y is not None:
                 return self.output_proj(self.norm(y))
         for layer in self.layers:
-            h = layer(h, cos, sin, mask, slots, st)
+            h = layer(h, cos, sin, mask, slots, st, pos if cpu else None)
         return self.output_proj(self.norm(h))
 
     def _context(self, p0: torch.Tensor, N: int, dtype):
