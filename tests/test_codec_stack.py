@@ -1,10 +1,9 @@
-"""The codec decoder transformer's pass in native calls (ops/window_backend.py,
-native/codec_stack.py): its layers in one call in the quantized modes (`window_stack`, codec.c
-`qwen3tts_codec_stack`), each layer's attention in one call in float32 (`window_attention`),
+"""The codec decoder transformer's layers in one native call in the quantized modes (the seam's
+`window_stack` op: ops/window_backend.py, native/codec_stack.py, codec.c `qwen3tts_codec_stack`)
 against the same layers as torch ops, on every instruction set: passes of 1..32 frames and longer
 (several passes), across the ring's wrap and the cached RoPE table's end, per-row positions of
-stacked sessions, grouped key / value heads and biases; and that `window_stack` declines float
-weights."""
+stacked sessions, grouped key / value heads and biases; and that it declines float weights (the
+float32 parity mode keeps its torch ops)."""
 
 from __future__ import annotations
 
@@ -78,13 +77,11 @@ def _served(tr) -> bool:
 
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("kw", [{}, {"num_key_value_heads": 2, "attention_bias": True}])
-@pytest.mark.parametrize("quantized", [True, False])
-def test_native_pass_equals_the_torch_layers(isa, kw, quantized):
-    tr = _transformer(quantized, **kw)
+def test_native_stack_equals_the_torch_layers(isa, kw):
+    tr = _transformer(True, **kw)
     g = torch.Generator().manual_seed(1)
     with using(isa), torch.inference_mode():
-        assert tr.ops_plan.chain("window_stack") == tr.ops_plan.chain("window_attention") == ("window",)
-        assert _served(tr) == quantized  # float32: one native attention call per layer
+        assert tr.ops_plan.chain("window_stack") == ("window",) and _served(tr)
         a = _state(tr, 2)
         b = _copy(a)
         for n in (5, 1, 1, 32, 3, 1, 40, 1, 1, 7, 1, 1):  # the ring (R = 39 slots) wraps several times
@@ -103,9 +100,8 @@ def test_native_pass_equals_the_torch_layers(isa, kw, quantized):
 
 
 @pytest.mark.parametrize("isa", ISAS)
-@pytest.mark.parametrize("quantized", [True, False])
-def test_native_pass_with_per_row_positions(isa, quantized):
-    tr = _transformer(quantized)
+def test_native_stack_with_per_row_positions(isa):
+    tr = _transformer(True)
     g = torch.Generator().manual_seed(2)
     with using(isa), torch.inference_mode():
         rows = [_state(tr, 1) for _ in range(3)]
@@ -127,15 +123,6 @@ def test_native_pass_with_per_row_positions(isa, quantized):
             assert max_abs(got, want) <= 1e-5 * want.abs().max()
 
 
-def test_window_attention_declines_what_it_does_not_serve():
+def test_float_weights_are_not_served():
     tr = _transformer(False)
-    attn = tr.layers[0].self_attn
-    st = _state(tr, 2)
-    k, v = st.bufs[attn.state_key]
-    y = torch.randn(2, 3, 3 * 4 * 16)
-    cos = sin = torch.ones(1, 1, 3, 16)
-    with torch.inference_mode():
-        assert ops.window_attention(attn, y, cos, sin, 0, k, v).shape == (2, 3, 4 * 16)
-        assert ops.window_attention(attn, y.double(), cos, sin, 0, k, v) is None
-        assert ops.window_attention(attn, y[:1], cos, sin, 0, k, v) is None  # rings of another batch
-        assert ops.window_attention(attn, y.transpose(0, 1).contiguous().transpose(0, 1), cos, sin, 0, k, v) is None
+    assert tr.ops_plan.chain("window_stack") == ("window",) and not _served(tr)  # float32: the layers' torch ops

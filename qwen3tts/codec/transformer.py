@@ -7,7 +7,9 @@
   (`[B, H, R, D]`, R = W - 1 + RING_CHUNK, fixed shape; position p lives in slot p % R) and the
   absolute frame position: a pass writes its N <= RING_CHUNK new keys into the ring and attends
   over the ring in place (masked by each slot's position), so no cache is copied per step;
-  longer chunks run as several passes.
+  longer chunks run as several passes. On CPU a pass asks the seam for its layers in one call
+  (`ops.window_stack`: served where every product holds an int8 weight, the quantized modes);
+  where it is not served (float32, the parity mode), the layers below run as torch ops.
 * `EncoderTransformer` mirrors transformers' `MimiTransformerModel` (25 Hz): LayerNorm (with
   bias) pre-norm, exact-GELU MLP without biases, layer scales, RoPE theta 1e4 and a **plain
   causal mask** (`sliding_window` is not applied by transformers 4.57.3 eager/SDPA; codec.md §5.3).
@@ -34,15 +36,15 @@ class LayerScale(nn.Module):
 
 
 class _Attention(Projections):
-    def qkv(self, x, cos, sin, y=None):
-        """q, k with RoPE and v, each (B, heads, T, D); y: the fused projection of x, if made."""
+    def qkv(self, x, cos, sin):
+        """q, k with RoPE and v, each (B, heads, T, D)."""
         if self.qkv_proj is None:
             q, k, v = (t.transpose(1, 2) for t in self.project(x))  # (B, H, T, D)
             return ops.rope(self, q, cos, sin), ops.rope(self, k, cos, sin), v
         # q|k|v from one product; q and k heads are adjacent: one RoPE for both
         B, N, _ = x.shape
         H, Hkv, D = self.heads, self.kv_heads, self.head_dim
-        y = self.qkv_proj(x) if y is None else y  # (B, N, (H + 2 Hkv) D)
+        y = self.qkv_proj(x)  # (B, N, (H + 2 Hkv) D)
         qk = ops.rope(self, y[..., : (H + Hkv) * D].view(B, N, H + Hkv, D).transpose(1, 2), cos, sin)  # (B, H + Hkv, N, D)
         v = y[..., (H + Hkv) * D :].view(B, N, Hkv, D).transpose(1, 2)  # (B, Hkv, N, D)
         return qk[:, :H], qk[:, H:], v
@@ -62,19 +64,12 @@ class DecoderAttention(_Attention):
         shape = (batch, self.kv_heads, self.window - 1 + RING_CHUNK, self.head_dim)
         return [torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype)]
 
-    def forward(self, x, cos, sin, mask, slots, st: StreamState, pos=None):
+    def forward(self, x, cos, sin, mask, slots, st: StreamState):
         """slots: the ring slots of the new frames, a `slice` (consecutive slots) or a
         (B or 1, 1, N, 1) index tensor; mask (B or 1, 1, N, R) over the ring: bool, or on CPU the
-        same as an additive float mask (0 / -inf, made once per pass); pos (CPU passes): the
-        rows' first positions (an int or B ints), for the seam's `window_attention`."""
+        same as an additive float mask (0 / -inf, made once per pass)."""
+        q, k, v = self.qkv(x, cos, sin)  # (B, H, N, D)
         ck, cv = st.bufs[self.state_key]  # (B, Hkv, R, D)
-        y = None
-        if pos is not None and self.qkv_proj is not None:
-            y = self.qkv_proj(x)  # (B, N, (H + 2 Hkv) D)
-            a = ops.window_attention(self, y, cos, sin, pos, ck, cv)  # (B, N, H D): RoPE, ring write, attention in one op
-            if a is not None:
-                return self.o_proj(a)
-        q, k, v = self.qkv(x, cos, sin, y)  # (B, H, N, D)
         if isinstance(slots, slice):
             ck[:, :, slots].copy_(k)
             cv[:, :, slots].copy_(v)
@@ -119,9 +114,9 @@ class DecoderLayer(nn.Module):
         self.mlp = MLP(cfg.hidden_size, cfg.intermediate_size)  # SiLU-gated, no biases: the talker MLP
         self.mlp_layer_scale = LayerScale(cfg.hidden_size)
 
-    def forward(self, x, cos, sin, mask, slots, st, pos=None):
+    def forward(self, x, cos, sin, mask, slots, st):
         # x + scale * f(x) as one op (addcmul: the same product and sum)
-        x = torch.addcmul(x, self.self_attn_layer_scale.scale, self.self_attn(self.input_layernorm(x), cos, sin, mask, slots, st, pos))
+        x = torch.addcmul(x, self.self_attn_layer_scale.scale, self.self_attn(self.input_layernorm(x), cos, sin, mask, slots, st))
         return torch.addcmul(x, self.mlp_layer_scale.scale, self.mlp(self.post_attention_layernorm(x)))
 
 
@@ -165,15 +160,14 @@ class DecoderTransformer(nn.Module):
         else:
             cos, sin, mask, slots = self._context(torch.as_tensor(pos, device=x.device).reshape(-1, 1), x.shape[1], x.dtype)
         h = self.input_proj(x)
-        cpu = h.device.type == "cpu"
-        if cpu:  # the layers in one call where a backend serves them (int8 weights)
+        if h.device.type == "cpu":  # the layers in one call where a backend serves them (int8 weights)
             N, D = x.shape[1], self.cfg.head_dim
             rings = [st.bufs[layer.self_attn.state_key] for layer in self.layers]
             y = ops.window_stack(self, h.contiguous(), cos.reshape(-1, N, D), sin.reshape(-1, N, D), pos, rings)  # (B, N, hidden)
             if y is not None:
                 return self.output_proj(self.norm(y))
         for layer in self.layers:
-            h = layer(h, cos, sin, mask, slots, st, pos if cpu else None)
+            h = layer(h, cos, sin, mask, slots, st)
         return self.output_proj(self.norm(h))
 
     def _context(self, p0: torch.Tensor, N: int, dtype):

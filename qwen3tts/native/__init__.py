@@ -278,5 +278,3 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.qwen3tts_q4_gemm.restype = None
     lib.qwen3tts_codec_stack.argtypes = [P, I, P, ctypes.c_float, P, I, I, P, P, L, P, P, I]
     lib.qwen3tts_codec_stack.restype = None
-    lib.qwen3tts_window_attention.argtypes = [P, P, I, I, P, P, L, P, P, P, P, I]
-    lib.qwen3tts_window_attention.restype = None

@@ -594,8 +594,9 @@ void Q_FN(qwen3tts_linear_w8f)(const float *x, int M, int K, const int8_t *q, in
  * query p sees the slots holding positions in (p - W, p]. On a streaming step of one frame the
  * ~20 torch ops per layer cost more than its products; this is one call for the stack.
  * w: per layer CS_FIELDS int64 values (pointers, and each product's row stride in bytes), in
- * the order of CS_* below; dims: H, I, then window_attention_rows' (heads, kv heads, D, W, R). cos / sin: (N, D) rows of the
- * pass's positions, row b's at b * cs_stride; pos (B,): each row's first position. */
+ * the order of CS_* below; dims: H, I, then window_attention_rows' (heads, kv heads, D, W, R);
+ * cos / sin: (N, D) rows of the pass's positions, row b's at b * cs_stride; pos (B,): each row's
+ * first position; kv: per layer its key ring and value ring. */
 enum { CS_IN_NORM, CS_QKV_Q, CS_QKV_LD, CS_QKV_SCALE, CS_QKV_BIAS, CS_O_Q, CS_O_LD, CS_O_SCALE, CS_O_BIAS, CS_LS1, CS_POST_NORM,
        CS_GU_Q, CS_GU_LD, CS_GU_SCALE, CS_GU_BIAS, CS_DOWN_Q, CS_DOWN_LD, CS_DOWN_SCALE, CS_DOWN_BIAS, CS_LS2, CS_FIELDS };
 
@@ -685,16 +686,6 @@ static void window_attention_rows(float *qkv, const int32_t *dims, int B, int N,
         ring_attend(qkv + (size_t)r * nqkv + (size_t)h * D, kring + ring, vring + ring, R, D, pos[b] + r % N, pos[b] + N - 1, W,
                     scores + (size_t)t * R, idx + (size_t)t * R, att + (size_t)r * nq + (size_t)h * D);
     }
-}
-
-/* The attention of one decoder-transformer layer for a pass (codec/transformer.py
- * DecoderAttention, float32 products computed outside): window_attention_rows in one call. */
-void Q_FN(qwen3tts_window_attention)(float *qkv, const int32_t *dims, int B, int N, const float *cos_t, const float *sin_t,
-                                     int64_t cs_stride, const int64_t *pos, float *kring, float *vring, float *att, int nt) {
-    float *scores = (float *)malloc(sizeof(float) * (size_t)nt * dims[4]);
-    int *idx = (int *)malloc(sizeof(int) * (size_t)nt * dims[4]);
-    window_attention_rows(qkv, dims, B, N, cos_t, sin_t, cs_stride, pos, kring, vring, att, scores, idx, nt);
-    free(scores); free(idx);
 }
 
 void Q_FN(qwen3tts_codec_stack)(const int64_t *w, int n_layers, const int32_t *dims, float eps, float *x, int B, int N,

@@ -9,11 +9,8 @@ more than its four weight-bound products. The call computes the same products wi
 kernel (`qwen3tts_linear_w8f`: a row's result does not depend on the other rows) and the rest
 in C; the ring of post-RoPE keys / values and the window are the Python layers' (transformer.py).
 
-`window_attention`: one layer's attention (RoPE, the ring write, the windowed softmax) in one
-call (`qwen3tts_window_attention`) after its float32 q|k|v product: the float32 mode's path.
-
-Not in the official model; the seam's `window_stack` / `window_attention` ops
-(ops/window_backend.py) serve them.
+Not in the official model (it has no quantization); the seam's `window_stack` op
+(ops/window_backend.py) serves it.
 """
 
 from __future__ import annotations
@@ -97,22 +94,3 @@ def _cs_stride(cos: torch.Tensor, N: int) -> int:
     """Floats between the RoPE rows of consecutive batch rows (0: one set for all)."""
     return 0 if cos.shape[0] == 1 else N * cos.shape[-1]
 
-
-def window_attention(lib, attn, qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, pos, k: torch.Tensor, v: torch.Tensor):
-    """`attn`'s attention (a DecoderAttention) from its fused projection qkv (B, N, (H + 2 Hkv) D),
-    contiguous (RoPE applied in place): (B, N, H D), the rings k, v (B, Hkv, R, D) written; cos /
-    sin broadcastable as (1 or B, 1, N, D). None where an operand is not as the call needs."""
-    B, N, F = qkv.shape
-    H, Hkv, D = attn.heads, attn.kv_heads, attn.head_dim
-    R = k.shape[2]
-    cos, sin = cos.reshape(-1, N, D), sin.reshape(-1, N, D)
-    if not (qkv.is_contiguous() and F == (H + 2 * Hkv) * D and k.is_contiguous() and v.is_contiguous() and k.shape == (B, Hkv, R, D)
-            and cos.is_contiguous() and sin.is_contiguous() and cos.shape[0] in (1, B)):
-        return None
-    dims = attn.__dict__.get("_window_dims")
-    if dims is None or int(dims[4]) != R:
-        dims = attn.__dict__["_window_dims"] = torch.tensor([H, Hkv, D, attn.window, R], dtype=torch.int32)
-    att = torch.empty(B, N, H * D)
-    lib.qwen3tts_window_attention(qkv.data_ptr(), dims.data_ptr(), B, N, cos.data_ptr(), sin.data_ptr(), _cs_stride(cos, N),
-                                  _positions(pos, B), k.data_ptr(), v.data_ptr(), att.data_ptr(), torch.get_num_threads())
-    return att

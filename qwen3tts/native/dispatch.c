@@ -126,7 +126,3 @@ Q_WRAP_void(qwen3tts_codec_stack,
             (const int64_t *w, int n_layers, const int32_t *dims, float eps, float *x, int B, int N, const float *cos_t,
              const float *sin_t, int64_t cs_stride, const int64_t *pos, const int64_t *kv, int nt),
             (w, n_layers, dims, eps, x, B, N, cos_t, sin_t, cs_stride, pos, kv, nt))
-Q_WRAP_void(qwen3tts_window_attention,
-            (float *qkv, const int32_t *dims, int B, int N, const float *cos_t, const float *sin_t, int64_t cs_stride,
-             const int64_t *pos, float *kring, float *vring, float *att, int nt),
-            (qkv, dims, B, N, cos_t, sin_t, cs_stride, pos, kring, vring, att, nt))

@@ -15,8 +15,7 @@ products whose weights may be packed once: the codec decoder's linears and convo
 `conv1d` (valid convolution; Winograd F(4, 7) / one GEMM / torch), `conv1d_history` (a
 streaming step reading its history in place; optional), `conv_transpose1d` (the output
 blocks of a transposed convolution, k <= 2 stride, by Winograd F(4, 2); optional), `snake`, `rms_norm`, `rope`,
-`attention`, `window_stack` (the codec decoder transformer's layers for one pass; optional),
-`window_attention` (one of its layers' attention after the q|k|v product; optional);
+`attention`, `window_stack` (the codec decoder transformer's layers for one pass; optional);
 and two module ops of the quantized talker whose backend the plan names and
 quant.py builds: `w8a8_linear`, `decoder_stack_step` (plan.MODULE_OPS). See
 docs/architecture.md "Compute seam".
@@ -32,7 +31,7 @@ from .reference import rope_tables
 
 __all__ = ["BACKENDS", "OPS", "Plan", "Linear", "make", "default", "prepare", "bind", "plan_of", "keep_packed_only", "keep_int8", "rope_tables",
            "run", "linear", "gemm", "conv1d", "conv1d_history", "conv_transpose1d", "snake", "rms_norm", "rope", "attention",
-           "window_stack", "window_attention"]
+           "window_stack"]
 
 
 def plan_of(owner) -> Plan:
@@ -176,11 +175,3 @@ def window_stack(owner, x, cos, sin, pos, rings):
     backend serves it (the caller runs the layers)."""
     return plan_of(owner).run("window_stack", owner, x, cos, sin, pos, rings)
 
-
-def window_attention(owner, qkv, cos, sin, pos, k, v):
-    """A codec decoder transformer layer's attention (`owner`: its DecoderAttention) for one pass
-    of N <= its ring chunk frames from its fused projection qkv (B, N, (H + 2 Hkv) D) (changed:
-    RoPE applied in place): the new keys / values written into the rings k, v (B, Hkv, R, D) at
-    their positions (pos: the rows' first, an int or B ints; cos / sin (1 or B, N, D)), then
-    each query's softmax over the window: (B, N, H D); or None where no backend serves it."""
-    return plan_of(owner).run("window_attention", owner, qkv, cos, sin, pos, k, v)

@@ -1,14 +1,9 @@
-"""The window backend: the codec decoder transformer's sliding-window pass (codec/transformer.py)
-in the native library, float32 on CPU.
-
-* `window_stack`: all its layers for one pass of at most a ring chunk of frames in one call
-  (native/codec_stack.py, codec.c `qwen3tts_codec_stack`), where each of their products holds an
-  int8 weight (the quantized modes: codec_quant.py through the w8f backend, whose kernel it
-  calls). It declines every other owner (float weights, unfused projections): the layers then
-  run one by one.
-* `window_attention`: one layer's attention after its fused q|k|v product (`qwen3tts_window_attention`:
-  RoPE on the q and k heads, the keys / values into the ring, each head's softmax over the ring
-  slots in the window): one call instead of ~18 torch ops, the float32 mode's path.
+"""The window backend of `window_stack`: the codec decoder transformer's layers
+(codec/transformer.py, a sliding-window pass) for one pass of at most a ring chunk of frames in
+one native call (native/codec_stack.py, codec.c `qwen3tts_codec_stack`), where each of their
+products holds an int8 weight (the quantized modes: codec_quant.py through the w8f backend, whose
+kernel it calls). It declines every other owner (float weights, the parity mode; unfused
+projections): the layers then run as torch ops.
 
 Available where the native library is loaded, float32 on CPU.
 """
@@ -41,12 +36,4 @@ def window_stack(plan, owner, x, cos, sin, pos, rings):
     return st(plan.lib, x, cos, sin, pos, rings)
 
 
-def window_attention(plan, owner, qkv, cos, sin, pos, k, v):
-    from ..native.codec_stack import window_attention as run
-
-    if qkv.dtype != torch.float32 or qkv.device.type != "cpu":
-        return None
-    return run(plan.lib, owner, qkv, cos, sin, pos, k, v)
-
-
-OPS = {"window_stack": window_stack, "window_attention": window_attention}
+OPS = {"window_stack": window_stack}
