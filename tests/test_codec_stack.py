@@ -72,7 +72,7 @@ def _served(tr) -> bool:
     x = torch.zeros(1, 1, tr.cfg.hidden_size)
     cos = sin = torch.zeros(1, 1, tr.cfg.head_dim)
     st = _state(tr, 1)
-    return ops.window_stack(tr, x, cos, sin, 0, [st.bufs[layer.self_attn.state_key] for layer in tr.layers]) is not None
+    return ops.window_stack(tr, x, 0, [st.bufs[layer.self_attn.state_key] for layer in tr.layers], lambda: (cos, sin)) is not None
 
 
 @pytest.mark.parametrize("isa", ISAS)

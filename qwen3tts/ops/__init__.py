@@ -167,11 +167,11 @@ def attention(owner, q, k, v, attn_mask=None, is_causal=False, enable_gqa=False)
     return plan_of(owner).run("attention", q, k, v, attn_mask, is_causal, enable_gqa)
 
 
-def window_stack(owner, x, cos, sin, pos, rings):
+def window_stack(owner, x, pos, rings, rope):
     """The layers of a codec decoder transformer `owner` (codec/transformer.py) for one pass of
-    N <= its ring chunk frames: x (B, N, hidden) updated in place and returned, cos / sin
-    (1 or B, N, D) the pass's RoPE rows, pos the rows' first positions (an int or B ints), rings
-    per layer its (B, Hkv, R, D) key / value ring (written at the new positions); or None where no
-    backend serves it (the caller runs the layers)."""
-    return plan_of(owner).run("window_stack", owner, x, cos, sin, pos, rings)
+    N <= its ring chunk frames: x (B, N, hidden) updated in place and returned, pos the rows'
+    first positions (an int or B ints), rings per layer its (B, Hkv, R, D) key / value ring
+    (written at the new positions), rope() the pass's RoPE rows cos, sin (1 or B, N, D) (called
+    only where served); or None where no backend serves it (the caller runs the layers)."""
+    return plan_of(owner).run("window_stack", owner, x, pos, rings, rope)
 

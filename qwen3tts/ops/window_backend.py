@@ -22,7 +22,7 @@ def available(opts, device: torch.device, dtype: torch.dtype) -> bool:
     return native_backend.available(opts, device, dtype)
 
 
-def window_stack(plan, owner, x, cos, sin, pos, rings):
+def window_stack(plan, owner, x, pos, rings, rope):
     from ..native import codec_stack
 
     first = owner.layers[0].self_attn.qkv_proj
@@ -33,7 +33,8 @@ def window_stack(plan, owner, x, cos, sin, pos, rings):
         if not codec_stack.eligible(owner):
             return None
         st = owner.__dict__[CACHE] = codec_stack.CodecStack(owner, rings[0][0].shape[2])
-    return st(plan.lib, x, cos, sin, pos, rings)
+    cos, sin = rope()
+    return st(plan.lib, x, cos.contiguous(), sin.contiguous(), pos, rings)
 
 
 OPS = {"window_stack": window_stack}
