@@ -1,4 +1,4 @@
-"""The codec decoder transformer's layers in one native call in the quantized modes (the seam's
+"""The codec decoder transformer's pass (projections, layers, final norm) in one native call in the quantized modes (the seam's
 `window_stack` op: ops/window_backend.py, native/codec_stack.py, codec.c `qwen3tts_codec_stack`)
 against the same layers as torch ops, on every instruction set: passes of 1..32 frames and longer
 (several passes), across the ring's wrap and the cached RoPE table's end, per-row positions of
@@ -69,7 +69,7 @@ def _layers_as_ops(tr, x, st):
 
 
 def _served(tr) -> bool:
-    x = torch.zeros(1, 1, tr.cfg.hidden_size)
+    x = torch.zeros(1, 1, tr.cfg.latent_dim)
     cos = sin = torch.zeros(1, 1, tr.cfg.head_dim)
     st = _state(tr, 1)
     return ops.window_stack(tr, x, 0, [st.bufs[layer.self_attn.state_key] for layer in tr.layers], lambda: (cos, sin)) is not None

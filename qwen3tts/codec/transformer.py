@@ -7,9 +7,9 @@
   (`[B, H, R, D]`, R = W - 1 + RING_CHUNK, fixed shape; position p lives in slot p % R) and the
   absolute frame position: a pass writes its N <= RING_CHUNK new keys into the ring and attends
   over the ring in place (masked by each slot's position), so no cache is copied per step;
-  longer chunks run as several passes. On CPU a pass asks the seam for its layers in one call
+  longer chunks run as several passes. On CPU a pass asks the seam for it in one call
   (`ops.window_stack`: served where every product holds an int8 weight, the quantized modes);
-  where it is not served (float32, the parity mode), the layers below run as torch ops.
+  where it is not served (float32, the parity mode), the modules below run as torch ops.
 * `EncoderTransformer` mirrors transformers' `MimiTransformerModel` (25 Hz): LayerNorm (with
   bias) pre-norm, exact-GELU MLP without biases, layer scales, RoPE theta 1e4 and a **plain
   causal mask** (`sliding_window` is not applied by transformers 4.57.3 eager/SDPA; codec.md §5.3).
@@ -156,16 +156,16 @@ class DecoderTransformer(nn.Module):
         """x (B, N <= RING_CHUNK, latent) at positions pos + 0..N-1 (pos: an int, or per row a
         list / a (B,) tensor)."""
         N = x.shape[1]
-        h = self.input_proj(x)
-        if h.device.type == "cpu":  # the layers in one call where a backend serves them (int8 weights)
+        if x.device.type == "cpu":  # the pass in one call where a backend serves it (int8 weights)
             rings = [st.bufs[layer.self_attn.state_key] for layer in self.layers]
-            y = ops.window_stack(self, h.contiguous(), pos, rings, lambda: self._rope_rows(pos, N, x.device, x.dtype))  # (B, N, hidden)
+            y = ops.window_stack(self, x, pos, rings, lambda: self._rope_rows(pos, N, x.device, x.dtype))  # (B, N, latent)
             if y is not None:
-                return self.output_proj(self.norm(y))
+                return y
         if isinstance(pos, int):
             cos, sin, mask, slots = self._host_context(pos, N, x.device, x.dtype)
         else:
             cos, sin, mask, slots = self._context(torch.as_tensor(pos, device=x.device).reshape(-1, 1), N, x.dtype)
+        h = self.input_proj(x)
         for layer in self.layers:
             h = layer(h, cos, sin, mask, slots, st)
         return self.output_proj(self.norm(h))

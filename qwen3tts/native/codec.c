@@ -585,20 +585,23 @@ void Q_FN(qwen3tts_linear_w8f)(const float *x, int M, int K, const int8_t *q, in
 }
 
 /* ------------------------------------------------------------------ codec decoder transformer, few rows
- * The layers of the codec decoder's transformer (codec/transformer.py DecoderTransformer) for a
- * pass of N <= RING_CHUNK frames of B rows, in one call, in the quantized modes (every product
- * with int8 weights: qwen3tts_linear_w8f above, so each product gives the floats the seam's w8f
- * backend gives): per layer x += ls1 * o(attention(rope(qkv(rms(x))))), x += ls2 *
- * down(silu(gate) * up)(rms(x)). Attention is over each row's ring of post-RoPE keys / values
+ * The codec decoder's transformer (codec/transformer.py DecoderTransformer) for a pass of
+ * N <= RING_CHUNK frames of B rows, in one call, in the quantized modes (every product with int8
+ * weights: qwen3tts_linear_w8f above, so each product gives the floats the seam's w8f backend
+ * gives): h = input_proj(x); per layer h += ls1 * o(attention(rope(qkv(rms(h))))), h += ls2 *
+ * down(silu(gate) * up)(rms(h)); out = output_proj(rms(h)). Attention is over each row's ring of post-RoPE keys / values
  * ((B, Hkv, R, D) per layer; position p in slot p % R): the pass's keys are written first, then
  * query p sees the slots holding positions in (p - W, p]. On a streaming step of one frame the
  * ~20 torch ops per layer cost more than its products; this is one call for the stack.
  * w: per layer CS_FIELDS int64 values (pointers, and each product's row stride in bytes), in
- * the order of CS_* below; dims: H, I, then window_attention_rows' (heads, kv heads, D, W, R);
+ * the order of CS_* below, then CS_HEAD_FIELDS (CS_IN_* / CS_OUT_*: the input and output
+ * projections, the final norm); dims: H, I, then window_attention_rows' (heads, kv heads, D, W,
+ * R), then L (the latent width: x and out are (B * N, L));
  * cos / sin: (N, D) rows of the pass's positions, row b's at b * cs_stride; pos (B,): each row's
  * first position; kv: per layer its key ring and value ring. */
 enum { CS_IN_NORM, CS_QKV_Q, CS_QKV_LD, CS_QKV_SCALE, CS_QKV_BIAS, CS_O_Q, CS_O_LD, CS_O_SCALE, CS_O_BIAS, CS_LS1, CS_POST_NORM,
        CS_GU_Q, CS_GU_LD, CS_GU_SCALE, CS_GU_BIAS, CS_DOWN_Q, CS_DOWN_LD, CS_DOWN_SCALE, CS_DOWN_BIAS, CS_LS2, CS_FIELDS };
+enum { CS_IN_Q, CS_IN_LD, CS_IN_SCALE, CS_IN_BIAS, CS_FINAL_NORM, CS_OUT_Q, CS_OUT_LD, CS_OUT_SCALE, CS_OUT_BIAS, CS_HEAD_FIELDS };
 
 #define CS_PTR(l, f) ((const void *)(intptr_t)w[(size_t)(l) * CS_FIELDS + (f)])
 
@@ -688,11 +691,15 @@ static void window_attention_rows(float *qkv, const int32_t *dims, int B, int N,
     }
 }
 
-void Q_FN(qwen3tts_codec_stack)(const int64_t *w, int n_layers, const int32_t *dims, float eps, float *x, int B, int N,
-                                const float *cos_t, const float *sin_t, int64_t cs_stride, const int64_t *pos, const int64_t *kv,
-                                int nt) {
-    const int H = dims[0], I = dims[1], nh = dims[2], nkv = dims[3], D = dims[4], R = dims[6];
+void Q_FN(qwen3tts_codec_stack)(const int64_t *w, int n_layers, const int32_t *dims, float eps, const float *xin, float *out,
+                                int B, int N, const float *cos_t, const float *sin_t, int64_t cs_stride, const int64_t *pos,
+                                const int64_t *kv, int nt) {
+    const int H = dims[0], I = dims[1], nh = dims[2], nkv = dims[3], D = dims[4], R = dims[6], L = dims[7];
     const int M = B * N, nq = nh * D, nqkv = (nh + 2 * nkv) * D;
+    const int64_t *hw = w + (size_t)n_layers * CS_FIELDS; /* the projections in and out, the final norm */
+    float *x = (float *)malloc(sizeof(float) * M * H);
+    Q_FN(qwen3tts_linear_w8f)(xin, M, L, (const int8_t *)(intptr_t)hw[CS_IN_Q], hw[CS_IN_LD], (const float *)(intptr_t)hw[CS_IN_SCALE],
+                              (const float *)(intptr_t)hw[CS_IN_BIAS], H, x, nt);
     float *xn = (float *)malloc(sizeof(float) * M * H);
     float *qkv = (float *)malloc(sizeof(float) * M * nqkv);
     float *att = (float *)malloc(sizeof(float) * M * nq);
@@ -718,5 +725,8 @@ void Q_FN(qwen3tts_codec_stack)(const int64_t *w, int n_layers, const int32_t *d
                                   (const float *)CS_PTR(l, CS_DOWN_SCALE), (const float *)CS_PTR(l, CS_DOWN_BIAS), H, y, nt);
         add_scaled_rows(x, (const float *)CS_PTR(l, CS_LS2), y, M, H);
     }
-    free(xn); free(qkv); free(att); free(gu); free(act); free(y); free(scores); free(idx);
+    for (int r = 0; r < M; r++) rms_norm_row(x + (size_t)r * H, (const float *)(intptr_t)hw[CS_FINAL_NORM], H, eps, xn + (size_t)r * H);
+    Q_FN(qwen3tts_linear_w8f)(xn, M, H, (const int8_t *)(intptr_t)hw[CS_OUT_Q], hw[CS_OUT_LD], (const float *)(intptr_t)hw[CS_OUT_SCALE],
+                              (const float *)(intptr_t)hw[CS_OUT_BIAS], L, out, nt);
+    free(x); free(xn); free(qkv); free(att); free(gu); free(act); free(y); free(scores); free(idx);
 }

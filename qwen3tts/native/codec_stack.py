@@ -1,7 +1,8 @@
-"""`CodecStack`: the codec decoder transformer's layers (codec/transformer.py DecoderTransformer,
-mirroring `Qwen3TTSTokenizerV2DecoderTransformerModel`'s layers) for one pass of a few frames in
-one native call (`qwen3tts_codec_stack`, codec.c), in the quantized modes where every product of
-those layers holds an int8 weight (native/w8f.py `W8Weight`, kept by the seam's w8f backend).
+"""`CodecStack`: the codec decoder transformer (codec/transformer.py DecoderTransformer, mirroring
+`Qwen3TTSTokenizerV2DecoderTransformerModel`: input projection, layers, final norm, output
+projection) for one pass of a few frames in one native call (`qwen3tts_codec_stack`, codec.c),
+in the quantized modes where every one of its products holds an int8 weight (native/w8f.py
+`W8Weight`, kept by the seam's w8f backend).
 
 Why: a streaming push runs the 8 layers on one frame; there each layer's ~20 torch ops (norms,
 RoPE, the ring write, two batched products and a softmax for the attention, layer scales) cost
@@ -20,6 +21,7 @@ import ctypes
 import torch
 
 FIELDS = 20  # codec.c CS_FIELDS: int64 values per layer in the table
+HEAD_FIELDS = 9  # codec.c CS_HEAD_FIELDS: the projections in and out, the final norm (after the layers)
 SLOT = "_w8f"  # ops/w8f_backend.py SLOT: where a product's int8 weight is kept
 
 
@@ -30,11 +32,14 @@ def _product(lin) -> list[int]:
 
 
 def eligible(tr) -> bool:
-    """Every product of `tr`'s layers is fused (q|k|v, gate|up) and holds an int8 weight."""
+    """Every product of `tr` holds an int8 weight, its layers' fused (q|k|v, gate|up), and its
+    norms share one epsilon."""
+    if tr.norm.eps != tr.layers[0].input_layernorm.eps:
+        return False
     for layer in tr.layers:
         a, m = layer.self_attn, layer.mlp
-        lins = (a.qkv_proj, a.o_proj, m.gate_up_proj, m.down_proj)
-        if any(lin is None or SLOT not in lin.__dict__ or (lin.bias is not None and not lin.bias.is_contiguous()) for lin in lins):
+        lins = (a.qkv_proj, a.o_proj, m.gate_up_proj, m.down_proj, tr.input_proj, tr.output_proj)
+        if layer.post_attention_layernorm.eps != layer.input_layernorm.eps or any(lin is None or SLOT not in lin.__dict__ or (lin.bias is not None and not lin.bias.is_contiguous()) for lin in lins):
             return False
     return True
 
@@ -46,9 +51,9 @@ def key(tr):
 
 
 class CodecStack:
-    """The pointer table of a DecoderTransformer's layers (its module keeps the tensors alive)."""
+    """The pointer table of a DecoderTransformer (its module keeps the tensors alive)."""
 
-    __slots__ = ("key", "table", "dims", "eps", "n_layers", "kv_heads", "ring")
+    __slots__ = ("key", "table", "dims", "eps", "n_layers", "kv_heads", "ring", "latent")
 
     def __init__(self, tr, ring: int):
         cfg = tr.cfg
@@ -58,19 +63,21 @@ class CodecStack:
             rows += [layer.input_layernorm.weight.data_ptr(), *_product(a.qkv_proj), *_product(a.o_proj),
                      layer.self_attn_layer_scale.scale.data_ptr(), layer.post_attention_layernorm.weight.data_ptr(),
                      *_product(m.gate_up_proj), *_product(m.down_proj), layer.mlp_layer_scale.scale.data_ptr()]
-        assert len(rows) == FIELDS * len(tr.layers)
+        rows += [*_product(tr.input_proj)[:4], tr.norm.weight.data_ptr(), *_product(tr.output_proj)]
+        assert len(rows) == FIELDS * len(tr.layers) + HEAD_FIELDS
         a = tr.layers[0].self_attn
         self.key = key(tr)
         self.table = torch.tensor(rows, dtype=torch.int64)
-        self.n_layers, self.kv_heads, self.ring = len(tr.layers), a.kv_heads, ring
-        self.dims = torch.tensor([cfg.hidden_size, cfg.intermediate_size, a.heads, a.kv_heads, a.head_dim, cfg.sliding_window, ring],
+        self.n_layers, self.kv_heads, self.ring, self.latent = len(tr.layers), a.kv_heads, ring, cfg.latent_dim
+        self.dims = torch.tensor([cfg.hidden_size, cfg.intermediate_size, a.heads, a.kv_heads, a.head_dim, cfg.sliding_window, ring,
+                                  cfg.latent_dim],
                                  dtype=torch.int32)
         self.eps = float(tr.layers[0].input_layernorm.eps)
 
     def __call__(self, lib, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, pos, rings) -> torch.Tensor | None:
-        """x (B, N, hidden) contiguous, updated in place and returned; cos / sin (1 or B, N, D)
-        contiguous; pos: the rows' first positions (an int or B ints); rings: per layer its
-        (B, Hkv, R, D) key and value rings. None where an operand is not as the call needs."""
+        """x (B, N, latent) -> (B, N, latent); cos / sin (1 or B, N, D) contiguous; pos: the rows'
+        first positions (an int or B ints); rings: per layer its (B, Hkv, R, D) key and value
+        rings, written. None where an operand is not as the call needs."""
         B, N, _ = x.shape
         if not (x.is_contiguous() and cos.is_contiguous() and sin.is_contiguous()):
             return None
@@ -79,10 +86,11 @@ class CodecStack:
             if not (k.is_contiguous() and v.is_contiguous() and k.shape[0] == B and k.shape[2] == self.ring):
                 return None
             kv += [k.data_ptr(), v.data_ptr()]
-        lib.qwen3tts_codec_stack(self.table.data_ptr(), self.n_layers, self.dims.data_ptr(), self.eps, x.data_ptr(), B, N,
+        out = torch.empty(B, N, self.latent)
+        lib.qwen3tts_codec_stack(self.table.data_ptr(), self.n_layers, self.dims.data_ptr(), self.eps, x.data_ptr(), out.data_ptr(), B, N,
                                  cos.data_ptr(), sin.data_ptr(), _cs_stride(cos, N), _positions(pos, B), (ctypes.c_int64 * len(kv))(*kv),
                                  torch.get_num_threads())
-        return x
+        return out
 
 
 def _positions(pos, B: int):

@@ -123,6 +123,6 @@ Q_WRAP_void(qwen3tts_linear_w8f,
             (x, M, K, q, ldq, scale, bias, N, y, nt))
 Q_WRAP_void(qwen3tts_q4_gemm, (const Lin *L, const int8_t *x, const float *sx, int M, float *y, int nt), (L, x, sx, M, y, nt))
 Q_WRAP_void(qwen3tts_codec_stack,
-            (const int64_t *w, int n_layers, const int32_t *dims, float eps, float *x, int B, int N, const float *cos_t,
-             const float *sin_t, int64_t cs_stride, const int64_t *pos, const int64_t *kv, int nt),
-            (w, n_layers, dims, eps, x, B, N, cos_t, sin_t, cs_stride, pos, kv, nt))
+            (const int64_t *w, int n_layers, const int32_t *dims, float eps, const float *xin, float *out, int B, int N,
+             const float *cos_t, const float *sin_t, int64_t cs_stride, const int64_t *pos, const int64_t *kv, int nt),
+            (w, n_layers, dims, eps, xin, out, B, N, cos_t, sin_t, cs_stride, pos, kv, nt))

@@ -15,7 +15,7 @@ products whose weights may be packed once: the codec decoder's linears and convo
 `conv1d` (valid convolution; Winograd F(4, 7) / one GEMM / torch), `conv1d_history` (a
 streaming step reading its history in place; optional), `conv_transpose1d` (the output
 blocks of a transposed convolution, k <= 2 stride, by Winograd F(4, 2); optional), `snake`, `rms_norm`, `rope`,
-`attention`, `window_stack` (the codec decoder transformer's layers for one pass; optional);
+`attention`, `window_stack` (the codec decoder transformer for one pass; optional);
 and two module ops of the quantized talker whose backend the plan names and
 quant.py builds: `w8a8_linear`, `decoder_stack_step` (plan.MODULE_OPS). See
 docs/architecture.md "Compute seam".
@@ -168,10 +168,9 @@ def attention(owner, q, k, v, attn_mask=None, is_causal=False, enable_gqa=False)
 
 
 def window_stack(owner, x, pos, rings, rope):
-    """The layers of a codec decoder transformer `owner` (codec/transformer.py) for one pass of
-    N <= its ring chunk frames: x (B, N, hidden) updated in place and returned, pos the rows'
-    first positions (an int or B ints), rings per layer its (B, Hkv, R, D) key / value ring
+    """A codec decoder transformer `owner` (codec/transformer.py) for one pass of N <= its ring
+    chunk frames: x (B, N, latent) -> (B, N, latent), pos the rows' first positions (an int or B ints), rings per layer its (B, Hkv, R, D) key / value ring
     (written at the new positions), rope() the pass's RoPE rows cos, sin (1 or B, N, D) (called
-    only where served); or None where no backend serves it (the caller runs the layers)."""
+    only where served); or None where no backend serves it (the caller runs its modules)."""
     return plan_of(owner).run("window_stack", owner, x, pos, rings, rope)
 
