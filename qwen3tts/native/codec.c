@@ -627,26 +627,7 @@ static void ring_attend(const float *qh, const float *kc, const float *vc, int R
         mx = sc[n] > mx ? sc[n] : mx;
         n++;
     }
-    float sum = 0.f;
-    int t0 = 0;
-#ifdef Q_VEC
-    {
-        const vf mv = vset1(mx);
-        vf acc[VN16];
-        for (int j = 0; j < VN16; j++) acc[j] = vzero();
-        for (; t0 + 16 <= n; t0 += 16)
-            for (int j = 0; j < VN16; j++) {
-                const vf e = exp_ps(vsub(vloadu(sc + t0 + j * VL), mv));
-                vstoreu(sc + t0 + j * VL, e);
-                acc[j] = vadd(acc[j], e);
-            }
-        sum = vsum16(acc);
-    }
-#endif
-    for (int t = t0; t < n; t++) {
-        sc[t] = expf(sc[t] - mx);
-        sum += sc[t];
-    }
+    const float sum = exp_shift_sum(sc, n, mx);
     for (int i = 0; i < D; i++) o[i] = 0.f;
     for (int t = 0; t < n; t++) {
         const float pt = sc[t] / sum, *vt = vc + (size_t)idx[t] * D;
