@@ -39,7 +39,9 @@ def eligible(tr) -> bool:
     for layer in tr.layers:
         a, m = layer.self_attn, layer.mlp
         lins = (a.qkv_proj, a.o_proj, m.gate_up_proj, m.down_proj, tr.input_proj, tr.output_proj)
-        if layer.post_attention_layernorm.eps != layer.input_layernorm.eps or any(lin is None or SLOT not in lin.__dict__ or (lin.bias is not None and not lin.bias.is_contiguous()) for lin in lins):
+        if layer.post_attention_layernorm.eps != layer.input_layernorm.eps:
+            return False
+        if any(lin is None or SLOT not in lin.__dict__ or (lin.bias is not None and not lin.bias.is_contiguous()) for lin in lins):
             return False
     return True
 
@@ -53,7 +55,7 @@ def key(tr):
 class CodecStack:
     """The pointer table of a DecoderTransformer (its module keeps the tensors alive)."""
 
-    __slots__ = ("key", "table", "dims", "eps", "n_layers", "kv_heads", "ring", "latent")
+    __slots__ = ("key", "table", "dims", "eps", "n_layers", "ring", "latent")
 
     def __init__(self, tr, ring: int):
         cfg = tr.cfg
@@ -68,10 +70,9 @@ class CodecStack:
         a = tr.layers[0].self_attn
         self.key = key(tr)
         self.table = torch.tensor(rows, dtype=torch.int64)
-        self.n_layers, self.kv_heads, self.ring, self.latent = len(tr.layers), a.kv_heads, ring, cfg.latent_dim
-        self.dims = torch.tensor([cfg.hidden_size, cfg.intermediate_size, a.heads, a.kv_heads, a.head_dim, cfg.sliding_window, ring,
-                                  cfg.latent_dim],
-                                 dtype=torch.int32)
+        self.n_layers, self.ring, self.latent = len(tr.layers), ring, cfg.latent_dim
+        dims = [cfg.hidden_size, cfg.intermediate_size, a.heads, a.kv_heads, a.head_dim, cfg.sliding_window, ring, cfg.latent_dim]
+        self.dims = torch.tensor(dims, dtype=torch.int32)  # codec.c: H, I, heads, kv heads, D, W, R, L
         self.eps = float(tr.layers[0].input_layernorm.eps)
 
     def __call__(self, lib, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, pos, rings) -> torch.Tensor | None:
@@ -101,4 +102,3 @@ def _positions(pos, B: int):
 def _cs_stride(cos: torch.Tensor, N: int) -> int:
     """Floats between the RoPE rows of consecutive batch rows (0: one set for all)."""
     return 0 if cos.shape[0] == 1 else N * cos.shape[-1]
-

@@ -169,8 +169,8 @@ def attention(owner, q, k, v, attn_mask=None, is_causal=False, enable_gqa=False)
 
 def window_stack(owner, x, pos, rings, rope):
     """A codec decoder transformer `owner` (codec/transformer.py) for one pass of N <= its ring
-    chunk frames: x (B, N, latent) -> (B, N, latent), pos the rows' first positions (an int or B ints), rings per layer its (B, Hkv, R, D) key / value ring
-    (written at the new positions), rope() the pass's RoPE rows cos, sin (1 or B, N, D) (called
-    only where served); or None where no backend serves it (the caller runs its modules)."""
+    chunk frames: x (B, N, latent) -> (B, N, latent); pos: the rows' first positions (an int or B
+    ints); rings: per layer its (B, Hkv, R, D) key / value ring (written at the new positions);
+    rope(): the pass's RoPE rows cos, sin (1 or B, N, D), called only where served. None where no
+    backend serves it (the caller runs its modules)."""
     return plan_of(owner).run("window_stack", owner, x, pos, rings, rope)
-

@@ -22,7 +22,7 @@ from .. import options
 from . import gemm_conv_backend, native_backend, onednn_backend, torch_backend, triton_backend, w8f_backend, window_backend, winograd_backend
 
 BACKENDS = (
-    window_backend,  # window_stack: the codec transformer's layers in one native call, int8 weights (w8f), float32 CPU
+    window_backend,  # window_stack: the codec transformer's pass in one native call, int8 weights (w8f), float32 CPU
     w8f_backend,  # gemm, conv1d (+ streaming form): products whose weight is kept in int8 (ops.keep_int8), float32 CPU
     winograd_backend,  # conv1d (+ its streaming form): F(4, 7) for wide k7 convolutions; conv_transpose1d: F(4, 2); float32 CPU
     onednn_backend,  # linear, gemm: oneDNN float32 CPU products
