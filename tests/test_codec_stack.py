@@ -126,3 +126,15 @@ def test_native_stack_with_per_row_positions(isa):
 def test_float_weights_are_not_served():
     tr = _transformer(False)
     assert tr.ops_plan.chain("window_stack") == ("window",) and not _served(tr)  # float32: the layers' torch ops
+
+
+def test_quantized_codec_runs_its_transformer_in_one_call():
+    """A codec loaded and quantized as the model does it takes the native pass (so the quantized
+    codec tests, tests/test_codec_quant.py, check it end to end); the float32 one does not."""
+    from conftest import TINY_MODEL
+    from qwen3tts import SpeechTokenizer
+    from qwen3tts.codec_quant import quantize_decoder
+
+    q, f32 = (SpeechTokenizer.from_pretrained(TINY_MODEL / "speech_tokenizer") for _ in range(2))
+    assert quantize_decoder(q.decoder, "w8a8") > 0
+    assert _served(q.decoder.pre_transformer) and not _served(f32.decoder.pre_transformer)
