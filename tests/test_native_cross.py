@@ -35,6 +35,9 @@ WL, WC, WCO, WD = 40, 12, 10, 2
 WT = WL - 6 * WD
 FM, FK, FN = 3, 40, 9
 QM, QK, QKP, QN, QG = 5, 100, 128, 37, 32
+CDIMS = dict(latent_dim=8, hidden_size=16, intermediate_size=16, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+             head_dim=8, sliding_window=4, attention_bias=True)  # the harness's codec transformer (CL, CB, CN, ... there)
+CB, CN, CR = 2, 3, 35
 
 
 def test_the_shared_library_builds_for_aarch64(tmp_path, monkeypatch):
@@ -82,6 +85,7 @@ def test_kernels_under_qemu_equal_torch(tmp_path):
     AT, _, BT = winograd._mats(4, 7)
     lf_x, lf_w, lf_b = torch.randn(FM, FK, generator=g), torch.randn(FN, FK, generator=g), torch.randn(FN, generator=g)
     q4_in, q4_case = _q4_inputs(g)
+    cs_case = _codec_stack_inputs(tmp_path, g)
     _write(tmp_path, lin_w=wp, lin_scale=scale, lin_wsum=w.to(torch.int32).sum(1).to(torch.int32), lin_bias=bias, lin_x=x,
            sn_x=sn_x, sn_a=sn_a, sn_ib=sn_ib, wi_x=cx, wi_U=winograd.transform_weight(cw), wi_BT=BT.float(), wi_AT=AT.float(),
            wi_b=cb, lf_x=lf_x, lf_w=lf_w, lf_b=lf_b, **q4_in)
@@ -109,6 +113,7 @@ def test_kernels_under_qemu_equal_torch(tmp_path):
     assert torch.equal(outs["neon"][0], outs["portable"][0])  # exact int32 sums, the same epilogue
     assert torch.equal(outs["neon"][2], outs["portable"][2])  # the same transform operations
     _check_q4(tmp_path, *q4_case)
+    _check_codec_stack(tmp_path, *cs_case)
 
 
 def _q4_inputs(g) -> tuple[dict, tuple]:
@@ -139,3 +144,59 @@ def _check_q4(d: Path, q, s, xq):
             for rr in range(QM):
                 assert (y[rr].double() - ref[rr]).abs().max().item() <= 2e-6 * ref[rr].abs().max().item(), (case, isa, rr)
         assert torch.equal(ys["neon"], ys["portable"])  # exact int32 sums, the same float steps
+
+
+def _codec_stack_inputs(d: Path, g) -> tuple:
+    """The codec transformer pass (codec.c qwen3tts_codec_stack) of a tiny w8a8 transformer with
+    grouped key / value heads and biases, two rows at their own positions over rings of earlier
+    keys: its table as offsets into one int8 and one float blob (the harness makes them pointers),
+    the inputs, and the torch layers' outputs and rings (tests/test_codec_stack.py's oracle)."""
+    from test_codec_stack import _layers_as_ops, _state, _transformer
+
+    from qwen3tts.codec.layers import StreamState
+    from qwen3tts.native import codec_stack
+
+    tr = _transformer(True, **CDIMS)
+    table = codec_stack.CodecStack(tr, CR).table.tolist()
+    tensors = {p.data_ptr(): p.detach() for p in tr.parameters() if not p.is_meta}  # norms, layer scales, biases
+    for m in tr.modules():
+        q = m.__dict__.get(codec_stack.SLOT)
+        if q is not None:
+            tensors[q.weight_q.data_ptr()], tensors[q.scales.data_ptr()] = q.weight_q, q.scales
+    at, blobs = {}, {torch.int8: [], torch.float32: []}
+    for ptr, t in tensors.items():
+        at[ptr] = sum(x.numel() for x in blobs[t.dtype])
+        blobs[t.dtype].append(t.reshape(-1))
+    lds = {2, 6, 12, 16, 101, 106}  # codec.c CS_*_LD: row strides, not pointers
+    enc = [v if (i % 20 if i < 40 else i - 40 + 100) in lds else -1 if v == 0 else at[v] for i, v in enumerate(table)]
+    pos = [5, 40]
+    st = _state(tr, CB)
+    for ts in st.bufs.values():
+        for t in ts:
+            t.copy_(torch.randn(t.shape, generator=g))
+    x = torch.randn(CB, CN, CDIMS["latent_dim"], generator=g)
+    cos, sin = tr._rope_rows(pos, CN, "cpu", torch.float32)  # (B, N, D)
+    rings = torch.cat([t.reshape(-1) for layer in tr.layers for t in st.bufs[layer.self_attn.state_key]])
+    _write(d, cs_sizes=torch.tensor([sum(x.numel() for x in blobs[torch.int8]), sum(x.numel() for x in blobs[torch.float32])]),
+           cs_table=torch.tensor(enc), cs_w8=torch.cat(blobs[torch.int8]), cs_f=torch.cat(blobs[torch.float32]), cs_x=x,
+           cs_cos=cos, cs_sin=sin, cs_rings=rings, cs_pos=torch.tensor(pos))
+    refs, ref_rings = [], []
+    with torch.inference_mode():
+        rows = []
+        for b in range(CB):
+            row = StreamState({k: [t[b : b + 1].clone() for t in ts] for k, ts in st.bufs.items()})
+            row.pos = pos[b]
+            refs.append(_layers_as_ops(tr, x[b : b + 1], row))
+            rows.append(row)
+    for layer in tr.layers:
+        for i in range(2):
+            ref_rings.append(torch.cat([row.bufs[layer.self_attn.state_key][i] for row in rows]).reshape(-1))
+    return torch.cat(refs), torch.cat(ref_rings)
+
+
+def _check_codec_stack(d: Path, ref: torch.Tensor, ref_rings: torch.Tensor) -> None:
+    for isa in ("portable", "neon"):
+        y = _read(d, "cs", isa, ref.shape)
+        assert (y - ref).abs().max().item() <= 1e-5 * ref.abs().max().item(), isa
+        rings = _read(d, "csr", isa, ref_rings.shape)
+        assert (rings - ref_rings).abs().max().item() <= 1e-5 * ref_rings.abs().max().item(), isa

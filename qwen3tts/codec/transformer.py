@@ -7,7 +7,9 @@
   (`[B, H, R, D]`, R = W - 1 + RING_CHUNK, fixed shape; position p lives in slot p % R) and the
   absolute frame position: a pass writes its N <= RING_CHUNK new keys into the ring and attends
   over the ring in place (masked by each slot's position), so no cache is copied per step;
-  longer chunks run as several passes.
+  longer chunks run as several passes. On CPU a pass asks the seam for it in one call
+  (`ops.window_stack`: served where every product holds an int8 weight, the quantized modes);
+  where it is not served (float32, the parity mode), the modules below run as torch ops.
 * `EncoderTransformer` mirrors transformers' `MimiTransformerModel` (25 Hz): LayerNorm (with
   bias) pre-norm, exact-GELU MLP without biases, layer scales, RoPE theta 1e4 and a **plain
   causal mask** (`sliding_window` is not applied by transformers 4.57.3 eager/SDPA; codec.md §5.3).
@@ -153,10 +155,16 @@ class DecoderTransformer(nn.Module):
     def _pass(self, x: torch.Tensor, pos, st: StreamState) -> torch.Tensor:
         """x (B, N <= RING_CHUNK, latent) at positions pos + 0..N-1 (pos: an int, or per row a
         list / a (B,) tensor)."""
+        N = x.shape[1]
+        if x.device.type == "cpu":  # the pass in one call where a backend serves it (int8 weights)
+            rings = [st.bufs[layer.self_attn.state_key] for layer in self.layers]
+            y = ops.window_stack(self, x, pos, rings, lambda: self._rope_rows(pos, N, x.device, x.dtype))  # (B, N, latent)
+            if y is not None:
+                return y
         if isinstance(pos, int):
-            cos, sin, mask, slots = self._host_context(pos, x.shape[1], x.device, x.dtype)
+            cos, sin, mask, slots = self._host_context(pos, N, x.device, x.dtype)
         else:
-            cos, sin, mask, slots = self._context(torch.as_tensor(pos, device=x.device).reshape(-1, 1), x.shape[1], x.dtype)
+            cos, sin, mask, slots = self._context(torch.as_tensor(pos, device=x.device).reshape(-1, 1), N, x.dtype)
         h = self.input_proj(x)
         for layer in self.layers:
             h = layer(h, cos, sin, mask, slots, st)
@@ -179,6 +187,24 @@ class DecoderTransformer(nn.Module):
         cos, sin = ops.rope_tables(qpos, self.cfg.head_dim, self.cfg.rope_theta, dtype)  # (B, N, D)
         return cos[:, None], sin[:, None], mask, slots
 
+    def _rope_rows(self, pos, N: int, device, dtype):
+        """cos, sin (1 or B, N, D) of a pass at positions pos + 0..N-1 (pos: an int, or per row a
+        list / a (B,) tensor): the values `_host_context` / `_context` give, without the mask."""
+        if isinstance(pos, int) and pos + N <= ROPE_TABLE_MAX:
+            tab = self._rope_table(device, dtype)
+            return tab[0][pos : pos + N][None], tab[1][pos : pos + N][None]  # (1, N, D)
+        qpos = torch.as_tensor(pos, device=device).reshape(-1, 1) + torch.arange(N, device=device)  # (B or 1, N)
+        return ops.rope_tables(qpos, self.cfg.head_dim, self.cfg.rope_theta, dtype)
+
+    def _rope_table(self, device, dtype):
+        """cos / sin rows of positions 0 .. ROPE_TABLE_MAX - 1: (ROPE_TABLE_MAX, D) each, made once."""
+        cache = self.__dict__.setdefault("_host_cache", {})
+        tkey = ("rope", device, dtype)
+        tab = cache.get(tkey)
+        if tab is None:
+            tab = cache[tkey] = ops.rope_tables(torch.arange(ROPE_TABLE_MAX, device=device), self.cfg.head_dim, self.cfg.rope_theta, dtype)
+        return tab
+
     def _host_context(self, p: int, N: int, device, dtype):
         """`_context` for one host-known first position `p`: RoPE rows sliced from a cached table,
         a 1-frame pass's mask cached per ring phase, consecutive ring slots as a slice."""
@@ -187,10 +213,7 @@ class DecoderTransformer(nn.Module):
         if p + N > ROPE_TABLE_MAX:
             return self._context(torch.tensor([[p]], device=device), N, dtype)
         cache = self.__dict__.setdefault("_host_cache", {})
-        tkey = ("rope", device, dtype)
-        tab = cache.get(tkey)
-        if tab is None:  # cos / sin rows of positions 0 .. ROPE_TABLE_MAX - 1: (ROPE_TABLE_MAX, D) each
-            tab = cache[tkey] = ops.rope_tables(torch.arange(ROPE_TABLE_MAX, device=device), self.cfg.head_dim, self.cfg.rope_theta, dtype)
+        tab = self._rope_table(device, dtype)
         cos, sin = tab[0][p : p + N][None, None], tab[1][p : p + N][None, None]  # (1, 1, N, D)
         # from position R - 1 on every slot holds a key: the mask depends on p only through p % R
         mkey = ("mask", device, dtype, R, N, p if p < R else R + p % R)

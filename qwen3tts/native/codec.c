@@ -776,3 +776,131 @@ int Q_FN(qwen3tts_linear_w16f)(const float *x, int M, int K, const int16_t *q, c
     }
     return failed ? -1 : 0;
 }
+
+/* ------------------------------------------------------------------ codec decoder transformer, few rows
+ * The codec decoder's transformer (codec/transformer.py DecoderTransformer) for a pass of
+ * N <= RING_CHUNK frames of B rows, in one call, in the quantized modes (every product with int8
+ * weights: qwen3tts_linear_w8f above, so each product gives the floats the seam's w8f backend
+ * gives): h = input_proj(x); per layer h += ls1 * o(attention(rope(qkv(rms(h))))), h += ls2 *
+ * down(silu(gate) * up)(rms(h)); out = output_proj(rms(h)). Attention is over each row's ring of post-RoPE keys / values
+ * ((B, Hkv, R, D) per layer; position p in slot p % R): the pass's keys are written first, then
+ * query p sees the slots holding positions in (p - W, p]. On a streaming step of one frame the
+ * ~20 torch ops per layer cost more than its products; this is one call for the stack.
+ * w: per layer CS_FIELDS int64 values (pointers, and each product's row stride in bytes), in
+ * the order of CS_* below, then CS_HEAD_FIELDS (CS_IN_* / CS_OUT_*: the input and output
+ * projections, the final norm); dims: H, I, then window_attention_rows' (heads, kv heads, D, W,
+ * R), then L (the latent width: x and out are (B * N, L));
+ * cos / sin: (N, D) rows of the pass's positions, row b's at b * cs_stride; pos (B,): each row's
+ * first position; kv: per layer its key ring and value ring. */
+enum { CS_IN_NORM, CS_QKV_Q, CS_QKV_LD, CS_QKV_SCALE, CS_QKV_BIAS, CS_O_Q, CS_O_LD, CS_O_SCALE, CS_O_BIAS, CS_LS1, CS_POST_NORM,
+       CS_GU_Q, CS_GU_LD, CS_GU_SCALE, CS_GU_BIAS, CS_DOWN_Q, CS_DOWN_LD, CS_DOWN_SCALE, CS_DOWN_BIAS, CS_LS2, CS_FIELDS };
+enum { CS_IN_Q, CS_IN_LD, CS_IN_SCALE, CS_IN_BIAS, CS_FINAL_NORM, CS_OUT_Q, CS_OUT_LD, CS_OUT_SCALE, CS_OUT_BIAS, CS_HEAD_FIELDS };
+
+#define CS_PTR(l, f) ((const void *)(intptr_t)w[(size_t)(l) * CS_FIELDS + (f)])
+
+/* x (rows, n) += ls (n) * y (rows, n) */
+static void add_scaled_rows(float *x, const float *ls, const float *y, int rows, int n) {
+    for (int r = 0; r < rows; r++)
+        for (int i = 0; i < n; i++) x[(size_t)r * n + i] += ls[i] * y[(size_t)r * n + i];
+}
+
+/* softmax(q . k_t / sqrt(D)) v over the ring slots visible from position p (those holding a
+ * position in (p - W, p]; last: the newest position written) for one query head: o (D).
+ * sc: R floats, idx: R ints of scratch. */
+static void ring_attend(const float *qh, const float *kc, const float *vc, int R, int D, int64_t p, int64_t last, int W, float *sc,
+                        int *idx, float *o) {
+    const float scale = 1.0f / sqrtf((float)D);
+    float mx = -INFINITY;
+    int n = 0;
+    for (int j = 0; j < R; j++) {
+        const int64_t kp = last - ((((last - j) % R) + R) % R); /* the position slot j holds (< 0: none yet) */
+        if (kp < 0 || kp > p || kp <= p - W) continue;
+        idx[n] = j;
+        sc[n] = dot_f32(qh, kc + (size_t)j * D, D) * scale;
+        mx = sc[n] > mx ? sc[n] : mx;
+        n++;
+    }
+    const float sum = exp_shift_sum(sc, n, mx);
+    for (int i = 0; i < D; i++) o[i] = 0.f;
+    for (int t = 0; t < n; t++) {
+        const float pt = sc[t] / sum, *vt = vc + (size_t)idx[t] * D;
+        for (int i = 0; i < D; i++) o[i] += pt * vt[i];
+    }
+}
+
+/* The attention of a pass over rows of the fused projection qkv (B * N, (nh + 2 nkv) D), row
+ * b * N + i at position pos[b] + i: RoPE on its q and k heads (in place), its keys / values into
+ * the rings (B, nkv, R, D) at slot position % R, then each query head's ring attention: att
+ * (B * N, nh * D). dims: nh, nkv, D, W, R. scratch: nt * R floats and nt * R ints. */
+static void window_attention_rows(float *qkv, const int32_t *dims, int B, int N, const float *cos_t, const float *sin_t,
+                                  int64_t cs_stride, const int64_t *pos, float *kring, float *vring, float *att, float *scores,
+                                  int *idx, int nt) {
+    const int nh = dims[0], nkv = dims[1], D = dims[2], W = dims[3], R = dims[4];
+    const int M = B * N, nq = nh * D, nqkv = (nh + 2 * nkv) * D, group = nh / nkv, half = D / 2;
+    for (int r = 0; r < M; r++) {
+        const int b = r / N, i = r % N;
+        const int64_t p = pos[b] + i;
+        const float *c = cos_t + b * cs_stride + (size_t)i * D, *s = sin_t + b * cs_stride + (size_t)i * D;
+        float *row = qkv + (size_t)r * nqkv;
+        for (int h = 0; h < nh + nkv; h++) { /* x * cos + rotate_half(x) * sin */
+            float *hv = row + (size_t)h * D;
+            for (int k = 0; k < half; k++) {
+                const float a = hv[k], e = hv[k + half];
+                hv[k] = a * c[k] + (-e) * s[k];
+                hv[k + half] = e * c[k + half] + a * s[k + half];
+            }
+        }
+        const int64_t slot = p % R;
+        for (int g = 0; g < nkv; g++) {
+            memcpy(kring + (((size_t)b * nkv + g) * R + slot) * D, row + nq + (size_t)g * D, sizeof(float) * D);
+            memcpy(vring + (((size_t)b * nkv + g) * R + slot) * D, row + nq + (size_t)(nkv + g) * D, sizeof(float) * D);
+        }
+    }
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int rh = 0; rh < M * nh; rh++) {
+        const int r = rh / nh, h = rh % nh, b = r / N, g = h / group, t = omp_get_thread_num();
+        const size_t ring = ((size_t)b * nkv + g) * R * D;
+        ring_attend(qkv + (size_t)r * nqkv + (size_t)h * D, kring + ring, vring + ring, R, D, pos[b] + r % N, pos[b] + N - 1, W,
+                    scores + (size_t)t * R, idx + (size_t)t * R, att + (size_t)r * nq + (size_t)h * D);
+    }
+}
+
+void Q_FN(qwen3tts_codec_stack)(const int64_t *w, int n_layers, const int32_t *dims, float eps, const float *xin, float *out,
+                                int B, int N, const float *cos_t, const float *sin_t, int64_t cs_stride, const int64_t *pos,
+                                const int64_t *kv, int nt) {
+    const int H = dims[0], I = dims[1], nh = dims[2], nkv = dims[3], D = dims[4], R = dims[6], L = dims[7];
+    const int M = B * N, nq = nh * D, nqkv = (nh + 2 * nkv) * D;
+    const int64_t *hw = w + (size_t)n_layers * CS_FIELDS; /* the projections in and out, the final norm */
+    float *x = (float *)malloc(sizeof(float) * M * H);
+    Q_FN(qwen3tts_linear_w8f)(xin, M, L, (const int8_t *)(intptr_t)hw[CS_IN_Q], hw[CS_IN_LD], (const float *)(intptr_t)hw[CS_IN_SCALE],
+                              (const float *)(intptr_t)hw[CS_IN_BIAS], H, x, nt);
+    float *xn = (float *)malloc(sizeof(float) * M * H);
+    float *qkv = (float *)malloc(sizeof(float) * M * nqkv);
+    float *att = (float *)malloc(sizeof(float) * M * nq);
+    float *gu = (float *)malloc(sizeof(float) * M * 2 * I);
+    float *act = (float *)malloc(sizeof(float) * M * I);
+    float *y = (float *)malloc(sizeof(float) * M * H);
+    float *scores = (float *)malloc(sizeof(float) * (size_t)nt * R);
+    int *idx = (int *)malloc(sizeof(int) * (size_t)nt * R);
+    for (int l = 0; l < n_layers; l++) {
+        float *kring = (float *)(intptr_t)kv[2 * l], *vring = (float *)(intptr_t)kv[2 * l + 1];
+        for (int r = 0; r < M; r++) rms_norm_row(x + (size_t)r * H, (const float *)CS_PTR(l, CS_IN_NORM), H, eps, xn + (size_t)r * H);
+        Q_FN(qwen3tts_linear_w8f)(xn, M, H, (const int8_t *)CS_PTR(l, CS_QKV_Q), w[(size_t)l * CS_FIELDS + CS_QKV_LD],
+                                  (const float *)CS_PTR(l, CS_QKV_SCALE), (const float *)CS_PTR(l, CS_QKV_BIAS), nqkv, qkv, nt);
+        window_attention_rows(qkv, dims + 2, B, N, cos_t, sin_t, cs_stride, pos, kring, vring, att, scores, idx, nt);
+        Q_FN(qwen3tts_linear_w8f)(att, M, nq, (const int8_t *)CS_PTR(l, CS_O_Q), w[(size_t)l * CS_FIELDS + CS_O_LD],
+                                  (const float *)CS_PTR(l, CS_O_SCALE), (const float *)CS_PTR(l, CS_O_BIAS), H, y, nt);
+        add_scaled_rows(x, (const float *)CS_PTR(l, CS_LS1), y, M, H);
+        for (int r = 0; r < M; r++) rms_norm_row(x + (size_t)r * H, (const float *)CS_PTR(l, CS_POST_NORM), H, eps, xn + (size_t)r * H);
+        Q_FN(qwen3tts_linear_w8f)(xn, M, H, (const int8_t *)CS_PTR(l, CS_GU_Q), w[(size_t)l * CS_FIELDS + CS_GU_LD],
+                                  (const float *)CS_PTR(l, CS_GU_SCALE), (const float *)CS_PTR(l, CS_GU_BIAS), 2 * I, gu, nt);
+        for (int r = 0; r < M; r++) silu_mul_row(gu + (size_t)r * 2 * I, I, act + (size_t)r * I);
+        Q_FN(qwen3tts_linear_w8f)(act, M, I, (const int8_t *)CS_PTR(l, CS_DOWN_Q), w[(size_t)l * CS_FIELDS + CS_DOWN_LD],
+                                  (const float *)CS_PTR(l, CS_DOWN_SCALE), (const float *)CS_PTR(l, CS_DOWN_BIAS), H, y, nt);
+        add_scaled_rows(x, (const float *)CS_PTR(l, CS_LS2), y, M, H);
+    }
+    for (int r = 0; r < M; r++) rms_norm_row(x + (size_t)r * H, (const float *)(intptr_t)hw[CS_FINAL_NORM], H, eps, xn + (size_t)r * H);
+    Q_FN(qwen3tts_linear_w8f)(xn, M, H, (const int8_t *)(intptr_t)hw[CS_OUT_Q], hw[CS_OUT_LD], (const float *)(intptr_t)hw[CS_OUT_SCALE],
+                              (const float *)(intptr_t)hw[CS_OUT_BIAS], L, out, nt);
+    free(x); free(xn); free(qkv); free(att); free(gu); free(act); free(y); free(scores); free(idx);
+}

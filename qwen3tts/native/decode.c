@@ -89,6 +89,29 @@ static inline vf exp_ps(vf x) {
 }
 #endif
 
+/* sc[t] = e^(sc[t] - mx) for t < n (16 at a time in vector lanes, then the tail); returns their sum */
+static float exp_shift_sum(float *sc, int64_t n, float mx) {
+    float sum = 0.f;
+    int64_t t0 = 0;
+#ifdef Q_VEC
+    const vf mv = vset1(mx);
+    vf acc[VN16];
+    for (int j = 0; j < VN16; j++) acc[j] = vzero();
+    for (; t0 + 16 <= n; t0 += 16)
+        for (int j = 0; j < VN16; j++) {
+            const vf e = exp_ps(vsub(vloadu(sc + t0 + j * VL), mv));
+            vstoreu(sc + t0 + j * VL, e);
+            acc[j] = vadd(acc[j], e);
+        }
+    sum = vsum16(acc);
+#endif
+    for (int64_t t = t0; t < n; t++) {
+        sc[t] = expf(sc[t] - mx);
+        sum += sc[t];
+    }
+    return sum;
+}
+
 /* one row x (K) -> q (Kp) u8 = q + 128 (padding: 128, i.e. 0), *sx = s / 127 */
 static void quant_row(const float *xr, int K, int Kp, uint8_t *qr, float *sx) {
     float a = amax_f32(xr, K);
@@ -395,26 +418,7 @@ void Q_FN(qwen3tts_stack_decode)(const Stack *S, int M, float *x, float *out, co
                 sc[t] = dot_f32(qh, kt, D) * scale;
                 mx = sc[t] > mx ? sc[t] : mx;
             }
-            float sum = 0.f;
-            int64_t t0 = 0;
-#ifdef Q_VEC
-            {
-                const vf mv = vset1(mx);
-                vf acc[VN16];
-                for (int j = 0; j < VN16; j++) acc[j] = vzero();
-                for (; t0 + 16 <= L; t0 += 16)
-                    for (int j = 0; j < VN16; j++) {
-                        const vf e = exp_ps(vsub(vloadu(sc + t0 + j * VL), mv));
-                        vstoreu(sc + t0 + j * VL, e);
-                        acc[j] = vadd(acc[j], e);
-                    }
-                sum = vsum16(acc);
-            }
-#endif
-            for (int64_t t = t0; t < L; t++) {
-                sc[t] = expf(sc[t] - mx);
-                sum += sc[t];
-            }
+            const float sum = exp_shift_sum(sc, L, mx);
             float *o = att + (size_t)r * nh * D + (size_t)h * D;
             for (int i = 0; i < D; i++) o[i] = 0.f;
             for (int64_t t = 0; t < L; t++) {

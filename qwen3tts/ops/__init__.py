@@ -16,7 +16,8 @@ products whose weights may be packed once: the codec decoder's linears and convo
 streaming step reading its history in place; optional), `conv_transpose1d` (the output
 blocks of a transposed convolution, k <= 2 stride, by Winograd F(4, 2); optional),
 `overlap_add` (a transposed convolution's output from its product, in one pass; optional), `snake`, `rms_norm`, `rope`,
-`attention`; and two module ops of the quantized talker whose backend the plan names and
+`attention`, `window_stack` (the codec decoder transformer for one pass; optional); and two
+module ops of the quantized talker whose backend the plan names and
 quant.py builds: `w8a8_linear`, `decoder_stack_step` (plan.MODULE_OPS). See
 docs/architecture.md "Compute seam".
 """
@@ -31,7 +32,7 @@ from .reference import rope_tables
 
 __all__ = ["BACKENDS", "OPS", "Plan", "Linear", "make", "default", "prepare", "bind", "plan_of", "keep_packed_only", "keep_int8", "keep_int16_transformed",
            "rope_tables", "run", "linear", "gemm", "conv1d", "conv1d_history", "conv_transpose1d", "overlap_add", "snake", "rms_norm", "rope",
-           "attention"]
+           "attention", "window_stack"]
 
 
 def plan_of(owner) -> Plan:
@@ -184,3 +185,12 @@ def rope(owner, x, cos, sin):
 
 def attention(owner, q, k, v, attn_mask=None, is_causal=False, enable_gqa=False):
     return plan_of(owner).run("attention", q, k, v, attn_mask, is_causal, enable_gqa)
+
+
+def window_stack(owner, x, pos, rings, rope):
+    """A codec decoder transformer `owner` (codec/transformer.py) for one pass of N <= its ring
+    chunk frames: x (B, N, latent) -> (B, N, latent); pos: the rows' first positions (an int or B
+    ints); rings: per layer its (B, Hkv, R, D) key / value ring (written at the new positions);
+    rope(): the pass's RoPE rows cos, sin (1 or B, N, D), called only where served. None where no
+    backend serves it (the caller runs its modules)."""
+    return plan_of(owner).run("window_stack", owner, x, pos, rings, rope)

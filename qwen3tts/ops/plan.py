@@ -19,9 +19,10 @@ from typing import Callable, ClassVar, Mapping
 import torch
 
 from .. import options
-from . import gemm_conv_backend, native_backend, onednn_backend, torch_backend, triton_backend, w8f_backend, winograd_backend
+from . import gemm_conv_backend, native_backend, onednn_backend, torch_backend, triton_backend, w8f_backend, window_backend, winograd_backend
 
 BACKENDS = (
+    window_backend,  # window_stack: the codec transformer's pass in one native call, int8 weights (w8f), float32 CPU
     w8f_backend,  # gemm, conv1d (+ streaming form): products whose weight is kept in int8 (ops.keep_int8), float32 CPU
     winograd_backend,  # conv1d (+ its streaming form): F(4, 7) for wide k7 convolutions; conv_transpose1d: F(4, 2); float32 CPU
     onednn_backend,  # linear, gemm: oneDNN float32 CPU products
@@ -30,8 +31,9 @@ BACKENDS = (
     gemm_conv_backend,  # conv1d: one GEMM over the unfolded windows, through the plan's gemm chain
     torch_backend,  # everything: plain torch
 )
-OPS = ("linear", "gemm", "conv1d", "conv1d_history", "conv_transpose1d", "overlap_add", "snake", "rms_norm", "rope", "attention")
-OPTIONAL = ("conv1d_history", "conv_transpose1d", "overlap_add")  # an op no backend may serve (the caller then computes it another way)
+OPS = ("linear", "gemm", "conv1d", "conv1d_history", "conv_transpose1d", "overlap_add", "snake", "rms_norm", "rope", "attention",
+       "window_stack")
+OPTIONAL = ("conv1d_history", "conv_transpose1d", "overlap_add", "window_stack")  # an op no backend may serve (the caller then computes it another way)
 # Ops computed by whole modules that replace the float ones when a model is quantized (quant.py):
 # the plan names the backend (`MODULES` of a backend), quant.py builds its module.
 # w8a8_linear: native (native/stack.py NativeW8A8Linear) > torch (quant.W8A8Linear, fbgemm);
