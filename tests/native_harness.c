@@ -18,7 +18,7 @@ void qwen3tts_wino_out(const float *const *M, int64_t sr, int B, int64_t T, int6
                        const float *bias, int m, int n, int d, int64_t q, int nt);
 void qwen3tts_linear_f32(const float *x, int M, int K, const float *w, const float *bias, int N, float *y, int nt);
 void qwen3tts_q4_gemm(const Lin *L, const int8_t *x, const float *sx, int M, float *y, int nt);
-void qwen3tts_codec_stack(const int64_t *w, int n_layers, const int32_t *dims, float eps, const float *xin, float *out, int B, int N,
+int qwen3tts_codec_stack(const int64_t *w, int n_layers, const int32_t *dims, float eps, const float *xin, float *out, int B, int N,
                           const float *cos_t, const float *sin_t, int64_t cs_stride, const int64_t *pos, const int64_t *kv, int nt);
 
 enum { LM = 3, LK = 100, LKP = 128, LN = 37, LNP = 40 };                 /* w8a8 linear (LNP: whole groups of 4 rows) */
@@ -136,7 +136,7 @@ int main(int argc, char **argv) {
             int64_t kv[2 * CL];
             for (int i = 0; i < 2 * CL; i++) kv[i] = (int64_t)(intptr_t)(rings + (size_t)i * CB * CNKV * CR * CD);
             float cy[CB * CN * CLAT];
-            qwen3tts_codec_stack(table, CL, cdims, 1e-5f, cx, cy, CB, CN, ccos, csin, CN * CD, cpos, kv, 2);
+            if (qwen3tts_codec_stack(table, CL, cdims, 1e-5f, cx, cy, CB, CN, ccos, csin, CN * CD, cpos, kv, 2) != 0) return 1;
             output("cs", name, cy, sizeof cy);
             output("csr", name, rings, sizeof rings);
         }

@@ -283,4 +283,4 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.qwen3tts_q4_gemm.argtypes = [ctypes.POINTER(Lin), P, P, I, P, I]
     lib.qwen3tts_q4_gemm.restype = None
     lib.qwen3tts_codec_stack.argtypes = [P, I, P, ctypes.c_float, P, P, I, I, P, P, L, P, P, I]
-    lib.qwen3tts_codec_stack.restype = None
+    lib.qwen3tts_codec_stack.restype = I

@@ -865,15 +865,13 @@ static void window_attention_rows(float *qkv, const int32_t *dims, int B, int N,
     }
 }
 
-void Q_FN(qwen3tts_codec_stack)(const int64_t *w, int n_layers, const int32_t *dims, float eps, const float *xin, float *out,
+int Q_FN(qwen3tts_codec_stack)(const int64_t *w, int n_layers, const int32_t *dims, float eps, const float *xin, float *out,
                                 int B, int N, const float *cos_t, const float *sin_t, int64_t cs_stride, const int64_t *pos,
                                 const int64_t *kv, int nt) {
     const int H = dims[0], I = dims[1], nh = dims[2], nkv = dims[3], D = dims[4], R = dims[6], L = dims[7];
     const int M = B * N, nq = nh * D, nqkv = (nh + 2 * nkv) * D;
     const int64_t *hw = w + (size_t)n_layers * CS_FIELDS; /* the projections in and out, the final norm */
     float *x = (float *)malloc(sizeof(float) * M * H);
-    Q_FN(qwen3tts_linear_w8f)(xin, M, L, (const int8_t *)(intptr_t)hw[CS_IN_Q], hw[CS_IN_LD], (const float *)(intptr_t)hw[CS_IN_SCALE],
-                              (const float *)(intptr_t)hw[CS_IN_BIAS], H, x, nt);
     float *xn = (float *)malloc(sizeof(float) * M * H);
     float *qkv = (float *)malloc(sizeof(float) * M * nqkv);
     float *att = (float *)malloc(sizeof(float) * M * nq);
@@ -882,6 +880,12 @@ void Q_FN(qwen3tts_codec_stack)(const int64_t *w, int n_layers, const int32_t *d
     float *y = (float *)malloc(sizeof(float) * M * H);
     float *scores = (float *)malloc(sizeof(float) * (size_t)nt * R);
     int *idx = (int *)malloc(sizeof(int) * (size_t)nt * R);
+    if (!x || !xn || !qkv || !att || !gu || !act || !y || !scores || !idx) {
+        free(x); free(xn); free(qkv); free(att); free(gu); free(act); free(y); free(scores); free(idx);
+        return -1;
+    }
+    Q_FN(qwen3tts_linear_w8f)(xin, M, L, (const int8_t *)(intptr_t)hw[CS_IN_Q], hw[CS_IN_LD], (const float *)(intptr_t)hw[CS_IN_SCALE],
+                              (const float *)(intptr_t)hw[CS_IN_BIAS], H, x, nt);
     for (int l = 0; l < n_layers; l++) {
         float *kring = (float *)(intptr_t)kv[2 * l], *vring = (float *)(intptr_t)kv[2 * l + 1];
         for (int r = 0; r < M; r++) rms_norm_row(x + (size_t)r * H, (const float *)CS_PTR(l, CS_IN_NORM), H, eps, xn + (size_t)r * H);
@@ -903,4 +907,5 @@ void Q_FN(qwen3tts_codec_stack)(const int64_t *w, int n_layers, const int32_t *d
     Q_FN(qwen3tts_linear_w8f)(xn, M, H, (const int8_t *)(intptr_t)hw[CS_OUT_Q], hw[CS_OUT_LD], (const float *)(intptr_t)hw[CS_OUT_SCALE],
                               (const float *)(intptr_t)hw[CS_OUT_BIAS], L, out, nt);
     free(x); free(xn); free(qkv); free(att); free(gu); free(act); free(y); free(scores); free(idx);
+    return 0;
 }

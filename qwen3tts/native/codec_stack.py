@@ -88,9 +88,10 @@ class CodecStack:
                 return None
             kv += [k.data_ptr(), v.data_ptr()]
         out = torch.empty(B, N, self.latent)
-        lib.qwen3tts_codec_stack(self.table.data_ptr(), self.n_layers, self.dims.data_ptr(), self.eps, x.data_ptr(), out.data_ptr(), B, N,
-                                 cos.data_ptr(), sin.data_ptr(), _cs_stride(cos, N), _positions(pos, B), (ctypes.c_int64 * len(kv))(*kv),
-                                 torch.get_num_threads())
+        if lib.qwen3tts_codec_stack(self.table.data_ptr(), self.n_layers, self.dims.data_ptr(), self.eps, x.data_ptr(), out.data_ptr(), B, N,
+                                    cos.data_ptr(), sin.data_ptr(), _cs_stride(cos, N), _positions(pos, B), (ctypes.c_int64 * len(kv))(*kv),
+                                    torch.get_num_threads()):
+            raise MemoryError("qwen3tts_codec_stack: the native call could not allocate its buffers")
         return out
 
 

@@ -81,7 +81,7 @@ typedef struct {
     X(int, qwen3tts_linear_w16f, sfx, (const float *x, int M, int K, const int16_t *q, const float *scale, const float *bias,     \
                                        int N, float *y, int nt))                                                \
     X(void, qwen3tts_q4_gemm, sfx, (const Lin *L, const int8_t *x, const float *sx, int M, float *y, int nt))                    \
-    X(void, qwen3tts_codec_stack, sfx, (const int64_t *w, int n_layers, const int32_t *dims, float eps, const float *xin,         \
+    X(int, qwen3tts_codec_stack, sfx, (const int64_t *w, int n_layers, const int32_t *dims, float eps, const float *xin,         \
                                         float *out, int B, int N, const float *cos_t, const float *sin_t, int64_t cs_stride,        \
                                         const int64_t *pos, const int64_t *kv, int nt))
 

@@ -132,7 +132,7 @@ Q_WRAP_int(qwen3tts_linear_w16f,
            (const float *x, int M, int K, const int16_t *q, const float *scale, const float *bias, int N, float *y, int nt),
            (x, M, K, q, scale, bias, N, y, nt))
 Q_WRAP_void(qwen3tts_q4_gemm, (const Lin *L, const int8_t *x, const float *sx, int M, float *y, int nt), (L, x, sx, M, y, nt))
-Q_WRAP_void(qwen3tts_codec_stack,
+Q_WRAP_int(qwen3tts_codec_stack,
             (const int64_t *w, int n_layers, const int32_t *dims, float eps, const float *xin, float *out, int B, int N,
              const float *cos_t, const float *sin_t, int64_t cs_stride, const int64_t *pos, const int64_t *kv, int nt),
             (w, n_layers, dims, eps, xin, out, B, N, cos_t, sin_t, cs_stride, pos, kv, nt))
