@@ -147,7 +147,7 @@ def _check_q4(d: Path, q, s, xq):
 
 
 def _codec_stack_inputs(d: Path, g) -> tuple:
-    """The codec transformer pass (codec.c qwen3tts_codec_stack) of a tiny w8a8 transformer with
+    """The codec transformer pass (rows.c qwen3tts_codec_stack) of a tiny w8a8 transformer with
     grouped key / value heads and biases, two rows at their own positions over rings of earlier
     keys: its table as offsets into one int8 and one float blob (the harness makes them pointers),
     the inputs, and the torch layers' outputs and rings (tests/test_codec_stack.py's oracle)."""
@@ -167,7 +167,7 @@ def _codec_stack_inputs(d: Path, g) -> tuple:
     for ptr, t in tensors.items():
         at[ptr] = sum(x.numel() for x in blobs[t.dtype])
         blobs[t.dtype].append(t.reshape(-1))
-    lds = {2, 6, 12, 16, 101, 106}  # codec.c CS_*_LD: row strides, not pointers
+    lds = {2, 6, 12, 16, 101, 106}  # rows.c CS_*_LD: row strides, not pointers
     enc = [v if (i % 20 if i < 40 else i - 40 + 100) in lds else -1 if v == 0 else at[v] for i, v in enumerate(table)]
     pos = [5, 40]
     st = _state(tr, CB)

@@ -1,11 +1,12 @@
-"""The native CPU library: `decode.c` and `codec.c` compiled on first use with the machine's C compiler.
+"""The native CPU library: `decode.c`, `codec.c` and `rows.c` compiled on first use with the machine's C compiler.
 
 Why: on CPU a decode step is a few large matrix-vector products and ~45 small ops per layer;
 from Python each small op costs microseconds of dispatch, which added up to about a third of a
 frame in w8a8 mode (docs/benchmarks.md). `decode.c` runs a whole stack of layers (w8a8
 numerics, see quant.py) in one call, with OpenMP threads shared with torch's own pool;
 `codec.c` has the codec decoder's SnakeBeta, the transforms of its Winograd convolutions (and
-the whole convolution fused for <= 192 channels) and its few-row float32 linear.
+the whole convolution fused for <= 192 channels), its depthwise convolution and overlap-add;
+`rows.c` its few-row products (float32, int8 and int16 weights) and its transformer's pass.
 
 One build serves every CPU of an architecture: the kernels are compiled once per instruction
 set (isa_avx512.c, isa_avx2.c, isa_portable.c on x86-64; isa_neon.c, isa_portable.c on
@@ -36,7 +37,7 @@ from pathlib import Path
 from .. import options
 
 _DIR = Path(__file__).parent
-KERNELS = [_DIR / n for n in ("decode.c", "w8_avx2.c", "codec.c", "q4.c", "common.h", "vec.h")]  # included by each isa_<name>.c
+KERNELS = [_DIR / n for n in ("decode.c", "w8_avx2.c", "codec.c", "rows.c", "q4.c", "common.h", "vec.h")]  # included by each isa_<name>.c
 UNITS = {"x86_64": ["dispatch.c", "isa_avx512.c", "isa_avx2.c", "isa_portable.c"], "aarch64": ["dispatch.c", "isa_neon.c", "isa_portable.c"]}
 FLAGS = ["-O3", "-fopenmp", "-ffp-contract=off", "-std=gnu11", "-shared", "-fPIC"]
 MODES = options.NATIVE_MODES

@@ -1,6 +1,6 @@
 """`CodecStack`: the codec decoder transformer (codec/transformer.py DecoderTransformer, mirroring
 `Qwen3TTSTokenizerV2DecoderTransformerModel`: input projection, layers, final norm, output
-projection) for one pass of a few frames in one native call (`qwen3tts_codec_stack`, codec.c),
+projection) for one pass of a few frames in one native call (`qwen3tts_codec_stack`, rows.c),
 in the quantized modes where every one of its products holds an int8 weight (native/w8f.py
 `W8Weight`, kept by the seam's w8f backend).
 
@@ -20,8 +20,8 @@ import ctypes
 
 import torch
 
-FIELDS = 20  # codec.c CS_FIELDS: int64 values per layer in the table
-HEAD_FIELDS = 9  # codec.c CS_HEAD_FIELDS: the projections in and out, the final norm (after the layers)
+FIELDS = 20  # rows.c CS_FIELDS: int64 values per layer in the table
+HEAD_FIELDS = 9  # rows.c CS_HEAD_FIELDS: the projections in and out, the final norm (after the layers)
 SLOT = "_w8f"  # ops/w8f_backend.py SLOT: where a product's int8 weight is kept
 
 
@@ -72,7 +72,7 @@ class CodecStack:
         self.table = torch.tensor(rows, dtype=torch.int64)
         self.n_layers, self.ring, self.latent = len(tr.layers), ring, cfg.latent_dim
         dims = [cfg.hidden_size, cfg.intermediate_size, a.heads, a.kv_heads, a.head_dim, cfg.sliding_window, ring, cfg.latent_dim]
-        self.dims = torch.tensor(dims, dtype=torch.int32)  # codec.c: H, I, heads, kv heads, D, W, R, L
+        self.dims = torch.tensor(dims, dtype=torch.int32)  # rows.c: H, I, heads, kv heads, D, W, R, L
         self.eps = float(tr.layers[0].input_layernorm.eps)
 
     def __call__(self, lib, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, pos, rings) -> torch.Tensor | None:

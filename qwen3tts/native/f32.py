@@ -1,4 +1,4 @@
-"""`few_rows_linear`: the native float32 product for a few rows (`qwen3tts_linear_f32`, codec.c:
+"""`few_rows_linear`: the native float32 product for a few rows (`qwen3tts_linear_f32`, rows.c:
 4 weight rows x 4 activation rows of FMAs per pass, the next weight rows prefetched). The codec
 decoder's products see a few rows per streaming step (one per frame and stream); they run in
 oneDNN with the weight packed once where it is on (native/dnn.py), and here otherwise: the

@@ -10,6 +10,7 @@
 #include "q4.c"
 #include "decode.c"
 #include "codec.c"
+#include "rows.c"
 #if defined(__clang__)
 #pragma clang attribute pop
 #endif

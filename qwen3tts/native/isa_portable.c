@@ -5,3 +5,4 @@
 #include "q4.c"
 #include "decode.c"
 #include "codec.c"
+#include "rows.c"

@@ -1,5 +1,5 @@
 """`W8Weight`: a weight with int8 values (one float32 scale per output row) for products with
-float32 activations, computed by the native library (`qwen3tts_linear_w8f`, codec.c: 4 weight
+float32 activations, computed by the native library (`qwen3tts_linear_w8f`, rows.c: 4 weight
 rows x 4 activation rows of FMAs per pass, 4 x 2 under AVX2, the int8 weights converted to float
 exactly), or by its torch definition where the library is missing: y = (x @ q^T) * scale (+ bias).
 The weights are kept in decode.c's interleaved groups of 4 rows (`stack.pack_rows`, in huge
@@ -83,11 +83,11 @@ class W8Weight(_IntWeight):
 
 class W16Weight(_IntWeight):
     """int16 weights (scale max|w| / 32767 per output row) in panels of 16 output columns, k
-    major: `qwen3tts_linear_w16f` (codec.c) converts a panel to float once and multiplies it by
+    major: `qwen3tts_linear_w16f` (rows.c) converts a panel to float once and multiplies it by
     blocks of activation rows."""
 
     __slots__ = ("panels",)
-    NR = 16  # codec.c W16_NR: output columns per panel
+    NR = 16  # rows.c W16_NR: output columns per panel
 
     def __init__(self, weight: torch.Tensor):
         w = weight.detach().float().cpu()

@@ -1,6 +1,6 @@
 """The window backend of `window_stack`: the codec decoder transformer (codec/transformer.py, a
 sliding-window pass: projections, layers, final norm) for one pass of at most a ring chunk of
-frames in one native call (native/codec_stack.py, codec.c `qwen3tts_codec_stack`), where each of
+frames in one native call (native/codec_stack.py, rows.c `qwen3tts_codec_stack`), where each of
 its products holds an int8 weight (the quantized modes: codec_quant.py through the w8f backend, whose
 kernel it calls). It declines every other owner (float weights, the parity mode; unfused
 projections): the transformer then runs as torch ops.
