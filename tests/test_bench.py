@@ -70,6 +70,8 @@ def test_bench_json_has_the_figures(quantize):
     assert res["native_decode"] is (quantize == "w8a8")
     parts = [res[k] for k in ("talker_ms_per_frame", "predictor_ms_per_frame", "codec_ms_per_frame")]
     assert all(p > 0 for p in parts) and res["frame_ms"] > 0 and res["first_audio_ms"] > 0 and res["peak_rss_mb"] > 100
+    offline_ms = res["codec_offline_10s_rtf"] * 80  # per 80 ms frame
+    assert res["codec_push_over_offline"] == pytest.approx(res["codec_ms_per_frame"] / offline_ms, rel=0.05, abs=0.02)
     assert res["rtf"] > 0 and res["frames_timed"] == 3 and res["sessions"] == 2 and res["sessions_speedup"] > 0
     assert len(res["sessions_speedup_steady_runs"]) == 1 and res["sessions_speedup_steady_runs"][0] > 0
 
