@@ -14,7 +14,7 @@ from conftest import batched_push_gap, max_abs, mid_speech_tokenizer
 from qwen3tts import native, ops
 from qwen3tts.codec.layers import CausalConv1d
 from qwen3tts.codec_quant import quantize_decoder
-from qwen3tts.native.w8f import W16Weight
+from qwen3tts.native.w8f import W16Batch, W16Weight
 from qwen3tts.ops import winograd_backend
 
 
@@ -46,6 +46,24 @@ def test_w16_product_is_the_same_on_avx2_and_avx512():
     with using("avx512") as lib:
         y5 = q(x, b, lib)
     assert torch.equal(y2, y5)  # one multiply-add chain per output, in k order, on both
+
+
+@pytest.mark.parametrize("isa", isas())
+def test_w16_batch_is_the_separate_products(isa):
+    g = torch.Generator().manual_seed(2)
+    ws = [W16Weight(torch.randn(40, 33, generator=g)) for _ in range(5)]
+    batch = W16Batch(ws)
+    with using(isa) as lib:
+        for M in (1, 9, 30):
+            x = torch.randn(5, M, 33, generator=g)
+            y = batch(x, lib)
+            assert y.shape == (5, M, 40)
+            assert all(torch.equal(y[i], w(x[i], None, lib)) for i, w in enumerate(ws))  # the same sums as one by one
+        assert max_abs(batch(x, None), y) <= 2e-6 * y.abs().max()  # its torch definition
+    with pytest.raises(ValueError):
+        batch(torch.randn(4, 3, 33), lib)
+    with pytest.raises(ValueError):
+        W16Batch([ws[0], W16Weight(torch.randn(40, 32))])
 
 
 def test_w16_weight_quantizes_per_row():
@@ -92,7 +110,7 @@ def test_wide_k7_convolutions_keep_only_int16_transformed_weights(mid):
     name = next(k for k, v in q.decoder.named_modules() if v is m)
     U = winograd.transform_weight(f32.decoder.get_submodule(name).conv.weight.detach())
     for u, mix in zip(U, m.__dict__[winograd_backend.W16_SLOT]):
-        assert (mix.w.dequantized().T - u).abs().max() <= u.abs().max() / 65534 * 1.01  # half a step of the largest column
+        assert (mix.dequantized().T - u).abs().max() <= u.abs().max() / 65534 * 1.01  # half a step of the largest column
     assert quantize_decoder(q.decoder, "w8a8") == 0  # already done
 
 

@@ -145,13 +145,17 @@ def pack_mix(U: torch.Tensor, rows_hint: int = 256) -> list:
 
 def _mixes(U, V: torch.Tensor):
     """The n channel mixes of the transformed tiles V (n, rows, Cin): n oneDNN products where U
-    is `pack_mix`'s list, else one `torch.bmm` with U (n, Cin, C). Returns the products (kept
+    is `pack_mix`'s list, one call where U computes them all (`U.mix_all(V)`: the int16 mixes), else
+    one `torch.bmm` with U (n, Cin, C). Returns the products (kept
     alive while the native output transform reads them) and their n row pointers."""
     n = len(V)
-    if not isinstance(U, torch.Tensor):
+    if hasattr(U, "mix_all"):  # the n mixes in one call (the quantized modes' int16 mixes)
+        M = U.mix_all(V)  # (n, rows, C)
+    elif not isinstance(U, torch.Tensor):
         M = [mix(v) for mix, v in zip(U, V)]  # n x (rows, C)
         return M, (ctypes.c_void_p * n)(*(t.data_ptr() for t in M))
-    M = torch.bmm(V, U)  # (n, rows, C)
+    else:
+        M = torch.bmm(V, U)  # (n, rows, C)
     return M, (ctypes.c_void_p * n)(*(M.data_ptr() + i * M.stride(0) * M.element_size() for i in range(n)))
 
 

@@ -279,7 +279,7 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.qwen3tts_linear_f32.restype = None
     lib.qwen3tts_linear_w8f.argtypes = [P, I, I, P, L, P, P, I, P, I]
     lib.qwen3tts_linear_w8f.restype = None
-    lib.qwen3tts_linear_w16f.argtypes = [P, I, I, P, P, P, I, P, I]
+    lib.qwen3tts_linear_w16f.argtypes = [I, P, L, I, I, ctypes.POINTER(P), ctypes.POINTER(P), P, I, P, L, I]
     lib.qwen3tts_linear_w16f.restype = I
     lib.qwen3tts_q4_gemm.argtypes = [ctypes.POINTER(Lin), P, P, I, P, I]
     lib.qwen3tts_q4_gemm.restype = None

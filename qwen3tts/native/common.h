@@ -78,8 +78,8 @@ typedef struct {
     X(void, qwen3tts_linear_f32, sfx, (const float *x, int M, int K, const float *w, const float *bias, int N, float *y, int nt))  \
     X(void, qwen3tts_linear_w8f, sfx, (const float *x, int M, int K, const int8_t *q, int64_t ldq, const float *scale,           \
                                        const float *bias, int N, float *y, int nt))                                                \
-    X(int, qwen3tts_linear_w16f, sfx, (const float *x, int M, int K, const int16_t *q, const float *scale, const float *bias,     \
-                                       int N, float *y, int nt))                                                \
+    X(int, qwen3tts_linear_w16f, sfx, (int n, const float *x, int64_t sx, int M, int K, const int16_t *const *q,                \
+                                       const float *const *scale, const float *bias, int N, float *y, int64_t sy, int nt))                                                \
     X(void, qwen3tts_q4_gemm, sfx, (const Lin *L, const int8_t *x, const float *sx, int M, float *y, int nt))                    \
     X(int, qwen3tts_codec_stack, sfx, (const int64_t *w, int n_layers, const int32_t *dims, float eps, const float *xin,         \
                                         float *out, int B, int N, const float *cos_t, const float *sin_t, int64_t cs_stride,        \

@@ -129,8 +129,9 @@ Q_WRAP_void(qwen3tts_linear_w8f,
             (const float *x, int M, int K, const int8_t *q, int64_t ldq, const float *scale, const float *bias, int N, float *y, int nt),
             (x, M, K, q, ldq, scale, bias, N, y, nt))
 Q_WRAP_int(qwen3tts_linear_w16f,
-           (const float *x, int M, int K, const int16_t *q, const float *scale, const float *bias, int N, float *y, int nt),
-           (x, M, K, q, scale, bias, N, y, nt))
+           (int n, const float *x, int64_t sx, int M, int K, const int16_t *const *q, const float *const *scale, const float *bias, int N,
+            float *y, int64_t sy, int nt),
+           (n, x, sx, M, K, q, scale, bias, N, y, sy, nt))
 Q_WRAP_void(qwen3tts_q4_gemm, (const Lin *L, const int8_t *x, const float *sx, int M, float *y, int nt), (L, x, sx, M, y, nt))
 Q_WRAP_int(qwen3tts_codec_stack,
             (const int64_t *w, int n_layers, const int32_t *dims, float eps, const float *xin, float *out, int B, int N,

@@ -268,8 +268,50 @@ static inline __attribute__((always_inline)) void w16_block(const float *x, int6
 }
 #endif
 
-int Q_FN(qwen3tts_linear_w16f)(const float *x, int M, int K, const int16_t *q, const float *scale, const float *bias, int N,
-                               float *y, int nt) {
+/* rows mc..mend of y (M, N) for panel p of q: the panel converted to float in pf (more than two
+ * row blocks), or converted in each block */
+static void w16_panel_rows(const float *x, int M, int K, const int16_t *q, const float *scale, const float *bias, int N, float *y,
+                           int p, int mc, int mend, float *pf) {
+    const int16_t *pq = q + (size_t)p * K * W16_NR;
+    const float *pw = pf;
+    if (M > 2 * W16_MR)
+        w16_panel_float(pq, K, pf);
+    else
+        pw = NULL;
+    const int n0 = p * W16_NR, nn = N - n0 < W16_NR ? N - n0 : W16_NR;
+    const int nb = (mend - mc + W16_MR - 1) / W16_MR; /* blocks of even size: 13 rows as 5 + 4 + 4 */
+    for (int b = 0, m0 = mc, mr; b < nb; b++, m0 += mr) {
+        mr = (mend - m0 + nb - b - 1) / (nb - b);
+        const float *xr = x + (size_t)m0 * K;
+        float out[W16_MR * W16_NR];
+#ifdef Q_VEC
+        switch (mr) { /* constant row counts */
+        case 1: w16_block(xr, K, K, pw, pq, 1, out); break;
+        case 2: w16_block(xr, K, K, pw, pq, 2, out); break;
+        case 3: w16_block(xr, K, K, pw, pq, 3, out); break;
+        case 4: w16_block(xr, K, K, pw, pq, 4, out); break;
+        case 5: w16_block(xr, K, K, pw, pq, 5, out); break;
+        default: w16_block(xr, K, K, pw, pq, 6, out); break;
+        }
+#else
+        for (int i = 0; i < mr; i++)
+            for (int j = 0; j < W16_NR; j++) {
+                float s = 0.f;
+                for (int k = 0; k < K; k++) s += xr[(size_t)i * K + k] * (pw ? pw[(size_t)k * W16_NR + j] : (float)pq[(size_t)k * W16_NR + j]);
+                out[i * W16_NR + j] = s;
+            }
+#endif
+        for (int i = 0; i < mr; i++)
+            for (int j = 0; j < nn; j++)
+                y[(size_t)(m0 + i) * N + n0 + j] = out[i * W16_NR + j] * scale[n0 + j] + (bias ? bias[n0 + j] : 0.f);
+    }
+}
+
+/* n products at once (the n channel mixes of a Winograd convolution): y_i (M, N) = x_i @ q_i^T *
+ * scale_i for i < n, x_i = x + i * sx, y_i = y + i * sy (floats), no bias; one parallel loop over
+ * every (product, panel) pair. n = 1 with a bias: one product. The same sums as n calls. */
+int Q_FN(qwen3tts_linear_w16f)(int n, const float *x, int64_t sx, int M, int K, const int16_t *const *q, const float *const *scale,
+                               const float *bias, int N, float *y, int64_t sy, int nt) {
     const int P = (N + W16_NR - 1) / W16_NR;
     int failed = 0;
 #pragma omp parallel num_threads(nt)
@@ -282,41 +324,10 @@ int Q_FN(qwen3tts_linear_w16f)(const float *x, int M, int K, const int16_t *q, c
     for (int mc = 0; mc < M; mc += W16_MC) {
         const int mend = M - mc < W16_MC ? M : mc + W16_MC;
 #pragma omp for schedule(static) nowait
-        for (int p = 0; p < P; p++) {
+        for (int t = 0; t < n * P; t++) {
             if (!pf) continue;
-            const int16_t *pq = q + (size_t)p * K * W16_NR;
-            const float *pw = pf; /* the panel in float: converted once here, or (two row blocks or fewer) in each block */
-            if (M > 2 * W16_MR)
-                w16_panel_float(pq, K, pf);
-            else
-                pw = NULL;
-            const int n0 = p * W16_NR, nn = N - n0 < W16_NR ? N - n0 : W16_NR;
-            const int nb = (mend - mc + W16_MR - 1) / W16_MR; /* blocks of even size: 9 rows as 5 + 4 (6 + 3 leaves FMA latency idle) */
-            for (int b = 0, m0 = mc, mr; b < nb; b++, m0 += mr) {
-                mr = (mend - m0 + nb - b - 1) / (nb - b);
-                const float *xr = x + (size_t)m0 * K;
-                float out[W16_MR * W16_NR];
-#ifdef Q_VEC
-                switch (mr) { /* constant row counts */
-                case 1: w16_block(xr, K, K, pw, pq, 1, out); break;
-                case 2: w16_block(xr, K, K, pw, pq, 2, out); break;
-                case 3: w16_block(xr, K, K, pw, pq, 3, out); break;
-                case 4: w16_block(xr, K, K, pw, pq, 4, out); break;
-                case 5: w16_block(xr, K, K, pw, pq, 5, out); break;
-                default: w16_block(xr, K, K, pw, pq, 6, out); break;
-                }
-#else
-                for (int i = 0; i < mr; i++)
-                    for (int j = 0; j < W16_NR; j++) {
-                        float s = 0.f;
-                        for (int k = 0; k < K; k++) s += xr[(size_t)i * K + k] * (pw ? pw[(size_t)k * W16_NR + j] : (float)pq[(size_t)k * W16_NR + j]);
-                        out[i * W16_NR + j] = s;
-                    }
-#endif
-                for (int i = 0; i < mr; i++)
-                    for (int j = 0; j < nn; j++)
-                        y[(size_t)(m0 + i) * N + n0 + j] = out[i * W16_NR + j] * scale[n0 + j] + (bias ? bias[n0 + j] : 0.f);
-            }
+            const int i = t / P;
+            w16_panel_rows(x + i * sx, M, K, q[i], scale[i], bias, N, y + i * sy, t % P, mc, mend, pf);
         }
     }
     free(pf);

@@ -18,6 +18,8 @@ continuous in its input, and a row's result does not depend on the other rows.
 
 from __future__ import annotations
 
+import ctypes
+
 import torch
 
 from ..int8 import quantize_channels
@@ -101,11 +103,44 @@ class W16Weight(_IntWeight):
         self.in_features, self.out_features = K, N
 
     def _native(self, lib, x2: torch.Tensor, bias_ptr, y: torch.Tensor) -> None:
-        if lib.qwen3tts_linear_w16f(x2.data_ptr(), x2.shape[0], self.in_features, self.panels.data_ptr(), self.scales.data_ptr(),
-                                    bias_ptr, self.out_features, y.data_ptr(), torch.get_num_threads()):
-            raise MemoryError("qwen3tts_linear_w16f: the native kernel could not allocate its buffers")
+        q, s = (ctypes.c_void_p * 1)(self.panels.data_ptr()), (ctypes.c_void_p * 1)(self.scales.data_ptr())
+        _w16f(lib, 1, x2, 0, x2.shape[0], q, s, bias_ptr, self.out_features, y, 0)
 
     def int_weight(self) -> torch.Tensor:
         """The int16 weight (N, K), unpacked (a copy)."""
         P, K, R = self.panels.shape
         return self.panels.transpose(1, 2).reshape(P * R, K)[: self.out_features].clone()
+
+
+class W16Batch:
+    """n `W16Weight`s of one shape (N, K) multiplied at once, one native call: `self(x, lib)` is
+    y (n, M, N) with y[i] = x[i] @ q_i^T * scale_i for x (n, M, K) float32 (the Winograd channel
+    mixes of a convolution); the same sums as n separate products."""
+
+    __slots__ = ("weights", "_q", "_s")
+
+    def __init__(self, weights: list[W16Weight]):
+        if len({w.shape for w in weights}) != 1:
+            raise ValueError("W16Batch: the weights must share one shape")
+        self.weights = list(weights)
+        self._q = (ctypes.c_void_p * len(weights))(*(w.panels.data_ptr() for w in weights))
+        self._s = (ctypes.c_void_p * len(weights))(*(w.scales.data_ptr() for w in weights))
+
+    def __call__(self, x: torch.Tensor, lib=None) -> torch.Tensor:
+        n, (N, K) = len(self.weights), self.weights[0].shape
+        if x.dim() != 3 or x.shape[0] != n or x.shape[2] != K:
+            raise ValueError(f"W16Batch: input {tuple(x.shape)} does not fit {n} x ({N}, {K})")
+        if lib is None or x.dtype != torch.float32 or x.device.type != "cpu":
+            return torch.stack([w.reference(v) for w, v in zip(self.weights, x)])
+        x = x.contiguous()
+        M = x.shape[1]
+        y = torch.empty(n, M, N)
+        _w16f(lib, n, x, M * K, M, self._q, self._s, None, N, y, M * N)
+        return y
+
+
+def _w16f(lib, n: int, x: torch.Tensor, sx: int, M: int, q, s, bias_ptr, N: int, y: torch.Tensor, sy: int) -> None:
+    """`qwen3tts_linear_w16f` on n products of M rows (x_i at i * sx floats, y_i at i * sy; q, s:
+    the n weights' panel and scale pointers)."""
+    if lib.qwen3tts_linear_w16f(n, x.data_ptr(), sx, M, x.shape[-1], q, s, bias_ptr, N, y.data_ptr(), sy, torch.get_num_threads()):
+        raise MemoryError("qwen3tts_linear_w16f: the native kernel could not allocate its buffers")

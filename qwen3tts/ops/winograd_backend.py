@@ -66,20 +66,23 @@ def transformed(plan, owner, w: torch.Tensor, rows: int):
 W16_SLOT = "_winograd_w16"
 
 
-class _Mix:
-    """One int16 channel mix as `winograd.conv` calls it: v (rows, Cin) -> (rows, Cout)."""
+class _Mixes:
+    """The n int16 channel mixes as `winograd.conv` takes them: `len`, each mix's `shape`, and
+    `mix_all(V)`: V (n, rows, Cin) -> (n, rows, Cout) in one native call (native/w8f.py W16Batch)."""
 
-    __slots__ = ("w", "lib")
+    __slots__ = ("batch", "lib")
 
-    def __init__(self, w, lib):
-        self.w, self.lib = w, lib
+    def __init__(self, batch, lib):
+        self.batch, self.lib = batch, lib
 
-    @property
-    def shape(self) -> tuple[int, int]:
-        return self.w.shape
+    def __len__(self) -> int:
+        return len(self.batch.weights)
 
-    def __call__(self, v: torch.Tensor) -> torch.Tensor:
-        return self.w(v, None, self.lib)
+    def __getitem__(self, i: int):
+        return self.batch.weights[i]
+
+    def mix_all(self, V: torch.Tensor) -> torch.Tensor:
+        return self.batch(V, self.lib)
 
 
 def keep_int16(plan, owner, param_owner) -> int:
@@ -89,7 +92,7 @@ def keep_int16(plan, owner, param_owner) -> int:
     `param_owner.weight`, which becomes a stand-in on the meta device. Returns the weights
     converted (0 where it does not apply or is done)."""
     from ..codec import winograd  # (at call time: the codec package imports the seam)
-    from ..native.w8f import W16Weight
+    from ..native.w8f import W16Batch, W16Weight
 
     if W16_SLOT in owner.__dict__ or "winograd" not in plan.chain("conv1d") or plan.lib is None:
         return 0
@@ -100,7 +103,7 @@ def keep_int16(plan, owner, param_owner) -> int:
             or min(cin, cout) < winograd.MIN_CHANNELS or winograd.fused(cin, cout, plan.lib) or w.is_meta):
         return 0
     U = winograd.transform_weight(w.detach().float())  # (n, Cin, Cout)
-    owner.__dict__[W16_SLOT] = [_Mix(W16Weight(u.T), plan.lib) for u in U]  # n mixes of (Cout, Cin)
+    owner.__dict__[W16_SLOT] = _Mixes(W16Batch([W16Weight(u.T) for u in U]), plan.lib)  # n mixes of (Cout, Cin)
     owner.__dict__.pop("_winograd", None)
     conv._parameters["weight"] = torch.nn.Parameter(torch.empty_strided(w.shape, w.stride(), dtype=w.dtype, device="meta"),
                                                     requires_grad=False)
