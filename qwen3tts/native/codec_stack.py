@@ -20,9 +20,10 @@ import ctypes
 
 import torch
 
+from ..ops.w8f_backend import SLOT  # where a product's int8 weight is kept
+
 FIELDS = 20  # rows.c CS_FIELDS: int64 values per layer in the table
 HEAD_FIELDS = 9  # rows.c CS_HEAD_FIELDS: the projections in and out, the final norm (after the layers)
-SLOT = "_w8f"  # ops/w8f_backend.py SLOT: where a product's int8 weight is kept
 
 
 def _product(lin) -> list[int]:
