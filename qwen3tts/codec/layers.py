@@ -317,7 +317,7 @@ class SnakeBeta(nn.Module):
 
     def _consts(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(exp(alpha), 1 / (exp(beta) + 1e-9)), (C,) each, cached while the parameters are unchanged."""
-        key = (_version(self.alpha), _version(self.beta), self.alpha.data_ptr(), self.beta.data_ptr(), self.alpha.dtype)
+        key = (ops.version(self.alpha), ops.version(self.beta), self.alpha.data_ptr(), self.beta.data_ptr(), self.alpha.dtype)
         c = self.__dict__.get("_const_cache")
         if c is None or c[0] != key:
             with torch.no_grad():
@@ -325,14 +325,6 @@ class SnakeBeta(nn.Module):
                 ib = (1.0 / (torch.exp(self.beta) + 1e-9)).contiguous()
             self.__dict__["_const_cache"] = c = (key, a, ib)
         return c[1], c[2]
-
-
-def _version(t: torch.Tensor) -> int:
-    """In-place update counter (inference-mode tensors have none: -1)."""
-    try:
-        return t._version
-    except RuntimeError:
-        return -1
 
 
 class ConvNeXtBlock(nn.Module):

@@ -27,12 +27,13 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from .derived import version
 from .plan import BACKENDS, OPS, Plan, default, make
 from .reference import rope_tables
 
 __all__ = ["BACKENDS", "OPS", "Plan", "Linear", "make", "default", "prepare", "bind", "plan_of", "keep_packed_only", "keep_int8", "keep_int16_transformed",
            "rope_tables", "run", "linear", "gemm", "conv1d", "conv1d_history", "conv_transpose1d", "overlap_add", "snake", "rms_norm", "rope",
-           "attention", "window_stack"]
+           "attention", "window_stack", "version"]
 
 
 def plan_of(owner) -> Plan:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from ..native.f32 import few_rows_linear
+from .derived import cached
 
 NAME = "native"
 
@@ -55,15 +56,7 @@ def snake(plan, x, alpha, inv_beta):
 def _taps(owner, w: torch.Tensor) -> torch.Tensor:
     """A depthwise weight (C, 1, k) as (k, C), contiguous: a copy cached on `owner` while the
     weight is unchanged."""
-    try:
-        v = w._version
-    except RuntimeError:  # inference-mode tensors have no version counter
-        v = -1
-    key = (v, w.data_ptr())
-    c = owner.__dict__.get("_dw_taps")
-    if c is None or c[0] != key:
-        owner.__dict__["_dw_taps"] = c = (key, w.detach().reshape(w.shape[0], w.shape[2]).T.contiguous())
-    return c[1]
+    return cached(owner, "_dw_taps", w, lambda w: w.reshape(w.shape[0], w.shape[2]).T.contiguous())
 
 
 def conv1d_history(plan, owner, x, history, w, bias, dilation=1, groups=1, epilogue=None):

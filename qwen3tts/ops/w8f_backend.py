@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from .derived import stand_in
 from .gemm_conv_backend import unfold
 
 NAME = "w8f"
@@ -38,11 +39,8 @@ def keep(owner: nn.Module, param_owner: nn.Module, view) -> int:
 
     if SLOT in owner.__dict__:
         return 0
-    w = param_owner.weight
-    owner.__dict__[SLOT] = W8Weight(view(w))
-    param_owner._parameters["weight"] = nn.Parameter(torch.empty_strided(w.shape, w.stride(), dtype=w.dtype, device="meta"),
-                                                     requires_grad=False)
-    return w.numel()
+    owner.__dict__[SLOT] = W8Weight(view(param_owner.weight))
+    return stand_in(param_owner).numel()
 
 
 def gemm(plan, owner, x, w, bias):

@@ -29,6 +29,7 @@ from __future__ import annotations
 import torch
 
 from . import native_backend
+from .derived import cached, stand_in, version
 
 NAME = "winograd"
 
@@ -37,18 +38,11 @@ def available(opts, device: torch.device, dtype: torch.dtype) -> bool:
     return opts.winograd and native_backend.available(opts, device, dtype)
 
 
-def _version(t: torch.Tensor) -> int:
-    try:
-        return t._version
-    except RuntimeError:  # inference-mode tensors have no version counter
-        return -1
-
-
 def transformed(plan, owner, w: torch.Tensor, rows: int):
     """U (or its packed mixes) for `owner`'s weight `w`, cached on `owner` while `w` is unchanged."""
     from ..codec import winograd  # (at call time: the codec package imports the seam)
 
-    key = (_version(w), w.data_ptr())
+    key = (version(w), w.data_ptr())
     c = owner.__dict__.get("_winograd")
     if c is None or c[0] != key:
         c = (key, None, None)
@@ -105,8 +99,7 @@ def keep_int16(plan, owner, param_owner) -> int:
     U = winograd.transform_weight(w.detach().float())  # (n, Cin, Cout)
     owner.__dict__[W16_SLOT] = _Mixes(W16Batch([W16Weight(u.T) for u in U]), plan.lib)  # n mixes of (Cout, Cin)
     owner.__dict__.pop("_winograd", None)
-    conv._parameters["weight"] = torch.nn.Parameter(torch.empty_strided(w.shape, w.stride(), dtype=w.dtype, device="meta"),
-                                                    requires_grad=False)
+    stand_in(conv)
     return w.numel()
 
 
@@ -150,25 +143,10 @@ def conv1d(plan, owner, x, w, bias, stride, dilation, groups, cl, history=None, 
     return winograd.conv(x, U, bias, dilation, plan.lib, history=history, epilogue=epilogue)
 
 
-def _from_weight(owner, slot: str, w: torch.Tensor, build, *key):
-    """`build(weight)` cached on `owner` under `slot` while `w` (and `key`) is unchanged; a
-    packed-only weight (native/dnn.py pack_only: `w` its stand-in) is read back from its packed
-    copy once, for the build."""
-    key = (_version(w), w.data_ptr(), w.is_meta, *key)
-    c = owner.__dict__.get(slot)
-    if c is None or c[0] != key:
-        if w.is_meta:
-            from ..native import dnn
-
-            w = dnn._rebuild(owner)
-        owner.__dict__[slot] = c = (key, build(w.detach()))
-    return c[1]
-
-
 def _mix_weight(owner, w: torch.Tensor) -> torch.Tensor:
     """A 1x1 convolution's weight (Cout, Cin, 1) as (Cin, Cout), contiguous: a copy cached on
     `owner` while the weight is unchanged."""
-    return _from_weight(owner, "_mix_t", w, lambda w: w.reshape(w.shape[0], w.shape[1]).T.contiguous())
+    return cached(owner, "_mix_t", w, lambda w: w.reshape(w.shape[0], w.shape[1]).T.contiguous())
 
 
 def conv1d_history(plan, owner, x, history, w, bias, dilation, groups, epilogue=None):
@@ -194,7 +172,7 @@ def conv_transpose1d(plan, owner, x, w, bias, stride):
         U = winograd.transform_transposed(w, stride)
         return winograd.pack_mix(U, B * -(-(N + 1) // winograd.T_TILE)) if plan.leads("gemm") == "onednn" else U
 
-    return winograd.conv_transpose(x, _from_weight(owner, "_winograd_t", w, build, stride), bias, plan.lib)
+    return winograd.conv_transpose(x, cached(owner, "_winograd_t", w, build, stride), bias, plan.lib)
 
 
 OPS = {"conv1d": conv1d, "conv1d_history": conv1d_history, "conv_transpose1d": conv_transpose1d}
