@@ -88,23 +88,23 @@ class W16Weight(_IntWeight):
     major: `qwen3tts_linear_w16f` (rows.c) converts a panel to float once and multiplies it by
     blocks of activation rows."""
 
-    __slots__ = ("panels",)
+    __slots__ = ("panels", "_ptrs")
     NR = 16  # rows.c W16_NR: output columns per panel
 
     def __init__(self, weight: torch.Tensor):
         w = weight.detach().float().cpu()
         N, K = w.shape
-        self.scales = (w.abs().amax(dim=1) / 32767.0).clamp(min=1e-12).contiguous()  # (N,)
-        q = torch.round(w / self.scales[:, None]).clamp(-32767, 32767).to(torch.int16)
+        q, scale = quantize_channels(w, torch.int16)
+        self.scales = scale.contiguous()  # (N,)
         P = -(-N // self.NR)
         qp = torch.zeros(P * self.NR, K, dtype=torch.int16)
         qp[:N] = q
         self.panels = hugepages.weight((P, K, self.NR), torch.int16).copy_(qp.view(P, self.NR, K).transpose(1, 2))  # (P, K, 16)
         self.in_features, self.out_features = K, N
+        self._ptrs = ((ctypes.c_void_p * 1)(self.panels.data_ptr()), (ctypes.c_void_p * 1)(self.scales.data_ptr()))  # the call's arrays
 
     def _native(self, lib, x2: torch.Tensor, bias_ptr, y: torch.Tensor) -> None:
-        q, s = (ctypes.c_void_p * 1)(self.panels.data_ptr()), (ctypes.c_void_p * 1)(self.scales.data_ptr())
-        _w16f(lib, 1, x2, 0, x2.shape[0], q, s, bias_ptr, self.out_features, y, 0)
+        _w16f(lib, 1, x2, 0, x2.shape[0], *self._ptrs, bias_ptr, self.out_features, y, 0)
 
     def int_weight(self) -> torch.Tensor:
         """The int16 weight (N, K), unpacked (a copy)."""
